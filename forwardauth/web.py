@@ -1,0 +1,355 @@
+"""HTTP handlers and the aiohttp application.
+
+``/auth`` is the hot path: verify the JWT (pure, in memory), one Redis ``EXISTS``, headers out.
+Login, refresh and logout do their PostgreSQL work and password hashing in one hop to the
+bounded thread pool. Store outages answer 503, bad input 4xx; nothing answers with a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import migrations, sessions, users
+from .config import Settings
+from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, RedisSettings
+from .constants import HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
+from .keys import KeyRing, load_ring
+from .pages import login_page
+from .passwords import Passwords
+from .redirects import safe_redirect
+from .revocation import Revocations
+from .tokens import AccessClaims, MintedToken, TokenError, TokenService
+
+log = logging.getLogger("forwardauth.web")
+
+MAX_BODY = 64 * 1024
+MAX_FIELD = 4096
+JSON = "application/json"
+PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+
+
+@dataclass(slots=True)
+class Services:
+    """What the handlers use, built once per worker."""
+
+    settings: Settings
+    tokens: TokenService
+    revocations: Revocations
+    db: Database
+    passwords: Passwords
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+class BadInput(Exception):
+    """The client sent something we cannot read; answered 400 (or the given status)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type=JSON, headers=headers)
+
+
+def error_response(status: int, error: str, description: str) -> web.Response:
+    return json_response({"error": error, "error_description": description}, status=status)
+
+
+# --- reading requests --------------------------------------------------------------------
+
+
+def bearer_or_cookie(request: web.Request, cookie_name: str) -> str | None:
+    """The access token: ``Authorization: Bearer`` first, then the cookie."""
+    headers = request.headers.getall("Authorization", [])
+    if len(headers) > 1:
+        raise BadInput("more than one Authorization header", status=401)
+    if headers:
+        scheme, _, value = headers[0].partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return request.cookies.get(cookie_name) or None
+
+
+def wants_json(request: web.Request) -> bool:
+    return request.content_type == JSON or (
+        JSON in request.headers.get("Accept", "") and "text/html" not in request.headers.get("Accept", "")
+    )
+
+
+async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
+    """String fields from a JSON object or a form body; missing fields come back empty."""
+    if request.content_type == JSON:
+        try:
+            data = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise BadInput("body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BadInput("body must be a JSON object")
+    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        data = dict(await request.post())
+    elif not request.body_exists:
+        data = {}
+    else:
+        raise BadInput("use application/json or a form", status=415)
+    fields: dict[str, str] = {}
+    for name in names:
+        value = data.get(name, "")
+        if not isinstance(value, str):
+            raise BadInput(f"{name} must be a string")
+        if len(value) > MAX_FIELD or "\x00" in value:
+            raise BadInput(f"{name} is too long or contains NUL")
+        fields[name] = value
+    return fields
+
+
+# --- /auth ---------------------------------------------------------------------------------
+
+
+def unauthorized(token_given: bool) -> web.Response:
+    challenge = 'Bearer error="invalid_token"' if token_given else "Bearer"
+    return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": challenge})
+
+
+async def auth(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    token = bearer_or_cookie(request, services.settings.cookie_name)
+    if token is None:
+        return unauthorized(False)
+    try:
+        claims = services.tokens.verify(token)
+    except TokenError:
+        return unauthorized(True)
+    if not await services.revocations.is_live(claims.sid, claims.jti):
+        return unauthorized(True)
+    identity = claims.identity
+    headers = {
+        HEADER_USER: identity.username,
+        HEADER_ROLES: ",".join(identity.roles),
+        HEADER_SUBJECT: identity.subject,
+    }
+    if identity.email:
+        headers[HEADER_EMAIL] = identity.email
+    return web.Response(status=200, headers=headers)
+
+
+# --- login, refresh, logout ----------------------------------------------------------------
+
+
+async def issue_access(services: Services, session: sessions.Session) -> MintedToken:
+    """Mint an access token for ``session`` and mark it live in Redis."""
+    minted = services.tokens.mint(session.user.identity, session.sid)
+    await services.revocations.register(session.sid, minted.claims.jti, services.settings.access_ttl)
+    return minted
+
+
+def token_body(services: Services, minted: MintedToken, refresh_token: str) -> dict[str, Any]:
+    return {
+        "access_token": minted.token,
+        "token_type": "Bearer",
+        "expires_in": services.settings.access_ttl,
+        "refresh_token": refresh_token,
+    }
+
+
+def set_access_cookie(response: web.StreamResponse, settings: Settings, token: str | None) -> None:
+    """Set (or, with ``None``, clear) the access-token cookie."""
+    options: dict[str, Any] = {
+        "path": "/",
+        "httponly": True,
+        "samesite": "Lax",
+        "secure": settings.cookie_secure,
+    }
+    if settings.cookie_domain:
+        options["domain"] = settings.cookie_domain
+    if token is None:
+        response.del_cookie(settings.cookie_name, **options)
+    else:
+        response.set_cookie(settings.cookie_name, token, max_age=settings.access_ttl, **options)
+
+
+def _login_in_db(
+    conn: users.Connection, passwords: Passwords, username: str, password: str, ip: str | None, ttl: int
+) -> sessions.Session | None:
+    user = users.authenticate(conn, passwords, username, password, ip)
+    return sessions.start(conn, user, ttl) if user else None
+
+
+async def login_form(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    rd = safe_redirect(request.query.get("rd"), services.settings.allowed_domains) or ""
+    return html_page(login_page(action=request.path, rd=rd))
+
+
+def html_page(body: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=body,
+        status=status,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Content-Security-Policy": PAGE_CSP},
+    )
+
+
+async def login(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    settings = services.settings
+    as_json = wants_json(request)
+    fields = await read_fields(request, ("username", "password", "rd"))
+    if not fields["username"] or not fields["password"]:
+        raise BadInput("username and password are required")
+    session = await services.db.run(
+        _login_in_db, services.passwords, fields["username"], fields["password"], request.remote,
+        settings.refresh_ttl,
+    )
+    if session is None:
+        message = "Wrong username or password."
+        if as_json:
+            return error_response(401, "invalid_credentials", message)
+        rd = safe_redirect(fields["rd"], settings.allowed_domains) or ""
+        page = login_page(action=request.path, rd=rd, username=fields["username"], error=message)
+        return html_page(page, status=401)
+    minted = await issue_access(services, session)
+    if as_json:
+        return json_response(token_body(services, minted, session.refresh_token),
+                             headers={"Cache-Control": "no-store"})
+    target = safe_redirect(fields["rd"], settings.allowed_domains) or "/"
+    response = web.HTTPSeeOther(location=target)
+    set_access_cookie(response, settings, minted.token)
+    raise response
+
+
+async def refresh(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    fields = await read_fields(request, ("refresh_token",))
+    try:
+        session = await services.db.run(
+            sessions.rotate, fields["refresh_token"], services.settings.refresh_ttl, request.remote
+        )
+    except sessions.RefreshError as exc:
+        if exc.reused_family:
+            await services.revocations.revoke_session(exc.reused_family)
+        return error_response(401, "invalid_grant", "refresh token is invalid, expired or revoked")
+    minted = await issue_access(services, session)
+    return json_response(token_body(services, minted, session.refresh_token),
+                         headers={"Cache-Control": "no-store"})
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End the session of the presented access token (or refresh token), idempotently."""
+    services = request.app[SERVICES]
+    fields = await read_fields(request, ("refresh_token",))
+    claims: AccessClaims | None = None
+    token = bearer_or_cookie(request, services.settings.cookie_name)
+    if token:
+        try:
+            claims = services.tokens.verify(token, allow_expired=True)
+        except TokenError:
+            claims = None
+    sid = claims.sid if claims else None
+    if sid is None and fields["refresh_token"]:
+        sid = await services.db.run(sessions.family_of, fields["refresh_token"])
+    if sid is not None:
+        user_id, username = (claims.identity.subject, claims.identity.username) if claims else (None, None)
+        await services.db.run(sessions.logout, sid, user_id, username, request.remote)
+        await services.revocations.revoke_session(sid)
+    response = json_response({"logged_out": sid is not None})
+    set_access_cookie(response, services.settings, None)
+    return response
+
+
+# --- keys and health -------------------------------------------------------------------------
+
+
+async def jwks(request: web.Request) -> web.Response:
+    ring = request.app[SERVICES].tokens.ring
+    return json_response(ring.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    checks: dict[str, str] = {}
+    try:
+        await services.revocations.ping()
+        checks["redis"] = "ok"
+    except REDIS_DOWN:
+        checks["redis"] = "unreachable"
+    try:
+        version = await services.db.run_blocking(migrations.applied_version, services.settings.database_url)
+        checks["postgres"] = "ok" if version >= migrations.latest_version() else "migrations pending"
+    except POSTGRES_DOWN:
+        checks["postgres"] = "unreachable"
+    ready = all(v == "ok" for v in checks.values())
+    return json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+# --- application -----------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map bad input and store outages to clear 4xx/503 answers; never leak a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except BadInput as exc:
+        return error_response(exc.status, "invalid_request", str(exc))
+    except REDIS_DOWN as exc:
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        return error_response(503, "temporarily_unavailable", "the session store is unavailable")
+    except POSTGRES_DOWN as exc:
+        log.warning("postgres unavailable: %s", type(exc).__name__)
+        return error_response(503, "temporarily_unavailable", "the user database is unavailable")
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "server_error", "internal error")
+
+
+def build_services(settings: Settings, ring: KeyRing | None = None) -> Services:
+    assert settings.database_url is not None and settings.redis_url is not None
+    ring = ring or load_ring(settings)
+    tokens = TokenService(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)
+    client = RedisSettings.from_url(settings.redis_url).client()
+    return Services(
+        settings=settings,
+        tokens=tokens,
+        revocations=Revocations(client, RedisKeys(settings.redis_prefix)),
+        db=Database(settings.database_url, settings.db_pool_size),
+        passwords=Passwords.from_settings(settings),
+    )
+
+
+def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Application:
+    """The application for one worker; stores are connected lazily and closed on cleanup."""
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    services = build_services(settings, ring)
+    app[SERVICES] = services
+
+    async def close(app: web.Application) -> None:
+        await services.revocations.close()
+        services.db.close()
+
+    app.on_cleanup.append(close)
+    app.router.add_route("*", "/auth", auth)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login)
+    app.router.add_post("/refresh", refresh)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/.well-known/jwks.json", jwks)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,197 @@
+"""Fixtures on real servers: a fresh PostgreSQL database per run and a Redis key prefix per run.
+
+PostgreSQL and Redis are the machine's own (127.0.0.1:5432 and :6379 unless
+``FORWARDAUTH_TEST_POSTGRES`` / ``FORWARDAUTH_TEST_REDIS`` say otherwise). Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+import redis
+
+from forwardauth import config, migrations, users
+from forwardauth.connections import Database
+from forwardauth.passwords import Passwords
+from forwardauth.web import create_app
+
+ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("FORWARDAUTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PASSWORD = "correct horse battery staple"
+# Fast Argon2 parameters for tests; production defaults are measured in perf/.
+FAST_ARGON2 = {"FORWARDAUTH_ARGON2_TIME_COST": "1", "FORWARDAUTH_ARGON2_MEMORY_COST": "1024",
+               "FORWARDAUTH_ARGON2_PARALLELISM": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # the thing polled is not up yet
+            last = exc
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for this test run, migrated, dropped at the end."""
+    name = f"forwardauth_test_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(ADMIN_URL)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(ADMIN_URL, name)
+    migrations.migrate(url)
+    try:
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of its own for this run; its keys are deleted at the end."""
+    prefix = f"fatest:{secrets.token_hex(4)}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def env(database_url: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
+    """The FORWARDAUTH_* environment of a test service."""
+    return {
+        "FORWARDAUTH_DATABASE_URL": database_url,
+        "FORWARDAUTH_REDIS_URL": REDIS_URL,
+        "FORWARDAUTH_REDIS_PREFIX": redis_prefix,
+        "FORWARDAUTH_DATA_DIR": str(tmp_path / "data"),
+        "FORWARDAUTH_ISSUER": "http://auth.example.test",
+        "FORWARDAUTH_COOKIE_DOMAIN": "example.test",
+        "FORWARDAUTH_COOKIE_SECURE": "false",
+        "FORWARDAUTH_LOG_LEVEL": "WARNING",
+        **FAST_ARGON2,
+    }
+
+
+@pytest.fixture
+def settings(env: Mapping[str, str]) -> config.Settings:
+    return config.load(env)
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url, 2)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def make_user(database: Database, settings: config.Settings) -> Callable[..., users.User]:
+    """Create a user with a unique name (the database is shared by the whole run)."""
+    passwords = Passwords.from_settings(settings)
+
+    def make(
+        roles: tuple[str, ...] = ("user",), email: str | None = "someone@example.test",
+        password: str = PASSWORD, name: str | None = None,
+    ) -> users.User:
+        username = name or f"user-{secrets.token_hex(4)}"
+        return database.call(users.create, passwords, username, password, roles, email)
+
+    return make
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: config.Settings) -> AsyncIterator[Any]:
+    """An aiohttp test client on the real application, real PostgreSQL and Redis."""
+    yield await aiohttp_client(create_app(settings))
+
+
+class Service:
+    """``forwardauth serve`` in a child process (its own process group), stopped by pid."""
+
+    def __init__(self, env: Mapping[str, str], port: int, workers: int = 1, cwd: Path | None = None) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.log = (cwd or Path.cwd()) / f"forwardauth-{port}.log"
+        full_env = {**os.environ, **env, "FORWARDAUTH_PORT": str(port), "FORWARDAUTH_WORKERS": str(workers)}
+        self._out = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "forwardauth", "serve"], env=full_env, cwd=cwd,
+            stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"forwardauth exited: {self.log.read_text()[-2000:]}")
+            with urllib.request.urlopen(self.base + "/readyz", timeout=1) as response:  # noqa: S310
+                return bool(response.status == 200)
+
+        wait_until(ready, timeout, "forwardauth /readyz")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._out.close()
+        # Workers are in the same process group; none may outlive the supervisor.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.process.returncode
+
+
+@pytest.fixture
+def service(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """Start ``forwardauth serve`` processes on free ports; all are stopped afterwards."""
+    started: list[Service] = []
+
+    def start(workers: int = 1, extra: Mapping[str, str] | None = None) -> Service:
+        svc = Service({**env, **(extra or {})}, free_port(), workers, cwd=tmp_path)
+        started.append(svc)
+        svc.wait_ready()
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()
