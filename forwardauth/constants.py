@@ -21,7 +21,7 @@ IDENTITY_HEADERS = (HEADER_USER, HEADER_ROLES, HEADER_EMAIL, HEADER_SUBJECT)
 # Opaque refresh tokens: 32 random bytes, URL-safe base64 (43 characters).
 REFRESH_TOKEN_BYTES = 32
 # Longest token /auth will look at; anything longer is refused before parsing.
-MAX_TOKEN_LENGTH = 8192
+MAX_TOKEN_LENGTH = 4096
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,8 @@ def key_from_private(private: PrivateKey) -> Key:
     else:
         alg, jwk = "EdDSA", OKPAlgorithm.to_jwk(public, as_dict=True)
     kid = _thumbprint(jwk)
-    published = {**{k: str(v) for k, v in jwk.items()}, "kid": kid, "alg": alg, "use": "sig"}
+    # `use` says what the key is for; `key_ops` (PyJWT adds it) should not accompany it (RFC 7517 4.3).
+    published = {k: str(v) for k, v in jwk.items() if k != "key_ops"} | {"kid": kid, "alg": alg, "use": "sig"}
     return Key(kid=kid, alg=alg, signing=private, verifying=public, public_jwk=published)
 
 

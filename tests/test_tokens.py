@@ -1,0 +1,183 @@
+"""Minting and verifying access tokens: pure, no servers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from forwardauth.keys import KeyRing, generate_private, hmac_key, key_from_private
+from forwardauth.tokens import Identity, TokenError, TokenService
+
+ISSUER = "https://auth.example.test"
+AUDIENCE = "forwardauth"
+ALICE = Identity(subject="u-1", username="alice", roles=("admin", "ops"), email="alice@example.test")
+
+
+def ring_for(alg: str) -> KeyRing:
+    key = hmac_key(secrets.token_urlsafe(32)) if alg == "HS256" else key_from_private(generate_private(alg))
+    return KeyRing(current=key, by_kid={key.kid: key})
+
+
+@pytest.fixture(params=["RS256", "EdDSA", "HS256"])
+def service(request: pytest.FixtureRequest) -> TokenService:
+    return TokenService(ring_for(request.param), ISSUER, AUDIENCE, ttl=900, leeway=0)
+
+
+def b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_minted_token_has_the_claims(service: TokenService) -> None:
+    before = int(time.time())
+    minted = service.mint(ALICE, sid="s-1")
+    header = jwt.get_unverified_header(minted.token)
+    payload = jwt.decode(minted.token, options={"verify_signature": False})
+    assert header["kid"] == service.ring.current.kid
+    assert header["typ"] == "at+jwt"
+    assert header["alg"] == service.ring.current.alg
+    assert payload["iss"] == ISSUER and payload["aud"] == AUDIENCE
+    assert payload["sub"] == "u-1" and payload["preferred_username"] == "alice"
+    assert payload["roles"] == ["admin", "ops"] and payload["email"] == "alice@example.test"
+    assert payload["sid"] == "s-1" and payload["jti"] == minted.claims.jti
+    assert before <= payload["iat"] == payload["nbf"] <= payload["exp"] - 900
+
+
+def test_verify_round_trip(service: TokenService) -> None:
+    minted = service.mint(ALICE, sid="s-1")
+    claims = service.verify(minted.token)
+    assert claims == minted.claims
+    assert claims.identity == ALICE
+
+
+def test_jti_is_unique_per_token(service: TokenService) -> None:
+    assert service.mint(ALICE, "s").claims.jti != service.mint(ALICE, "s").claims.jti
+
+
+def test_email_is_left_out_when_unknown(service: TokenService) -> None:
+    minted = service.mint(Identity(subject="u-2", username="bob"), sid="s")
+    assert "email" not in jwt.decode(minted.token, options={"verify_signature": False})
+    assert service.verify(minted.token).identity.email is None
+
+
+def test_expired_token_is_refused_unless_allowed(service: TokenService) -> None:
+    minted = service.mint(ALICE, sid="s", now=int(time.time()) - 901)
+    with pytest.raises(TokenError):
+        service.verify(minted.token)
+    assert service.verify(minted.token, allow_expired=True).sid == "s"
+
+
+def test_not_yet_valid_token_is_refused(service: TokenService) -> None:
+    minted = service.mint(ALICE, sid="s", now=int(time.time()) + 120)
+    with pytest.raises(TokenError):
+        service.verify(minted.token)
+
+
+@pytest.mark.parametrize("field,value", [("issuer", "https://evil.example"), ("audience", "other")])
+def test_wrong_issuer_or_audience_is_refused(service: TokenService, field: str, value: str) -> None:
+    other = TokenService(service.ring, ISSUER, AUDIENCE, 900, 0)
+    setattr(other, field, value)
+    with pytest.raises(TokenError):
+        service.verify(other.mint(ALICE, "s").token)
+
+
+def test_token_from_an_unknown_key_is_refused(service: TokenService) -> None:
+    stranger = TokenService(ring_for("RS256"), ISSUER, AUDIENCE, 900, 0)
+    with pytest.raises(TokenError, match="unknown key id"):
+        service.verify(stranger.mint(ALICE, "s").token)
+
+
+def test_token_signed_by_another_key_under_our_kid_is_refused(service: TokenService) -> None:
+    impostor_ring = ring_for(service.ring.current.alg)
+    forged_key = impostor_ring.current
+    payload = jwt.decode(service.mint(ALICE, "s").token, options={"verify_signature": False})
+    forged = jwt.encode(payload, forged_key.signing, algorithm=forged_key.alg,
+                        headers={"kid": service.ring.current.kid, "typ": "at+jwt"})
+    with pytest.raises(TokenError):
+        service.verify(forged)
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+def test_alg_none_is_refused(service: TokenService, alg: str) -> None:
+    payload = jwt.decode(service.mint(ALICE, "s").token, options={"verify_signature": False})
+    header = {"alg": alg, "typ": "at+jwt", "kid": service.ring.current.kid}
+    for signature in ("", "AAAA"):
+        with pytest.raises(TokenError):
+            service.verify(f"{b64(header)}.{b64(payload)}.{signature}")
+
+
+def test_hs256_signed_with_the_public_key_is_refused() -> None:
+    """The classic algorithm-confusion attack: the public key used as an HMAC secret."""
+    service = TokenService(ring_for("RS256"), ISSUER, AUDIENCE, 900, 0)
+    key = service.ring.current
+    public_pem = key.verifying.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    payload = jwt.decode(service.mint(ALICE, "s").token, options={"verify_signature": False})
+    header = {"alg": "HS256", "typ": "at+jwt", "kid": key.kid}
+    signing_input = f"{b64(header)}.{b64(payload)}".encode()
+    signature = base64.urlsafe_b64encode(hmac.new(public_pem, signing_input, hashlib.sha256).digest())
+    forged = signing_input.decode() + "." + signature.rstrip(b"=").decode()
+    with pytest.raises(TokenError):
+        service.verify(forged)
+
+
+def test_other_token_types_are_refused(service: TokenService) -> None:
+    key = service.ring.current
+    payload = jwt.decode(service.mint(ALICE, "s").token, options={"verify_signature": False})
+    for typ in ("JWT", "refresh+jwt", None):
+        headers = {"kid": key.kid, **({"typ": typ} if typ else {})}
+        token = jwt.encode(payload, key.signing, algorithm=key.alg, headers=headers)
+        if typ is None:  # PyJWT adds typ=JWT by default; drop it entirely
+            token = jwt.api_jws.PyJWS().encode(json.dumps(payload).encode(), key.signing, algorithm=key.alg,
+                                               headers={"kid": key.kid, "typ": None})
+        with pytest.raises(TokenError, match="not an access token"):
+            service.verify(token)
+
+
+@pytest.mark.parametrize("missing", ["iss", "aud", "exp", "jti", "sid", "sub", "nbf", "iat"])
+def test_required_claims(service: TokenService, missing: str) -> None:
+    key = service.ring.current
+    payload = jwt.decode(service.mint(ALICE, "s").token, options={"verify_signature": False})
+    del payload[missing]
+    token = jwt.encode(payload, key.signing, algorithm=key.alg, headers={"kid": key.kid, "typ": "at+jwt"})
+    with pytest.raises(TokenError):
+        service.verify(token)
+
+
+@pytest.mark.parametrize("claim,value", [("roles", "admin"), ("roles", [1]), ("sub", 5), ("email", ["x"])])
+def test_claims_of_the_wrong_type_are_refused(service: TokenService, claim: str, value: object) -> None:
+    key = service.ring.current
+    payload = jwt.decode(service.mint(ALICE, "s").token, options={"verify_signature": False})
+    payload[claim] = value
+    token = jwt.encode(payload, key.signing, algorithm=key.alg, headers={"kid": key.kid, "typ": "at+jwt"})
+    with pytest.raises(TokenError):
+        service.verify(token)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    ["", "a", "a.b", "a.b.c", "a.b.c.d", "....", "eyJ.eyJ.sig", "\u00e9\u00e9.\u00e9.\u00e9", "x" * 9000,
+     b64({"kid": ["list"], "alg": "RS256", "typ": "at+jwt"}) + ".e30.sig",
+     b64({"kid": "../../etc/passwd", "alg": "RS256", "typ": "at+jwt"}) + ".e30.sig"],
+)
+def test_garbage_is_refused(service: TokenService, garbage: str) -> None:
+    with pytest.raises(TokenError):
+        service.verify(garbage)
+
+
+def test_rotation_keeps_older_keys_verifying() -> None:
+    old = key_from_private(generate_private("RS256"))
+    new = key_from_private(generate_private("RS256"))
+    before = TokenService(KeyRing(current=old, by_kid={old.kid: old}), ISSUER, AUDIENCE, 900, 0)
+    after = TokenService(KeyRing(current=new, by_kid={old.kid: old, new.kid: new}), ISSUER, AUDIENCE, 900, 0)
+    token = before.mint(ALICE, "s").token
+    assert after.verify(token).identity == ALICE
+    assert jwt.get_unverified_header(after.mint(ALICE, "s").token)["kid"] == new.kid
