@@ -70,6 +70,13 @@ def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def parse_login_url(text: str) -> str:
+    """An absolute http(s) URL, or a path on whichever host the browser asked for."""
+    if text.startswith("/") and not text.startswith("//"):
+        return text
+    return parse_url(("http", "https"))(text)
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -181,8 +188,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("cookie_domain", lambda s: parse_domains(s)[0] if s else None, "(host only)",
              "Cookie Domain; must cover the login host and every protected host."),
     Variable("cookie_secure", parse_bool, "true", "Send the cookie over HTTPS only."),
-    Variable("login_url", parse_url(("http", "https")), "ISSUER/login",
-             "Login page as the browser reaches it (for redirects from /auth)."),
+    Variable("login_url", parse_login_url, "ISSUER/login",
+             "Login page as the browser reaches it: a URL, or a path on the protected host."),
     Variable("allowed_domains", parse_domains, "(cookie domain, else issuer host)",
              "Domains (and their subdomains) that `rd` may redirect to after login."),
     Variable("trusted_proxies", parse_networks, "127.0.0.0/8,::1/128",

@@ -18,6 +18,9 @@ HEADER_EMAIL = "X-Auth-Email"
 HEADER_SUBJECT = "X-Auth-Subject"
 IDENTITY_HEADERS = (HEADER_USER, HEADER_ROLES, HEADER_EMAIL, HEADER_SUBJECT)
 
+# Envoy ext_authz (HTTP service) calls this prefix followed by the original path.
+ENVOY_PREFIX = "/auth/envoy"
+
 # Opaque refresh tokens: 32 random bytes, URL-safe base64 (43 characters).
 REFRESH_TOKEN_BYTES = 32
 # Longest token /auth will look at; anything longer is refused before parsing.

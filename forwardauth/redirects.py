@@ -9,7 +9,7 @@ subdomain of one (a label boundary, so ``evil-example.com`` does not match ``exa
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 MAX_RD_LENGTH = 2048
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -42,3 +42,17 @@ def safe_redirect(rd: str | None, allowed_domains: tuple[str, ...]) -> str | Non
     if not host_allowed(parts.hostname, allowed_domains):
         return None
     return rd
+
+
+def login_location(login_url: str, scheme: str, host: str, original_url: str,
+                   allowed_domains: tuple[str, ...]) -> str:
+    """Where to send a browser that is not signed in, with ``rd`` when it may come back.
+
+    ``login_url`` may be a path (``/forwardauth/login``): it is then on the host the browser
+    asked for, which is how a login page served on every protected host works.
+    """
+    base = f"{scheme}://{host}{login_url}" if login_url.startswith("/") else login_url
+    rd = safe_redirect(original_url, allowed_domains)
+    if rd is None:
+        return base
+    return f"{base}{'&' if '?' in base else '?'}rd={quote(rd, safe='')}"

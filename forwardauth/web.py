@@ -18,11 +18,12 @@ from aiohttp import web
 from . import migrations, sessions, users
 from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, RedisSettings
-from .constants import HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
+from .constants import ENVOY_PREFIX, HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
+from .forwarding import Source, original_request, path_prefix
 from .keys import KeyRing, load_ring
 from .pages import login_page
 from .passwords import Passwords
-from .redirects import safe_redirect
+from .redirects import login_location, safe_redirect
 from .revocation import Revocations
 from .tokens import AccessClaims, MintedToken, TokenError, TokenService
 
@@ -114,22 +115,38 @@ async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str,
 # --- /auth ---------------------------------------------------------------------------------
 
 
-def unauthorized(token_given: bool) -> web.Response:
-    challenge = 'Bearer error="invalid_token"' if token_given else "Bearer"
-    return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": challenge})
+def unauthorized(request: web.Request, settings: Settings, token_given: bool) -> web.Response:
+    """401 with a Bearer challenge; a browser is also pointed at the login page.
+
+    Traefik and Caddy hand our response to the client as is, so they get a 302. nginx cannot
+    pass a redirect on from auth_request, and Envoy passes only 200, so they get the 401 with
+    ``Location`` for their config to use.
+    """
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"' if token_given else "Bearer",
+               "Cache-Control": "no-store"}
+    if "text/html" not in request.headers.get("Accept", ""):
+        return web.Response(status=401, text="unauthorized\n", headers=headers)
+    envoy = request.path.startswith(ENVOY_PREFIX)
+    original = original_request(request.method, request.path_qs, request.headers, request.remote,
+                                settings.trusted_proxies, ENVOY_PREFIX if envoy else None)
+    headers["Location"] = login_location(settings.login_url, original.scheme, original.host, original.url,
+                                         settings.allowed_domains)
+    status = 302 if original.source is Source.FORWARDED else 401
+    return web.Response(status=status, text="sign in required\n", headers=headers)
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    token = bearer_or_cookie(request, services.settings.cookie_name)
+    settings = services.settings
+    token = bearer_or_cookie(request, settings.cookie_name)
     if token is None:
-        return unauthorized(False)
+        return unauthorized(request, settings, False)
     try:
         claims = services.tokens.verify(token)
     except TokenError:
-        return unauthorized(True)
+        return unauthorized(request, settings, True)
     if not await services.revocations.is_live(claims.sid, claims.jti):
-        return unauthorized(True)
+        return unauthorized(request, settings, True)
     identity = claims.identity
     headers = {
         HEADER_USER: identity.username,
@@ -183,10 +200,15 @@ def _login_in_db(
     return sessions.start(conn, user, ttl) if user else None
 
 
+def login_action(request: web.Request, settings: Settings) -> str:
+    """The login form's action as the browser sees it (through a proxy's path prefix)."""
+    return path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/login"
+
+
 async def login_form(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    rd = safe_redirect(request.query.get("rd"), services.settings.allowed_domains) or ""
-    return html_page(login_page(action=request.path, rd=rd))
+    settings = request.app[SERVICES].settings
+    rd = safe_redirect(request.query.get("rd"), settings.allowed_domains) or ""
+    return html_page(login_page(action=login_action(request, settings), rd=rd))
 
 
 def html_page(body: str, status: int = 200) -> web.Response:
@@ -214,7 +236,8 @@ async def login(request: web.Request) -> web.Response:
         if as_json:
             return error_response(401, "invalid_credentials", message)
         rd = safe_redirect(fields["rd"], settings.allowed_domains) or ""
-        page = login_page(action=request.path, rd=rd, username=fields["username"], error=message)
+        page = login_page(action=login_action(request, settings), rd=rd, username=fields["username"],
+                          error=message)
         return html_page(page, status=401)
     minted = await issue_access(services, session)
     if as_json:
@@ -345,6 +368,7 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
 
     app.on_cleanup.append(close)
     app.router.add_route("*", "/auth", auth)
+    app.router.add_route("*", ENVOY_PREFIX + "{original:(/.*)?}", auth)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
     app.router.add_post("/refresh", refresh)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forwardauth.redirects import host_allowed, safe_redirect
+from forwardauth.redirects import host_allowed, login_location, safe_redirect
 
 ALLOWED = ("example.com",)
 
@@ -68,3 +68,20 @@ def test_host_matching_is_on_label_boundaries() -> None:
     assert host_allowed("x.example.com.", ALLOWED)
     assert not host_allowed("xexample.com", ALLOWED)
     assert not host_allowed("example.com.evil", ALLOWED)
+
+
+def test_login_location_carries_an_encoded_rd() -> None:
+    location = login_location("https://auth.example.com/login", "https", "app.example.com",
+                              "https://app.example.com/a?x=1&y=2", ALLOWED)
+    assert location == "https://auth.example.com/login?rd=https%3A%2F%2Fapp.example.com%2Fa%3Fx%3D1%26y%3D2"
+
+
+def test_login_location_on_the_protected_host() -> None:
+    location = login_location("/forwardauth/login", "http", "app.example.com:8080",
+                              "http://app.example.com:8080/", ALLOWED)
+    assert location == "http://app.example.com:8080/forwardauth/login?rd=http%3A%2F%2Fapp.example.com%3A8080%2F"
+
+
+def test_login_location_drops_an_unsafe_rd() -> None:
+    assert login_location("https://auth.example.com/login?lang=en", "https", "evil.test", "https://evil.test/",
+                          ALLOWED) == "https://auth.example.com/login?lang=en"
