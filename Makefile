@@ -12,12 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Embedded PostgreSQL and Redis under ./.forwardauth unless FORWARDAUTH_DATABASE_URL /
-# FORWARDAUTH_REDIS_URL are set. Cookies are not Secure here because this serves plain http.
+# A real proxy (nginx when installed, else Traefik) on http://127.0.0.1:8080/ in front of a demo
+# app, forwardauth behind it, with embedded PostgreSQL and Redis under ./.forwardauth unless
+# FORWARDAUTH_DATABASE_URL / FORWARDAUTH_REDIS_URL are set.
 run: $(STAMP)
 	$(BIN)/forwardauth migrate
 	$(BIN)/forwardauth user demo
-	FORWARDAUTH_COOKIE_SECURE=$${FORWARDAUTH_COOKIE_SECURE:-false} $(BIN)/forwardauth serve
+	$(BIN)/forwardauth demo
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -56,9 +56,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
     """``serve`` options as variables, so derived defaults (issuer, login URL) follow them."""
-    options = {"HOST": getattr(args, "host", None), "PORT": getattr(args, "port", None),
-               "WORKERS": getattr(args, "workers", None)}
+    if args.command != "serve":
+        return {}
+    options = {"HOST": args.host, "PORT": args.port, "WORKERS": args.workers}
     return {f"FORWARDAUTH_{k}": str(v) for k, v in options.items() if v is not None}
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
+    from .demo import PROXIES, default_proxy, run_stack
+
+    proxy = args.proxy or default_proxy()
+    if proxy not in PROXIES:
+        raise CommandError(f"--proxy must be one of {', '.join(PROXIES)}")
+    run_stack(args.port or 8080, proxy, settings.data_dir.resolve() / "demo")
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
@@ -145,6 +155,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.set_defaults(run=cmd_serve)
+
+    demo = sub.add_parser("demo", help="run a proxy, a demo app and forwardauth together (make run)")
+    demo.add_argument("--port", type=int, help="where the proxy listens (8080)")
+    demo.add_argument("--proxy", help="nginx, traefik or caddy (default: nginx when installed)")
+    demo.set_defaults(run=cmd_demo)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
     sub.add_parser("config", help="list the configuration variables").set_defaults(run=cmd_config)

@@ -80,6 +80,10 @@ def bearer_or_cookie(request: web.Request, cookie_name: str) -> str | None:
     return request.cookies.get(cookie_name) or None
 
 
+def is_browser(request: web.Request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
+
+
 def wants_json(request: web.Request) -> bool:
     return request.content_type == JSON or (
         JSON in request.headers.get("Accept", "") and "text/html" not in request.headers.get("Accept", "")
@@ -124,7 +128,7 @@ def unauthorized(request: web.Request, settings: Settings, token_given: bool) ->
     """
     headers = {"WWW-Authenticate": 'Bearer error="invalid_token"' if token_given else "Bearer",
                "Cache-Control": "no-store"}
-    if "text/html" not in request.headers.get("Accept", ""):
+    if not is_browser(request):
         return web.Response(status=401, text="unauthorized\n", headers=headers)
     envoy = request.path.startswith(ENVOY_PREFIX)
     original = original_request(request.method, request.path_qs, request.headers, request.remote,
@@ -283,7 +287,10 @@ async def logout(request: web.Request) -> web.Response:
         user_id, username = (claims.identity.subject, claims.identity.username) if claims else (None, None)
         await services.db.run(sessions.logout, sid, user_id, username, request.remote)
         await services.revocations.revoke_session(sid)
-    response = json_response({"logged_out": sid is not None})
+    if is_browser(request):  # a sign-out button: back to the login page
+        response: web.Response = web.HTTPSeeOther(location=login_action(request, services.settings))
+    else:
+        response = json_response({"logged_out": sid is not None})
     set_access_cookie(response, services.settings, None)
     return response
 

@@ -6,6 +6,7 @@ PostgreSQL and Redis are the machine's own (127.0.0.1:5432 and :6379 unless
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -23,7 +24,7 @@ import psycopg2
 import pytest
 import redis
 
-from forwardauth import config, migrations, users
+from forwardauth import config, demo, migrations, users
 from forwardauth.connections import Database
 from forwardauth.passwords import Passwords
 from forwardauth.web import create_app
@@ -141,6 +142,19 @@ async def client(aiohttp_client: Any, settings: config.Settings) -> AsyncIterato
     yield await aiohttp_client(create_app(settings))
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM (graceful), SIGKILL after ``timeout``; then nothing of its process group survives."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # workers started in its session
+
+
 class Service:
     """``forwardauth serve`` in a child process (its own process group), stopped by pid."""
 
@@ -165,20 +179,9 @@ class Service:
         wait_until(ready, timeout, "forwardauth /readyz")
 
     def stop(self, timeout: float = 20.0) -> int:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process(self.process, timeout)
         self._out.close()
-        # Workers are in the same process group; none may outlive the supervisor.
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return self.process.returncode
+        return int(self.process.returncode)
 
 
 @pytest.fixture
@@ -195,3 +198,46 @@ def service(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Servi
     yield start
     for svc in started:
         svc.stop()
+
+
+class Stack:
+    """A real proxy from deploy/ in front of the echo upstream, forwardauth behind it."""
+
+    def __init__(self, kind: str, service: Service, url: str) -> None:
+        self.kind = kind
+        self.service = service
+        self.url = url
+
+
+def require_program(name: str) -> str:
+    """The program's path; skip when it is missing, except in CI where that is a failure."""
+    found = demo.find_program(name)
+    if found is None:
+        message = f"{name} is not installed (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture
+def proxy_stack(service: Callable[..., Service], tmp_path: Path) -> Iterator[Callable[[str], Stack]]:
+    """``proxy_stack("nginx" | "traefik" | "caddy")`` starts the whole chain on free ports."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(kind: str) -> Stack:
+        require_program(kind)
+        public_port, app_port = free_port(), free_port()
+        upstream = demo.start_upstream(app_port, tmp_path / f"upstream-{kind}")
+        processes.append(upstream)
+        svc = service(extra=demo.stack_environment(public_port))
+        proxy = demo.Proxy(kind, tmp_path / kind, public_port, f"127.0.0.1:{svc.port}", f"127.0.0.1:{app_port}")
+        processes.append(proxy.start())
+        url = f"http://127.0.0.1:{public_port}"
+        demo.wait_for_http(f"http://127.0.0.1:{app_port}/", 20, upstream)
+        demo.wait_for_http(url + "/forwardauth/healthz", 30, processes[-1])
+        return Stack(kind, svc, url)
+
+    yield start
+    for process in reversed(processes):
+        stop_process(process)
