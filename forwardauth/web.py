@@ -61,6 +61,10 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=orjson.dumps(data), status=status, content_type=JSON, headers=headers)
 
 
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
 def error_response(status: int, error: str, description: str) -> web.Response:
     return json_response({"error": error, "error_description": description}, status=status)
 
@@ -247,10 +251,9 @@ async def login(request: web.Request) -> web.Response:
     if as_json:
         return json_response(token_body(services, minted, session.refresh_token),
                              headers={"Cache-Control": "no-store"})
-    target = safe_redirect(fields["rd"], settings.allowed_domains) or "/"
-    response = web.HTTPSeeOther(location=target)
+    response = see_other(safe_redirect(fields["rd"], settings.allowed_domains) or "/")
     set_access_cookie(response, settings, minted.token)
-    raise response
+    return response
 
 
 async def refresh(request: web.Request) -> web.Response:
@@ -288,7 +291,7 @@ async def logout(request: web.Request) -> web.Response:
         await services.db.run(sessions.logout, sid, user_id, username, request.remote)
         await services.revocations.revoke_session(sid)
     if is_browser(request):  # a sign-out button: back to the login page
-        response: web.Response = web.HTTPSeeOther(location=login_action(request, services.settings))
+        response = see_other(login_action(request, services.settings))
     else:
         response = json_response({"logged_out": sid is not None})
     set_access_cookie(response, services.settings, None)

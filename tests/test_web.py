@@ -280,6 +280,69 @@ async def test_two_authorization_headers_are_refused(client: Client, make_user: 
     assert response.status == 401
 
 
+# --- behind proxies: the login redirect and Envoy ---------------------------------------------
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml"}
+
+
+@pytest.mark.parametrize(
+    "headers,status,location",
+    [
+        # Traefik / Caddy: our 302 goes back to the browser as is
+        ({"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.test",
+          "X-Forwarded-Uri": "/a?b=1&c=2"}, 302,
+         "http://auth.example.test/login?rd=https%3A%2F%2Fapp.example.test%2Fa%3Fb%3D1%26c%3D2"),
+        # nginx: 401 with Location, which error_page turns into a redirect
+        ({"X-Original-URL": "https://app.example.test/x", "X-Original-Method": "GET"}, 401,
+         "http://auth.example.test/login?rd=https%3A%2F%2Fapp.example.test%2Fx"),
+        # a host outside the allowed domains: no rd
+        ({"X-Forwarded-Uri": "/", "X-Forwarded-Host": "evil.test", "X-Forwarded-Method": "GET"}, 302,
+         "http://auth.example.test/login"),
+    ],
+)
+async def test_browser_without_token_is_sent_to_login(
+    client: Client, headers: dict[str, str], status: int, location: str
+) -> None:
+    response = await client.get("/auth", headers={**BROWSER, **headers}, allow_redirects=False)
+    assert response.status == status
+    assert response.headers["Location"] == location
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_api_client_without_token_gets_no_redirect(client: Client) -> None:
+    response = await client.get("/auth", headers={"X-Forwarded-Uri": "/", "Accept": "application/json"},
+                                allow_redirects=False)
+    assert response.status == 401 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
+async def test_envoy_route_accepts_any_method_and_path(client: Client, make_user: MakeUser, method: str) -> None:
+    token = (await login(client, make_user()))["access_token"]
+    response = await client.request(method, "/auth/envoy/api/items/7?x=1",
+                                    headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 200 and response.headers["X-Auth-User"]
+    denied = await client.request(method, "/auth/envoy/api/items/7?x=1",
+                                  headers={**BROWSER, "Host": "app.example.test"}, allow_redirects=False)
+    assert denied.status == 401
+    assert denied.headers["Location"] == ("http://auth.example.test/login?rd="
+                                          "http%3A%2F%2Fapp.example.test%2Fapi%2Fitems%2F7%3Fx%3D1")
+
+
+async def test_login_form_follows_the_proxy_prefix(client: Client) -> None:
+    page = await (await client.get("/login", headers={"X-Forwarded-Prefix": "/forwardauth"})).text()
+    assert 'action="/forwardauth/login"' in page
+    bogus = await (await client.get("/login", headers={"X-Forwarded-Prefix": "//evil.test"})).text()
+    assert 'action="/login"' in bogus
+
+
+async def test_browser_logout_returns_to_the_login_page(client: Client, make_user: MakeUser) -> None:
+    token = (await login(client, make_user()))["access_token"]
+    response = await client.post("/logout", headers={**BROWSER, "Authorization": f"Bearer {token}"},
+                                 allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/login"
+    assert await auth_status(client, token) == 401
+
+
 # --- refresh and logout ------------------------------------------------------------------------
 
 
