@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 PREFIX = "FORWARDAUTH_"
-ALGORITHMS = ("RS256", "EdDSA", "HS256")
+ALGORITHMS = ("RS256", "ES256", "EdDSA", "HS256")
 MIN_HMAC_SECRET_BYTES = 32
 
 
@@ -195,7 +195,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("trusted_proxies", parse_networks, "127.0.0.0/8,::1/128",
              "Addresses whose X-Forwarded-*/X-Original-* headers are believed."),
     Variable("data_dir", Path, ".forwardauth", "Folder for keys and the embedded servers' data."),
-    Variable("signing_alg", parse_algorithm, "RS256", "RS256, EdDSA or HS256."),
+    Variable("signing_alg", parse_algorithm, "RS256", "RS256, ES256, EdDSA or HS256."),
     Variable("keys_dir", Path, "DATA_DIR/keys", "Folder of private signing keys (PEM, mode 0600)."),
     Variable("hmac_secret", str, "(none)", "HS256 secret, at least 32 bytes (or HMAC_SECRET_FILE).",
              secret=True),

@@ -1,6 +1,6 @@
 """Signing keys: loaded from (or generated into) a folder of PEM files, one key per file.
 
-Each key is pinned to one algorithm by its type (RSA -> RS256, Ed25519 -> EdDSA), as RFC 8725
+Each key is pinned to one algorithm by its type (RSA -> RS256, P-256 -> ES256, Ed25519 -> EdDSA), as RFC 8725
 asks, so a token's ``alg`` header is never what chooses how it is checked. The newest key of the
 configured algorithm signs; every key in the folder verifies, which is what makes rotation work:
 add a key, and tokens signed by the previous one stay valid until they expire.
@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .config import Settings
 
 RSA_BITS = 2048
-PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 
 class KeyFileError(Exception):
@@ -62,7 +61,7 @@ def _b64(data: bytes) -> str:
 
 def _thumbprint(jwk: dict[str, str]) -> str:
     """RFC 7638 JWK thumbprint: SHA-256 of the required members in canonical JSON."""
-    required = {"RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
+    required = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
     canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
     return _b64(hashlib.sha256(canonical.encode()).digest())
 
@@ -71,6 +70,8 @@ def key_from_private(private: PrivateKey) -> Key:
     public = private.public_key()
     if isinstance(public, rsa.RSAPublicKey):
         alg, jwk = "RS256", RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        alg, jwk = "ES256", ECAlgorithm.to_jwk(public, as_dict=True)
     else:
         alg, jwk = "EdDSA", OKPAlgorithm.to_jwk(public, as_dict=True)
     kid = _thumbprint(jwk)
@@ -89,6 +90,8 @@ def hmac_key(secret: str) -> Key:
 def generate_private(alg: str) -> PrivateKey:
     if alg == "RS256":
         return rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
     if alg == "EdDSA":
         return ed25519.Ed25519PrivateKey.generate()
     raise KeyFileError(f"cannot generate a key for {alg}")
@@ -99,8 +102,10 @@ def _load_pem(path: Path) -> Key:
         private = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise KeyFileError(f"{path}: not a readable unencrypted PEM private key ({exc})") from None
-    if not isinstance(private, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: only RSA and Ed25519 keys are supported")
+    if isinstance(private, ec.EllipticCurvePrivateKey) and not isinstance(private.curve, ec.SECP256R1):
+        raise KeyFileError(f"{path}: only P-256 EC keys are supported (ES256)")
+    if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: only RSA, P-256 and Ed25519 keys are supported")
     return key_from_private(private)
 
 

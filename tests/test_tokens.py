@@ -26,7 +26,7 @@ def ring_for(alg: str) -> KeyRing:
     return KeyRing(current=key, by_kid={key.kid: key})
 
 
-@pytest.fixture(params=["RS256", "EdDSA", "HS256"])
+@pytest.fixture(params=["RS256", "ES256", "EdDSA", "HS256"])
 def service(request: pytest.FixtureRequest) -> TokenService:
     return TokenService(ring_for(request.param), ISSUER, AUDIENCE, ttl=900, leeway=0)
 
