@@ -17,7 +17,7 @@ from typing import Any
 from . import embedded, migrations, users
 from .config import ConfigError, Settings, describe, load
 from .connections import POSTGRES_DOWN, Database
-from .keys import KeyFileError, key_files, load_ring, rotate
+from .keys import RELOAD_SECONDS, KeyFileError, key_files, load_ring, prune, rotate
 from .passwords import Passwords
 
 DEMO_USER = "demo"
@@ -138,7 +138,21 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
     if settings.signing_alg == "HS256":
         raise CommandError("HS256 keys are rotated by changing FORWARDAUTH_HMAC_SECRET")
     key = rotate(settings.key_directory, settings.signing_alg)
-    print(f"new signing key {key.kid}; restart (or reload) forwardauth to sign with it")
+    print(f"new signing key {key.kid}; running workers sign with it within {RELOAD_SECONDS:.0f} s")
+
+
+def retire_after(settings: Settings) -> float:
+    """How long a replaced key must stay: until every token it signed has expired."""
+    return settings.access_ttl + settings.leeway + 2 * RELOAD_SECONDS
+
+
+def cmd_keys_prune(settings: Settings, args: argparse.Namespace) -> None:
+    if settings.signing_alg == "HS256":
+        raise CommandError("there are no key files with HS256")
+    removed = prune(settings.key_directory, settings.signing_alg, retire_after(settings))
+    for path in removed:
+        print(f"removed {path.name}")
+    print(f"{len(removed)} key(s) removed; keys replaced less than {retire_after(settings):.0f} s ago are kept")
 
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> None:
@@ -185,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="manage signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("list", help="list keys").set_defaults(run=cmd_keys_list)
     keys.add_parser("rotate", help="add a new signing key").set_defaults(run=cmd_keys_rotate)
+    keys.add_parser("prune", help="remove keys no live token can need").set_defaults(run=cmd_keys_prune)
     return top
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import hmac
@@ -28,6 +29,9 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from .config import Settings
 
 RSA_BITS = 2048
+STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
+# How often workers look for new or removed key files.
+RELOAD_SECONDS = 2.0
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 
@@ -111,7 +115,46 @@ def _load_pem(path: Path) -> Key:
 
 def key_files(directory: Path) -> list[Path]:
     """Key files oldest first (their names start with the creation time)."""
-    return sorted(directory.glob("*.pem")) if directory.is_dir() else []
+    return sorted(directory.glob("*.pem"), key=created_at) if directory.is_dir() else []
+
+
+def created_at(path: Path) -> float:
+    """When a key was made: from its name, or the file's mtime for keys added by hand."""
+    try:
+        stamp = dt.datetime.strptime(path.name.split("-", 1)[0], STAMP_FORMAT)
+        return stamp.replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return path.stat().st_mtime
+
+
+def prunable(directory: Path, alg: str, retire_after: float, now: float | None = None) -> list[Path]:
+    """Keys no token can still need: replaced more than ``retire_after`` seconds ago.
+
+    A key is replaced when a newer key of the signing algorithm exists; tokens it signed live
+    at most the access-token lifetime after that (plus leeway and the workers' reload delay).
+    The newest key of the signing algorithm is never prunable.
+    """
+    now = time.time() if now is None else now
+    signing = [p for p in key_files(directory) if _load_pem(p).alg == alg]
+    if not signing:
+        return []
+    newest = signing[-1]
+    result = []
+    for path in key_files(directory):
+        if path == newest:
+            continue
+        successors = [created_at(s) for s in signing if created_at(s) > created_at(path)]
+        if successors and min(successors) + retire_after < now:
+            result.append(path)
+    return result
+
+
+def prune(directory: Path, alg: str, retire_after: float) -> list[Path]:
+    with _locked(directory):
+        removed = prunable(directory, alg, retire_after)
+        for path in removed:
+            path.unlink()
+    return removed
 
 
 @contextlib.contextmanager
@@ -133,11 +176,16 @@ def write_new_key(directory: Path, alg: str) -> Key:
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = dt.datetime.now(dt.UTC).strftime(STAMP_FORMAT)
     path = directory / f"{stamp}-{key.kid[:12]}.pem"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written under a temporary name, then renamed: a worker never reads half a key.
+    partial = path.with_suffix(".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.rename(path)
     return key
 
 

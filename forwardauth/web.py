@@ -7,8 +7,10 @@ bounded thread pool. Store outages answer 503, bad input 4xx; nothing answers wi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, RedisSettings
 from .constants import ENVOY_PREFIX, HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
 from .forwarding import Source, original_request, path_prefix
-from .keys import KeyRing, load_ring
+from .keys import RELOAD_SECONDS, KeyFileError, KeyRing, key_files, load_ring
 from .pages import login_page
 from .passwords import Passwords
 from .redirects import login_location, safe_redirect
@@ -352,6 +354,26 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(500, "server_error", "internal error")
 
 
+async def watch_keys(services: Services) -> None:
+    """Pick up rotated or pruned keys in this worker, without a restart."""
+    settings = services.settings
+    directory = settings.key_directory
+    seen = await asyncio.to_thread(key_files, directory)
+    while True:
+        await asyncio.sleep(RELOAD_SECONDS)
+        files = await asyncio.to_thread(key_files, directory)
+        if files == seen:
+            continue
+        try:
+            ring = await asyncio.to_thread(load_ring, settings, False)
+        except KeyFileError as exc:
+            log.error("keys not reloaded, keeping the current ones: %s", exc)
+            continue
+        services.tokens.ring = ring
+        seen = files
+        log.info("keys reloaded: signing with %s, %d key(s) verify", ring.current.kid, len(ring.by_kid))
+
+
 def build_services(settings: Settings, ring: KeyRing | None = None) -> Services:
     assert settings.database_url is not None and settings.redis_url is not None
     ring = ring or load_ring(settings)
@@ -372,11 +394,19 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
     services = build_services(settings, ring)
     app[SERVICES] = services
 
-    async def close(app: web.Application) -> None:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        watcher = None
+        if settings.signing_alg != "HS256":
+            watcher = asyncio.create_task(watch_keys(services))
+        yield
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await services.revocations.close()
         services.db.close()
 
-    app.on_cleanup.append(close)
+    app.cleanup_ctx.append(lifecycle)
     app.router.add_route("*", "/auth", auth)
     app.router.add_route("*", ENVOY_PREFIX + "{original:(/.*)?}", auth)
     app.router.add_get("/login", login_form)
