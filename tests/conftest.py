@@ -173,7 +173,7 @@ class Service:
         def ready() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(f"forwardauth exited: {self.log.read_text()[-2000:]}")
-            with urllib.request.urlopen(self.base + "/readyz", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(self.base + "/readyz", timeout=1) as response:
                 return bool(response.status == 200)
 
         wait_until(ready, timeout, "forwardauth /readyz")
