@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import embedded, migrations, users
+from . import clients, embedded, migrations, users
 from .config import ConfigError, Settings, describe, load
 from .connections import POSTGRES_DOWN, Database
 from .keys import RELOAD_SECONDS, KeyFileError, key_files, load_ring, prune, rotate
@@ -107,6 +107,56 @@ def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> None:
     print(f"password changed for {user.username}")
 
 
+def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    """Log a user out everywhere: every refresh token and live access token stops working."""
+    import asyncio
+
+    from .oauth import end_all_sessions
+    from .web import build_services
+
+    async def run(ready: Settings) -> int:
+        services = build_services(ready)
+        try:
+            user = await services.db.run(users.find, args.name)
+            if user is None:
+                raise users.UserError(f"no user {users.normalise_username(args.name)!r}")
+            return await end_all_sessions(services, user.id, None)
+        finally:
+            await services.revocations.close()
+            services.db.close()
+
+    with embedded.stores(settings) as ready:
+        assert ready.database_url is not None
+        migrations.migrate(ready.database_url)
+        count = asyncio.run(run(ready))
+    print(f"revoked {count} session(s) of {users.normalise_username(args.name)}")
+
+
+def cmd_client_add(settings: Settings, args: argparse.Namespace) -> None:
+    client, secret = _with_db(settings, clients.create, args.client_id, args.grant, args.scope, args.role,
+                              args.public)
+    print(f"created client {client.id} (grants: {', '.join(client.grant_types)})")
+    if secret:
+        print(f"client secret (shown once): {secret}")
+
+
+def cmd_client_list(settings: Settings, args: argparse.Namespace) -> None:
+    for client in _with_db(settings, clients.list_all):
+        kind = "public" if client.public else "confidential"
+        state = "disabled" if client.disabled else "enabled"
+        print(f"{client.id}\t{kind}\t{state}\t{','.join(client.grant_types)}\t{' '.join(client.scopes) or '-'}")
+
+
+def cmd_client_disable(settings: Settings, args: argparse.Namespace) -> None:
+    _with_db(settings, clients.set_disabled, args.client_id, not args.enable)
+    print(f"{'enabled' if args.enable else 'disabled'} {args.client_id}")
+
+
+def cmd_client_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    secret = _with_db(settings, clients.rotate_secret, args.client_id)
+    print(f"new client secret for {args.client_id} (shown once): {secret}")
+
+
 def _ensure_demo(conn: users.Connection, passwords: Passwords, password: str) -> bool:
     if users.find(conn, DEMO_USER) is not None:
         return False
@@ -195,6 +245,27 @@ def parser() -> argparse.ArgumentParser:
     passwd.add_argument("--password-stdin", action="store_true")
     passwd.set_defaults(run=cmd_user_passwd)
     user.add_parser("demo", help="create the demo user if missing").set_defaults(run=cmd_user_demo)
+    revoke = user.add_parser("revoke", help="log a user out everywhere (all tokens stop working)")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=cmd_user_revoke)
+
+    client = sub.add_parser("client", help="manage OAuth2 clients").add_subparsers(dest="action", required=True)
+    client_add = client.add_parser("add", help="register a client (its secret is shown once)")
+    client_add.add_argument("client_id")
+    client_add.add_argument("--grant", action="append", default=[], choices=clients.GRANT_TYPES,
+                            help="allowed grant type; repeat (default client_credentials)")
+    client_add.add_argument("--scope", action="append", default=[], help="allowed scope; repeat")
+    client_add.add_argument("--role", action="append", default=[], help="roles of its client_credentials tokens")
+    client_add.add_argument("--public", action="store_true", help="no secret (password/refresh_token only)")
+    client_add.set_defaults(run=cmd_client_add)
+    client.add_parser("list", help="list clients").set_defaults(run=cmd_client_list)
+    for name, enable in (("disable", False), ("enable", True)):
+        toggle = client.add_parser(name, help=f"{name} a client")
+        toggle.add_argument("client_id")
+        toggle.set_defaults(run=cmd_client_disable, enable=enable)
+    rotate_secret = client.add_parser("rotate-secret", help="replace a client's secret")
+    rotate_secret.add_argument("client_id")
+    rotate_secret.set_defaults(run=cmd_client_rotate)
 
     keys = sub.add_parser("keys", help="manage signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("list", help="list keys").set_defaults(run=cmd_keys_list)
@@ -211,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"forwardauth: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, users.UserError, KeyFileError) as exc:
+    except (CommandError, users.UserError, clients.ClientError, KeyFileError) as exc:
         print(f"forwardauth: {exc}", file=sys.stderr)
         return 1
     except POSTGRES_DOWN as exc:

@@ -28,6 +28,17 @@ class Revocations:
             pipe.expire(session, ttl)
             await pipe.execute()
 
+    async def revoke(self, sid: str, jti: str) -> None:
+        """Revoke one access token."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._keys.access_token(sid, jti))
+            pipe.srem(self._keys.session_tokens(sid), jti)
+            await pipe.execute()
+
+    async def revoke_sessions(self, sids: list[str]) -> None:
+        for sid in sids:
+            await self.revoke_session(sid)
+
     async def is_live(self, sid: str, jti: str) -> bool:
         return bool(await self._redis.exists(self._keys.access_token(sid, jti)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg2.extensions
@@ -38,47 +39,62 @@ class Session:
     user: User
     sid: str
     refresh_token: str
+    client_id: str | None = None
+    scope: str | None = None
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _insert(conn: Connection, user_id: str, sid: str, ttl: int) -> tuple[int, str]:
+def _insert(
+    conn: Connection, user_id: str, sid: str, ttl: int, client_id: str | None, scope: str | None
+) -> tuple[int, str]:
     token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
     with conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at)"
-            " VALUES (%s, %s, %s, %s) RETURNING id",
-            (_digest(token), user_id, sid, expires),
+            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, client_id, scope)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (_digest(token), user_id, sid, expires, client_id, scope),
         )
         row = cur.fetchone()
     assert row is not None
     return int(row[0]), token
 
 
-def start(conn: Connection, user: User, ttl: int) -> Session:
+def start(
+    conn: Connection, user: User, ttl: int, client_id: str | None = None, scope: str | None = None
+) -> Session:
     """A new login session with its first refresh token."""
     sid = new_id()
-    _, token = _insert(conn, user.id, sid, ttl)
-    return Session(user=user, sid=sid, refresh_token=token)
+    _, token = _insert(conn, user.id, sid, ttl, client_id, scope)
+    return Session(user=user, sid=sid, refresh_token=token, client_id=client_id, scope=scope)
 
 
-def rotate(conn: Connection, token: str, ttl: int, client_ip: str | None) -> Session:
-    """Exchange a refresh token for its successor in the same session."""
+def rotate(
+    conn: Connection, token: str, ttl: int, client_ip: str | None, client_id: str | None = None,
+    narrow_scope: Callable[[str | None], str | None] | None = None,
+) -> Session:
+    """Exchange a refresh token for its successor in the same session.
+
+    The token must have been issued to ``client_id`` (``None``: our own login, not OAuth2).
+    ``narrow_scope`` may reduce the session's scope (RFC 6749 6); it raises to refuse.
+    """
     if not token or len(token) > MAX_REFRESH_TOKEN:
         raise RefreshError("malformed refresh token")
     with conn.cursor() as cur:
         cur.execute(
             "SELECT id, user_id::text, family_id, expires_at <= now(), revoked_at IS NOT NULL,"
-            " replaced_by IS NOT NULL FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
+            " replaced_by IS NOT NULL, client_id, scope FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
             (_digest(token),),
         )
         row = cur.fetchone()
     if row is None:
         raise RefreshError("unknown refresh token")
-    row_id, user_id, sid, expired, revoked, replaced = row
+    row_id, user_id, sid, expired, revoked, replaced, owner, scope = row
+    if owner != client_id:
+        raise RefreshError("refresh token was issued to another client")
     if replaced:
         revoke_family(conn, sid, "reuse")
         record(conn, "refresh_reuse", user_id, None, client_ip, {"sid": sid})
@@ -89,7 +105,9 @@ def rotate(conn: Connection, token: str, ttl: int, client_ip: str | None) -> Ses
     user = get(conn, user_id)
     if user is None or user.disabled:
         raise RefreshError("user unknown or disabled")
-    new_row, new_token = _insert(conn, user_id, sid, ttl)
+    if narrow_scope is not None:
+        scope = narrow_scope(scope)
+    new_row, new_token = _insert(conn, user_id, sid, ttl, client_id, scope)
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = 'rotated', replaced_by = %s"
@@ -97,7 +115,7 @@ def rotate(conn: Connection, token: str, ttl: int, client_ip: str | None) -> Ses
             (new_row, row_id),
         )
     record(conn, "refresh", user_id, user.username, client_ip, {"sid": sid})
-    return Session(user=user, sid=sid, refresh_token=new_token)
+    return Session(user=user, sid=sid, refresh_token=new_token, client_id=client_id, scope=scope)
 
 
 def revoke_family(conn: Connection, sid: str, reason: str) -> int:
@@ -124,3 +142,73 @@ def family_of(conn: Connection, token: str) -> str | None:
         cur.execute("SELECT family_id FROM refresh_tokens WHERE token_hash = %s", (_digest(token),))
         row = cur.fetchone()
     return str(row[0]) if row else None
+
+
+def revoke_by_token(conn: Connection, token: str, client_id: str | None, client_ip: str | None) -> str | None:
+    """Revoke the session of a refresh token issued to ``client_id``; its sid, else ``None``."""
+    if not token or len(token) > MAX_REFRESH_TOKEN:
+        return None
+    with conn.cursor() as cur:
+        cur.execute("SELECT family_id, user_id::text, client_id FROM refresh_tokens WHERE token_hash = %s",
+                    (_digest(token),))
+        row = cur.fetchone()
+    if row is None or row[2] != client_id:
+        return None
+    sid, user_id = str(row[0]), str(row[1])
+    revoke_family(conn, sid, "revoked")
+    record(conn, "revoke", user_id, None, client_ip, {"sid": sid, "client_id": client_id})
+    return sid
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshInfo:
+    """What introspection tells about a live refresh token."""
+
+    user: User
+    sid: str
+    client_id: str | None
+    scope: str | None
+    expires_at: int
+    issued_at: int
+
+
+def describe(conn: Connection, token: str) -> RefreshInfo | None:
+    """A refresh token that is unexpired, unrevoked and whose user is enabled, else ``None``."""
+    if not token or len(token) > MAX_REFRESH_TOKEN:
+        return None
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT user_id::text, family_id, client_id, scope, extract(epoch FROM expires_at)::bigint,"
+            " extract(epoch FROM created_at)::bigint FROM refresh_tokens"
+            " WHERE token_hash = %s AND revoked_at IS NULL AND expires_at > now()",
+            (_digest(token),),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    user = get(conn, row[0])
+    if user is None or user.disabled:
+        return None
+    return RefreshInfo(user=user, sid=row[1], client_id=row[2], scope=row[3], expires_at=row[4], issued_at=row[5])
+
+
+def revoke_user(conn: Connection, user_id: str, recent_seconds: int, client_ip: str | None) -> list[str]:
+    """End every session of a user ("log out everywhere").
+
+    Revokes all their refresh tokens and returns the sessions that may still hold a live access
+    token (those that minted one within ``recent_seconds``), for the caller to revoke in Redis.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = 'logout_all'"
+            " WHERE user_id = %s AND revoked_at IS NULL",
+            (user_id,),
+        )
+        cur.execute(
+            "SELECT DISTINCT family_id FROM refresh_tokens"
+            " WHERE user_id = %s AND created_at > now() - make_interval(secs => %s)",
+            (user_id, recent_seconds),
+        )
+        sids = [str(row[0]) for row in cur.fetchall()]
+    record(conn, "revoke", user_id, None, client_ip, {"all_sessions": True, "sessions": len(sids)})
+    return sids

@@ -40,6 +40,9 @@ class AccessClaims:
     jti: str
     sid: str  # login session (refresh-token family)
     expires_at: int
+    issued_at: int = 0
+    scope: str | None = None  # space-separated (RFC 6749 3.3)
+    client_id: str | None = None  # the OAuth2 client it was issued to (RFC 9068)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +67,13 @@ class TokenService:
         self.leeway = leeway
         self._jwt = jwt.PyJWT()
 
-    def mint(self, identity: Identity, sid: str, now: int | None = None) -> MintedToken:
+    def mint(
+        self, identity: Identity, sid: str, now: int | None = None, scope: str | None = None,
+        client_id: str | None = None,
+    ) -> MintedToken:
         issued = int(time.time()) if now is None else now
-        claims = AccessClaims(identity=identity, jti=new_id(), sid=sid, expires_at=issued + self.ttl)
+        claims = AccessClaims(identity=identity, jti=new_id(), sid=sid, expires_at=issued + self.ttl,
+                              issued_at=issued, scope=scope, client_id=client_id)
         payload: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
@@ -81,6 +88,10 @@ class TokenService:
         }
         if identity.email:
             payload["email"] = identity.email
+        if scope:
+            payload["scope"] = scope
+        if client_id:
+            payload["client_id"] = client_id
         key = self.ring.current
         token = jwt.encode(
             payload, key.signing, algorithm=key.alg, headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
@@ -124,16 +135,20 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
     """Typed claims, refusing a token whose claims have the wrong shapes."""
     roles = payload.get("roles", [])
     email = payload.get("email")
+    scope = payload.get("scope")
+    client_id = payload.get("client_id")
     strings = (payload["sub"], payload.get("preferred_username"), payload["jti"], payload["sid"])
     if (
         not all(isinstance(v, str) and v for v in strings)
         or not isinstance(roles, list)
         or not all(isinstance(r, str) for r in roles)
-        or not (email is None or isinstance(email, str))
+        or not all(v is None or isinstance(v, str) for v in (email, scope, client_id))
         or not isinstance(payload["exp"], int)
+        or not isinstance(payload["iat"], int)
     ):
         raise TokenError("claims of the wrong type")
     identity = Identity(
         subject=payload["sub"], username=payload["preferred_username"], roles=tuple(roles), email=email
     )
-    return AccessClaims(identity=identity, jti=payload["jti"], sid=payload["sid"], expires_at=payload["exp"])
+    return AccessClaims(identity=identity, jti=payload["jti"], sid=payload["sid"], expires_at=payload["exp"],
+                        issued_at=payload["iat"], scope=scope, client_id=client_id)

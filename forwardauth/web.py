@@ -173,7 +173,8 @@ async def auth(request: web.Request) -> web.StreamResponse:
 
 async def issue_access(services: Services, session: sessions.Session) -> MintedToken:
     """Mint an access token for ``session`` and mark it live in Redis."""
-    minted = services.tokens.mint(session.user.identity, session.sid)
+    minted = services.tokens.mint(session.user.identity, session.sid, scope=session.scope,
+                                  client_id=session.client_id)
     await services.revocations.register(session.sid, minted.claims.jti, services.settings.access_ttl)
     return minted
 
@@ -203,11 +204,13 @@ def set_access_cookie(response: web.StreamResponse, settings: Settings, token: s
         response.set_cookie(settings.cookie_name, token, max_age=settings.access_ttl, **options)
 
 
-def _login_in_db(
-    conn: users.Connection, passwords: Passwords, username: str, password: str, ip: str | None, ttl: int
+def login_in_db(
+    conn: users.Connection, passwords: Passwords, username: str, password: str, ip: str | None, ttl: int,
+    client_id: str | None = None, scope: str | None = None,
 ) -> sessions.Session | None:
+    """Check the password and open a session, in one transaction in one worker thread."""
     user = users.authenticate(conn, passwords, username, password, ip)
-    return sessions.start(conn, user, ttl) if user else None
+    return sessions.start(conn, user, ttl, client_id, scope) if user else None
 
 
 def login_action(request: web.Request, settings: Settings) -> str:
@@ -238,7 +241,7 @@ async def login(request: web.Request) -> web.Response:
     if not fields["username"] or not fields["password"]:
         raise BadInput("username and password are required")
     session = await services.db.run(
-        _login_in_db, services.passwords, fields["username"], fields["password"], request.remote,
+        login_in_db, services.passwords, fields["username"], fields["password"], request.remote,
         settings.refresh_ttl,
     )
     if session is None:
@@ -414,6 +417,9 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
     app.router.add_post("/refresh", refresh)
     app.router.add_post("/logout", logout)
     app.router.add_get("/.well-known/jwks.json", jwks)
+    from . import oauth  # it builds on this module's helpers
+
+    oauth.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -1,0 +1,312 @@
+"""OAuth2 endpoints: token (RFC 6749), revocation (RFC 7009), introspection (RFC 7662) and
+server metadata (RFC 8414), so a stock OAuth2 client library works without special cases.
+
+Errors are exactly RFC 6749 5.2: ``{"error", "error_description"}``, 400, or 401 with a
+``WWW-Authenticate: Basic`` challenge when client authentication failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from . import clients, sessions
+from .config import Settings
+from .tokens import Identity, MintedToken, TokenError, new_id
+from .web import MAX_FIELD, SERVICES, Services, bearer_or_cookie, issue_access, json_response, login_in_db
+
+FORM = "application/x-www-form-urlencoded"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthError(Exception):
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.status = status
+
+
+def error_response(exc: OAuthError) -> web.Response:
+    headers = dict(NO_STORE)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="forwardauth"'
+    return json_response({"error": exc.error, "error_description": str(exc)}, status=exc.status, headers=headers)
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """The form parameters; each may appear once (RFC 6749 3.2), values are bounded strings."""
+    if request.content_type != FORM:
+        raise OAuthError("invalid_request", f"the body must be {FORM}")
+    posted = await request.post()
+    form: dict[str, str] = {}
+    for name in set(posted.keys()):
+        values = posted.getall(name)
+        if len(values) > 1:
+            raise OAuthError("invalid_request", f"{name} is given more than once")
+        value = values[0]
+        if not isinstance(value, str) or len(value) > MAX_FIELD or "\x00" in value:
+            raise OAuthError("invalid_request", f"{name} is not a short text value")
+        form[name] = value
+    return form
+
+
+def client_credentials(request: web.Request, form: dict[str, str]) -> tuple[str | None, str | None]:
+    """(client_id, client_secret) from HTTP Basic or the form (RFC 6749 2.3.1), never both."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic":
+        if "client_secret" in form:
+            raise OAuthError("invalid_request", "use one client authentication method, not two")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise OAuthError("invalid_client", "malformed Basic credentials", 401) from None
+        client_id, sep, secret = decoded.partition(":")
+        if not sep:
+            raise OAuthError("invalid_client", "malformed Basic credentials", 401)
+        return unquote(client_id), unquote(secret)
+    return form.get("client_id"), form.get("client_secret")
+
+
+async def authenticate_client(
+    services: Services, request: web.Request, form: dict[str, str], confidential: bool
+) -> clients.Client:
+    client_id, secret = client_credentials(request, form)
+    if not client_id:
+        raise OAuthError("invalid_client", "client authentication is required", 401)
+    client = await services.db.run(clients.find, client_id)
+    if client is None or client.disabled or not client.check_secret(secret or None):
+        raise OAuthError("invalid_client", "unknown client, wrong secret or disabled client", 401)
+    if confidential and client.public:
+        raise OAuthError("invalid_client", "this endpoint needs a confidential client", 401)
+    if "client_id" in form and form["client_id"] != client.id:
+        raise OAuthError("invalid_request", "client_id does not match the authenticated client")
+    return client
+
+
+def granted_scope(requested: str | None, allowed: tuple[str, ...]) -> str | None:
+    """The scope to grant: what was asked, if allowed; by default all the client may have."""
+    if not requested:
+        return " ".join(allowed) or None
+    asked = tuple(dict.fromkeys(requested.split()))
+    if not asked or any(s not in allowed for s in asked):
+        raise OAuthError("invalid_scope", "the requested scope is not allowed for this client")
+    return " ".join(asked)
+
+
+def narrower(requested: str | None) -> Any:
+    """For a refresh: keep the session's scope, or a subset of it (RFC 6749 6)."""
+
+    def narrow(current: str | None) -> str | None:
+        if not requested:
+            return current
+        return granted_scope(requested, tuple((current or "").split()))
+
+    return narrow
+
+
+def token_response(services: Services, minted: MintedToken, refresh_token: str | None) -> web.Response:
+    body: dict[str, Any] = {
+        "access_token": minted.token,
+        "token_type": "Bearer",
+        "expires_in": services.settings.access_ttl,
+    }
+    if refresh_token:
+        body["refresh_token"] = refresh_token
+    if minted.claims.scope:
+        body["scope"] = minted.claims.scope
+    return json_response(body, headers=NO_STORE)
+
+
+async def token(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    settings = services.settings
+    try:
+        form = await read_form(request)
+        client = await authenticate_client(services, request, form, confidential=False)
+        grant = form.get("grant_type")
+        if not grant:
+            raise OAuthError("invalid_request", "grant_type is required")
+        if grant not in clients.GRANT_TYPES:
+            raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
+        if grant not in client.grant_types:
+            raise OAuthError("unauthorized_client", f"this client may not use the {grant} grant")
+        if grant == "password":
+            return await password_grant(services, request, form, client)
+        if grant == "refresh_token":
+            return await refresh_grant(services, request, form, client)
+        return await client_credentials_grant(services, form, client, settings)
+    except OAuthError as exc:
+        return error_response(exc)
+
+
+async def password_grant(
+    services: Services, request: web.Request, form: dict[str, str], client: clients.Client
+) -> web.Response:
+    if not form.get("username") or not form.get("password"):
+        raise OAuthError("invalid_request", "username and password are required")
+    scope = granted_scope(form.get("scope"), client.scopes)
+    session = await services.db.run(
+        login_in_db, services.passwords, form["username"], form["password"], request.remote,
+        services.settings.refresh_ttl, client.id, scope,
+    )
+    if session is None:
+        raise OAuthError("invalid_grant", "wrong username or password")
+    return token_response(services, await issue_access(services, session), session.refresh_token)
+
+
+async def refresh_grant(
+    services: Services, request: web.Request, form: dict[str, str], client: clients.Client
+) -> web.Response:
+    if not form.get("refresh_token"):
+        raise OAuthError("invalid_request", "refresh_token is required")
+    try:
+        session = await services.db.run(
+            sessions.rotate, form["refresh_token"], services.settings.refresh_ttl, request.remote, client.id,
+            narrower(form.get("scope")),
+        )
+    except sessions.RefreshError as exc:
+        if exc.reused_family:
+            await services.revocations.revoke_session(exc.reused_family)
+        raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked") from None
+    return token_response(services, await issue_access(services, session), session.refresh_token)
+
+
+async def client_credentials_grant(
+    services: Services, form: dict[str, str], client: clients.Client, settings: Settings
+) -> web.Response:
+    """A token for the client itself (no user, no refresh token: RFC 6749 4.4.3)."""
+    if client.public:
+        raise OAuthError("unauthorized_client", "a public client cannot use client_credentials")
+    scope = granted_scope(form.get("scope"), client.scopes)
+    identity = Identity(subject=f"client:{client.id}", username=client.id, roles=client.roles)
+    sid = new_id()
+    minted = services.tokens.mint(identity, sid, scope=scope, client_id=client.id)
+    await services.revocations.register(sid, minted.claims.jti, settings.access_ttl)
+    return token_response(services, minted, None)
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """RFC 7009: 200 for any well-formed request, whether or not the token was known."""
+    services = request.app[SERVICES]
+    try:
+        form = await read_form(request)
+        client = await authenticate_client(services, request, form, confidential=False)
+        token_value = form.get("token")
+        if not token_value:
+            raise OAuthError("invalid_request", "token is required")
+    except OAuthError as exc:
+        return error_response(exc)
+    # The hint may be wrong (RFC 7009 2.1): try both kinds.
+    try:
+        claims = services.tokens.verify(token_value, allow_expired=True)
+    except TokenError:
+        claims = None
+    if claims is not None:
+        if claims.client_id == client.id:
+            await services.revocations.revoke(claims.sid, claims.jti)
+    else:
+        sid = await services.db.run(sessions.revoke_by_token, token_value, client.id, request.remote)
+        if sid is not None:  # its access tokens go with it
+            await services.revocations.revoke_session(sid)
+    return web.Response(status=200, headers=NO_STORE)
+
+
+async def introspect(request: web.Request) -> web.Response:
+    """RFC 7662, for confidential clients: ``{"active": false}`` unless the token is live."""
+    services = request.app[SERVICES]
+    settings = services.settings
+    try:
+        form = await read_form(request)
+        await authenticate_client(services, request, form, confidential=True)
+        token_value = form.get("token")
+        if not token_value:
+            raise OAuthError("invalid_request", "token is required")
+    except OAuthError as exc:
+        return error_response(exc)
+    inactive = json_response({"active": False}, headers=NO_STORE)
+    try:
+        claims = services.tokens.verify(token_value)
+    except TokenError:
+        claims = None
+    if claims is not None:
+        if not await services.revocations.is_live(claims.sid, claims.jti):
+            return inactive
+        identity = claims.identity
+        body: dict[str, Any] = {
+            "active": True, "token_type": "Bearer", "sub": identity.subject, "username": identity.username,
+            "roles": list(identity.roles), "exp": claims.expires_at, "iat": claims.issued_at,
+            "nbf": claims.issued_at, "iss": settings.issuer, "aud": settings.audience, "jti": claims.jti,
+        }
+        optional = {"scope": claims.scope, "client_id": claims.client_id, "email": identity.email}
+        body.update({k: v for k, v in optional.items() if v})
+        return json_response(body, headers=NO_STORE)
+    info = await services.db.run(sessions.describe, token_value)
+    if info is None:
+        return inactive
+    body = {
+        "active": True, "token_type": "refresh_token", "sub": info.user.id, "username": info.user.username,
+        "exp": info.expires_at, "iat": info.issued_at, "iss": settings.issuer,
+    }
+    body.update({k: v for k, v in {"scope": info.scope, "client_id": info.client_id}.items() if v})
+    return json_response(body, headers=NO_STORE)
+
+
+async def logout_everywhere(request: web.Request) -> web.Response:
+    """End every session of the user whose access token this is (all devices)."""
+    services = request.app[SERVICES]
+    token_value = bearer_or_cookie(request, services.settings.cookie_name)
+    try:
+        claims = services.tokens.verify(token_value or "")
+    except TokenError:
+        claims = None
+    if claims is None or not await services.revocations.is_live(claims.sid, claims.jti):
+        return json_response({"error": "invalid_token", "error_description": "a live access token is required"},
+                             status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    count = await end_all_sessions(services, claims.identity.subject, request.remote)
+    return json_response({"sessions_revoked": count}, headers=NO_STORE)
+
+
+async def end_all_sessions(services: Services, user_id: str, client_ip: str | None) -> int:
+    settings = services.settings
+    recent = settings.access_ttl + settings.leeway + 60
+    sids = await services.db.run(sessions.revoke_user, user_id, recent, client_ip)
+    await services.revocations.revoke_sessions(sids)
+    return len(sids)
+
+
+def metadata(settings: Settings) -> dict[str, Any]:
+    base = settings.issuer
+    auth_methods = ["client_secret_basic", "client_secret_post", "none"]
+    return {
+        "issuer": base,
+        "token_endpoint": f"{base}/oauth/token",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "introspection_endpoint": f"{base}/oauth/introspect",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "grant_types_supported": list(clients.GRANT_TYPES),
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "subject_types_supported": ["public"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "preferred_username",
+                             "roles", "email", "scope", "client_id"],
+    }
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return json_response(metadata(request.app[SERVICES].settings), headers={"Cache-Control": "public, max-age=300"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/oauth/token", token)
+    app.router.add_post("/oauth/revoke", revoke)
+    app.router.add_post("/oauth/introspect", introspect)
+    app.router.add_post("/logout/all", logout_everywhere)
+    app.router.add_get("/.well-known/oauth-authorization-server", server_metadata)
+    app.router.add_get("/.well-known/openid-configuration", server_metadata)
