@@ -17,7 +17,17 @@ from aiohttp import web
 from . import clients, sessions
 from .config import Settings
 from .tokens import Identity, MintedToken, TokenError, new_id
-from .web import MAX_FIELD, SERVICES, Services, bearer_or_cookie, issue_access, json_response, login_in_db
+from .web import (
+    MAX_FIELD,
+    SERVICES,
+    BadInput,
+    Services,
+    bearer_or_cookie,
+    issue_access,
+    json_response,
+    login_in_db,
+    posted_form,
+)
 
 FORM = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -41,7 +51,10 @@ async def read_form(request: web.Request) -> dict[str, str]:
     """The form parameters; each may appear once (RFC 6749 3.2), values are bounded strings."""
     if request.content_type != FORM:
         raise OAuthError("invalid_request", f"the body must be {FORM}")
-    posted = await request.post()
+    try:
+        posted = await posted_form(request)
+    except BadInput as exc:
+        raise OAuthError("invalid_request", str(exc)) from None
     form: dict[str, str] = {}
     for name in set(posted.keys()):
         values = posted.getall(name)

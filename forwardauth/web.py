@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from . import migrations, sessions, users
 from .config import Settings
@@ -96,6 +98,14 @@ def wants_json(request: web.Request) -> bool:
     )
 
 
+async def posted_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The parsed form body; a malformed one (e.g. multipart without boundary) is a 400."""
+    try:
+        return await request.post()
+    except ValueError as exc:
+        raise BadInput(f"malformed form body: {exc}") from None
+
+
 async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
     """String fields from a JSON object or a form body; missing fields come back empty."""
     if request.content_type == JSON:
@@ -106,7 +116,7 @@ async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str,
         if not isinstance(data, dict):
             raise BadInput("body must be a JSON object")
     elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        data = dict(await request.post())
+        data = dict(await posted_form(request))
     elif not request.body_exists:
         data = {}
     else:
@@ -311,6 +321,12 @@ async def jwks(request: web.Request) -> web.Response:
     return json_response(ring.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    from .openapi import document
+
+    return json_response(document(request.app[SERVICES].settings))
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -411,7 +427,8 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_route("*", "/auth", auth)
-    app.router.add_route("*", ENVOY_PREFIX + "{original:(/.*)?}", auth)
+    # Any path under the prefix, control characters included (forwarding refuses those).
+    app.router.add_route("*", ENVOY_PREFIX + r"{original:(/[\s\S]*)?}", auth)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
     app.router.add_post("/refresh", refresh)
@@ -420,6 +437,7 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
     from . import oauth  # it builds on this module's helpers
 
     oauth.add_routes(app)
+    app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -1,0 +1,227 @@
+"""The OpenAPI 3.1 document of every public endpoint, served at ``/openapi.json``.
+
+Written as data next to the handlers it describes; ``tests/test_openapi.py`` holds it to the
+application's routes and runs schemathesis against a live server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .clients import GRANT_TYPES
+from .config import Settings
+
+Schema = dict[str, Any]
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+HTML = "text/html"
+TEXT = "text/plain"
+AUTH_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _text(description: str, media: str = TEXT, headers: Schema | None = None) -> Schema:
+    response: Schema = {"description": description, "content": {media: {"schema": {"type": "string"}}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _header(description: str) -> Schema:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+ERROR = _ref("Error")
+BAD_REQUEST = _json(ERROR, "Malformed input")
+UNAVAILABLE = _json(ERROR, "PostgreSQL or Redis unreachable")
+TOO_LARGE = _text("Body larger than 64 KiB")
+OAUTH_ERRORS = {"400": _json(ERROR, "RFC 6749 5.2 error"),
+                "401": {**_json(ERROR, "Client authentication failed"),
+                        "headers": {"WWW-Authenticate": _header("Basic challenge")}},
+                "413": TOO_LARGE, "503": UNAVAILABLE}
+
+IDENTITY_HEADERS = {
+    "X-Auth-User": _header("Username (or client id for client_credentials)"),
+    "X-Auth-Roles": _header("Roles, comma-separated"),
+    "X-Auth-Email": _header("E-mail, when known"),
+    "X-Auth-Subject": _header("Stable user id"),
+}
+DENIED = {
+    "401": _text("No valid token", headers={"WWW-Authenticate": _header("Bearer challenge"),
+                                            "Location": _header("Login page, for browsers behind nginx/Envoy")}),
+    "302": _text("Browser sent to the login page (behind Traefik/Caddy)",
+                 headers={"Location": _header("Login page with rd")}),
+    "400": _text("Unreadable request headers"),
+    "503": UNAVAILABLE,
+}
+
+
+def _form_or_json(schema: Schema) -> Schema:
+    return {"required": True, "content": {JSON: {"schema": schema}, FORM: {"schema": schema}}}
+
+
+def _auth_operation(name: str, summary: str, parameters: list[Schema]) -> Schema:
+    return {
+        method: {
+            "summary": summary,
+            "operationId": f"{name}_{method}",
+            "parameters": parameters,
+            "security": [{}, {"bearer": []}, {"cookie": []}],
+            "responses": {"200": {"description": "Allowed", "headers": IDENTITY_HEADERS}, **DENIED},
+        }
+        for method in AUTH_METHODS
+    }
+
+
+def _token_form() -> Schema:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["grant_type"],
+        "properties": {
+            "grant_type": {"type": "string", "enum": list(GRANT_TYPES)},
+            "username": {"type": "string"},
+            "password": {"type": "string"},
+            "refresh_token": {"type": "string"},
+            "scope": {"type": "string"},
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string"},
+        },
+    }
+
+
+# A text field as the handlers accept it: at most 4096 characters, no NUL.
+FIELD: Schema = {"type": "string", "maxLength": 4096, "pattern": "^[^\\u0000]*$"}
+
+
+def document(settings: Settings) -> Schema:
+    """The OpenAPI document for a server whose public base URL is the issuer."""
+    credentials = {"type": "object", "required": ["username", "password"],
+                   "properties": {"username": {**FIELD, "minLength": 1}, "password": {**FIELD, "minLength": 1},
+                                  "rd": FIELD}}
+    refresh = {"type": "object", "properties": {"refresh_token": FIELD}}
+    token_request = {"type": "object", "required": ["token"],
+                     "properties": {"token": {"type": "string"}, "token_type_hint": {"type": "string"},
+                                    "client_id": {"type": "string"}, "client_secret": {"type": "string"}}}
+    client_auth: list[Schema] = [{"clientBasic": []}, {}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "forwardauth", "version": __version__,
+                 "description": "Forward authentication for reverse proxies, with an OAuth2 token service."},
+        "servers": [{"url": settings.issuer}],
+        "paths": {
+            "/auth": _auth_operation("auth", "Check a request (any method)", []),
+            "/auth/envoy/{original}": _auth_operation(
+                "auth_envoy",
+                "Check a request for Envoy ext_authz (original path after the prefix)",
+                [{"name": "original", "in": "path", "required": True, "schema": {"type": "string"}}],
+            ),
+            "/login": {
+                "get": {
+                    "summary": "The login form",
+                    "parameters": [{"name": "rd", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": _text("HTML form", HTML)},
+                },
+                "post": {
+                    "summary": "Log in (form: cookie and redirect; JSON: tokens)",
+                    "requestBody": _form_or_json(credentials),
+                    "responses": {
+                        "200": _json(_ref("Tokens"), "Tokens (JSON request)"),
+                        "303": {"description": "Cookie set; redirect to rd", "headers": {
+                            "Location": _header("rd or /"), "Set-Cookie": _header("The access-token cookie")}},
+                        "400": BAD_REQUEST,
+                        "401": {"description": "Wrong username or password", "content": {
+                            JSON: {"schema": ERROR}, HTML: {"schema": {"type": "string"}}}},
+                        "413": TOO_LARGE,
+                        "415": _json(ERROR, "Not JSON nor a form"),
+                        "503": UNAVAILABLE,
+                    },
+                },
+            },
+            "/refresh": {"post": {
+                "summary": "Rotate a refresh token",
+                "requestBody": _form_or_json(refresh),
+                "responses": {"200": _json(_ref("Tokens"), "New tokens"), "400": BAD_REQUEST,
+                              "401": _json(ERROR, "Invalid, expired, revoked or reused"), "413": TOO_LARGE,
+                              "415": _json(ERROR, "Not JSON nor a form"), "503": UNAVAILABLE},
+            }},
+            "/logout": {"post": {
+                "summary": "End the session of the presented token",
+                "security": [{}, {"bearer": []}, {"cookie": []}],
+                "requestBody": {"content": {JSON: {"schema": refresh}, FORM: {"schema": refresh}}},
+                "responses": {"200": _json({"type": "object", "properties": {"logged_out": {"type": "boolean"}}},
+                                           "Done (idempotent)"),
+                              "303": {"description": "Browser: back to the login page"},
+                              "400": BAD_REQUEST, "401": BAD_REQUEST, "413": TOO_LARGE,
+                              "415": _json(ERROR, "Not JSON nor a form"), "503": UNAVAILABLE},
+            }},
+            "/logout/all": {"post": {
+                "summary": "End every session of the token's user",
+                "security": [{"bearer": []}, {"cookie": []}],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "sessions_revoked": {"type": "integer"}}}, "Done"),
+                              "400": BAD_REQUEST, "401": _json(ERROR, "No live access token"),
+                              "503": UNAVAILABLE},
+            }},
+            "/oauth/token": {"post": {
+                "summary": "RFC 6749 token endpoint", "security": client_auth,
+                "requestBody": {"required": True, "content": {FORM: {"schema": _token_form()}}},
+                "responses": {"200": _json(_ref("Tokens"), "Tokens"), **OAUTH_ERRORS},
+            }},
+            "/oauth/revoke": {"post": {
+                "summary": "RFC 7009 revocation", "security": client_auth,
+                "requestBody": {"required": True, "content": {FORM: {"schema": token_request}}},
+                "responses": {"200": {"description": "Revoked, or unknown"}, **OAUTH_ERRORS},
+            }},
+            "/oauth/introspect": {"post": {
+                "summary": "RFC 7662 introspection (confidential clients)", "security": [{"clientBasic": []}, {}],
+                "requestBody": {"required": True, "content": {FORM: {"schema": token_request}}},
+                "responses": {"200": _json({"type": "object", "required": ["active"],
+                                            "properties": {"active": {"type": "boolean"}}}, "Token state"),
+                              **OAUTH_ERRORS},
+            }},
+            "/.well-known/jwks.json": {"get": {"summary": "Public signing keys", "responses": {
+                "200": _json({"type": "object", "required": ["keys"],
+                              "properties": {"keys": {"type": "array"}}}, "JWK set")}}},
+            "/.well-known/oauth-authorization-server": {"get": {"summary": "RFC 8414 metadata", "responses": {
+                "200": _json(_ref("Metadata"), "Server metadata")}}},
+            "/.well-known/openid-configuration": {"get": {"summary": "The same metadata", "responses": {
+                "200": _json(_ref("Metadata"), "Server metadata")}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {
+                "200": _json({"type": "object"}, "OpenAPI 3.1")}}},
+            "/healthz": {"get": {"summary": "Alive", "responses": {"200": _json({"type": "object"}, "Alive")}}},
+            "/readyz": {"get": {"summary": "Ready to serve", "responses": {
+                "200": _json(_ref("Ready"), "Redis and PostgreSQL answer, migrations applied"),
+                "503": _json(_ref("Ready"), "Not ready")}}},
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": settings.cookie_name},
+                "clientBasic": {"type": "http", "scheme": "basic"},
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}},
+                "Tokens": {"type": "object", "required": ["access_token", "token_type", "expires_in"],
+                           "properties": {"access_token": {"type": "string"},
+                                          "token_type": {"const": "Bearer"},
+                                          "expires_in": {"type": "integer"},
+                                          "refresh_token": {"type": "string"},
+                                          "scope": {"type": "string"}}},
+                "Metadata": {"type": "object", "required": ["issuer", "token_endpoint", "jwks_uri"],
+                             "properties": {"issuer": {"type": "string"}}},
+                "Ready": {"type": "object", "required": ["ready", "checks"],
+                          "properties": {"ready": {"type": "boolean"}, "checks": {"type": "object"}}},
+            },
+        },
+    }
