@@ -203,15 +203,22 @@ async def client_credentials_grant(
     return token_response(services, minted, None)
 
 
+async def token_request(
+    services: Services, request: web.Request, confidential: bool
+) -> tuple[clients.Client, str]:
+    """The authenticated client and the ``token`` parameter of a revoke/introspect request."""
+    form = await read_form(request)
+    client = await authenticate_client(services, request, form, confidential)
+    if not form.get("token"):
+        raise OAuthError("invalid_request", "token is required")
+    return client, form["token"]
+
+
 async def revoke(request: web.Request) -> web.Response:
     """RFC 7009: 200 for any well-formed request, whether or not the token was known."""
     services = request.app[SERVICES]
     try:
-        form = await read_form(request)
-        client = await authenticate_client(services, request, form, confidential=False)
-        token_value = form.get("token")
-        if not token_value:
-            raise OAuthError("invalid_request", "token is required")
+        client, token_value = await token_request(services, request, confidential=False)
     except OAuthError as exc:
         return error_response(exc)
     # The hint may be wrong (RFC 7009 2.1): try both kinds.
@@ -234,11 +241,7 @@ async def introspect(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     settings = services.settings
     try:
-        form = await read_form(request)
-        await authenticate_client(services, request, form, confidential=True)
-        token_value = form.get("token")
-        if not token_value:
-            raise OAuthError("invalid_request", "token is required")
+        _, token_value = await token_request(services, request, confidential=True)
     except OAuthError as exc:
         return error_response(exc)
     inactive = json_response({"active": False}, headers=NO_STORE)

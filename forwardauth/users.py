@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg2.errors
 import psycopg2.extensions
+from psycopg2 import sql
 
 from .audit import record
 from .passwords import Passwords
@@ -126,31 +127,25 @@ def list_all(conn: Connection) -> list[User]:
         return [u for u in map(_row_to_user, cur.fetchall()) if u is not None]
 
 
-def set_disabled(conn: Connection, username: str, disabled: bool) -> User:
+def _update(conn: Connection, username: str, column: Literal["disabled", "password_hash"], value: object) -> User:
+    """Set one column of a user; ``UserError`` when there is no such user."""
+    query = sql.SQL(
+        "UPDATE users SET {} = %s, updated_at = now() WHERE lower(username) = %s RETURNING " + _COLUMNS  # noqa: S608
+    ).format(sql.Identifier(column))
     with conn.cursor() as cur:
-        cur.execute(
-            f"UPDATE users SET disabled = %s, updated_at = now() WHERE lower(username) = %s"  # noqa: S608
-            f" RETURNING {_COLUMNS}",
-            (disabled, normalise_username(username)),
-        )
+        cur.execute(query, (value, normalise_username(username)))
         user = _row_to_user(cur.fetchone())
     if user is None:
         raise UserError(f"no user {normalise_username(username)!r}")
     return user
+
+
+def set_disabled(conn: Connection, username: str, disabled: bool) -> User:
+    return _update(conn, username, "disabled", disabled)
 
 
 def set_password(conn: Connection, passwords: Passwords, username: str, password: str) -> User:
-    password_hash = passwords.hash(check_password(password))
-    with conn.cursor() as cur:
-        cur.execute(
-            f"UPDATE users SET password_hash = %s, updated_at = now() WHERE lower(username) = %s"  # noqa: S608
-            f" RETURNING {_COLUMNS}",
-            (password_hash, normalise_username(username)),
-        )
-        user = _row_to_user(cur.fetchone())
-    if user is None:
-        raise UserError(f"no user {normalise_username(username)!r}")
-    return user
+    return _update(conn, username, "password_hash", passwords.hash(check_password(password)))
 
 
 def authenticate(

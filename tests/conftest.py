@@ -63,22 +63,28 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A database of its own for this test run, migrated, dropped at the end."""
-    name = f"forwardauth_test_{secrets.token_hex(4)}"
+@contextlib.contextmanager
+def throwaway_database(prefix: str) -> Iterator[str]:
+    """An empty database on the test server, dropped (connections and all) afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = psycopg2.connect(ADMIN_URL)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(ADMIN_URL, name)
-    migrations.migrate(url)
     try:
-        yield url
+        yield _with_database(ADMIN_URL, name)
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for this test run, migrated, dropped at the end."""
+    with throwaway_database("forwardauth_test") as url:
+        migrations.migrate(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

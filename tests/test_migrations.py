@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,22 +10,13 @@ import pytest
 
 from forwardauth import migrations
 
-from .conftest import ADMIN_URL, _with_database
+from .conftest import throwaway_database
 
 
 @pytest.fixture
 def fresh_database() -> Iterator[str]:
-    name = f"forwardauth_mig_{secrets.token_hex(4)}"
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(ADMIN_URL, name)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_database("forwardauth_mig") as url:
+        yield url
 
 
 def tables(url: str) -> set[str]:
