@@ -12,6 +12,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import clients, embedded, migrations, users
@@ -19,6 +20,8 @@ from .config import ConfigError, Settings, describe, load
 from .connections import POSTGRES_DOWN, Database
 from .keys import RELOAD_SECONDS, KeyFileError, key_files, load_ring, prune, rotate
 from .passwords import Passwords
+from .policy import Effect, Object, PolicyError, Subject, decide
+from .policy import load as load_policy
 
 DEMO_USER = "demo"
 
@@ -205,6 +208,34 @@ def cmd_keys_prune(settings: Settings, args: argparse.Namespace) -> None:
     print(f"{len(removed)} key(s) removed; keys replaced less than {retire_after(settings):.0f} s ago are kept")
 
 
+def cmd_policy_check(settings: Settings, args: argparse.Namespace) -> None:
+    policy = load_policy(Path(args.file))
+    print(f"{policy.source}: {len(policy.rules)} rule(s), default {policy.default.value}: OK")
+
+
+def cmd_policy_explain(settings: Settings, args: argparse.Namespace) -> None:
+    """Which rule decides a request, and what the answer is."""
+    source = Path(args.file) if args.file else settings.policy_file
+    if source is None:
+        raise CommandError("give --file or set FORWARDAUTH_POLICY_FILE")
+    policy = load_policy(source)
+    obj = Object.of(args.scheme, args.host, args.path, args.method)
+    rule = policy.match(obj, args.ip)
+    subject = None
+    if args.user or args.roles:
+        roles = tuple(r for r in (args.roles or "").split(",") if r)
+        subject = Subject(users.normalise_username(args.user or ""), roles, args.ip)
+    outcome = decide(rule, subject)
+    where = f"rule {rule.number}" if rule.number else "the default"
+    print(f"{obj.method} {obj.scheme}://{obj.host}{obj.path}: {where} ({rule.effect.value})")
+    if outcome is None:
+        print("decision: allow (200)")
+    elif outcome is Effect.DENY:
+        print("decision: deny (403)")
+    else:
+        print("decision: a valid token is needed (401 / login)")
+
+
 def cmd_config(settings: Settings, args: argparse.Namespace) -> None:
     for env, default, meaning in describe():
         print(f"{env}\t{default}\t{meaning}")
@@ -227,6 +258,22 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
     sub.add_parser("config", help="list the configuration variables").set_defaults(run=cmd_config)
+
+    policy = sub.add_parser("policy", help="check access rules").add_subparsers(dest="action", required=True)
+    check = policy.add_parser("check", help="validate a policy file")
+    check.add_argument("file")
+    check.set_defaults(run=cmd_policy_check)
+    explain = policy.add_parser("explain", help="show which rule decides a request")
+    explain.add_argument("--file", help="policy file (default FORWARDAUTH_POLICY_FILE)")
+    explain.add_argument("--host", required=True)
+    explain.add_argument("--path", required=True)
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--scheme", default="https")
+    explain.add_argument("--ip", help="client address, for network rules")
+    who = explain.add_mutually_exclusive_group()
+    who.add_argument("--user", help="a signed-in user")
+    who.add_argument("--roles", help="a signed-in user's roles, comma-separated")
+    explain.set_defaults(run=cmd_policy_explain)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     add = user.add_parser("add", help="create a user")
@@ -282,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"forwardauth: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, users.UserError, clients.ClientError, KeyFileError) as exc:
+    except (CommandError, users.UserError, clients.ClientError, KeyFileError, PolicyError) as exc:
         print(f"forwardauth: {exc}", file=sys.stderr)
         return 1
     except POSTGRES_DOWN as exc:

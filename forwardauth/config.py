@@ -130,6 +130,7 @@ class Settings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default_factory=lambda: parse_networks("127.0.0.0/8,::1/128")
     )
+    policy_file: Path | None = None
     data_dir: Path = Path(".forwardauth")
     signing_alg: str = "RS256"
     keys_dir: Path | None = None
@@ -194,6 +195,8 @@ VARIABLES: tuple[Variable, ...] = (
              "Domains (and their subdomains) that `rd` may redirect to after login."),
     Variable("trusted_proxies", parse_networks, "127.0.0.0/8,::1/128",
              "Addresses whose X-Forwarded-*/X-Original-* headers are believed."),
+    Variable("policy_file", Path, "(none: any valid token passes)",
+             "Access rules (YAML or TOML); reloaded on SIGHUP and when the file changes."),
     Variable("data_dir", Path, ".forwardauth", "Folder for keys and the embedded servers' data."),
     Variable("signing_alg", parse_algorithm, "RS256", "RS256, ES256, EdDSA or HS256."),
     Variable("keys_dir", Path, "DATA_DIR/keys", "Folder of private signing keys (PEM, mode 0600)."),

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import time
 from multiprocessing.process import BaseProcess
@@ -24,7 +25,8 @@ from aiohttp import web
 from . import embedded, migrations
 from .config import Settings
 from .keys import load_ring
-from .web import create_app
+from .policy import load as load_policy
+from .web import SERVICES, create_app, reload_policy
 
 log = logging.getLogger("forwardauth.server")
 
@@ -63,6 +65,8 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    services = app[SERVICES]
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, reload_policy, services))
     log.info("worker listening on %s:%d", settings.host, settings.port)
     await stop.wait()
     log.info("worker stopping: finishing in-flight requests")
@@ -70,6 +74,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler is in place
     configure_logging(settings.log_level)
     uvloop.run(_serve(settings))
 
@@ -89,8 +94,15 @@ def supervise(settings: Settings) -> None:
         nonlocal stopping
         stopping = True
 
+    def reload_workers(signum: int, frame: FrameType | None) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGHUP)
+
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    workers = [_spawn(context, settings) for _ in range(settings.workers)]
+    workers: list[BaseProcess] = []
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload_workers)
+    workers.extend(_spawn(context, settings) for _ in range(settings.workers))
     try:
         while not stopping:
             multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.2)
@@ -120,6 +132,9 @@ def serve(settings: Settings) -> None:
             applied = migrate_when_ready(ready.database_url)
             if applied:
                 log.info("applied migrations: %s", ", ".join(applied))
+        if ready.policy_file is not None:
+            policy = load_policy(ready.policy_file)  # a broken file stops the start here
+            log.info("policy %s: %d rule(s), default %s", policy.source, len(policy.rules), policy.default.value)
         ring = load_ring(ready)
         log.info("signing with %s key %s", ring.current.alg, ring.current.kid)
         log.info("forwardauth on http://%s:%d with %d worker(s)", ready.host, ready.port, ready.workers)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,10 +24,12 @@ from . import migrations, sessions, users
 from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, RedisSettings
 from .constants import ENVOY_PREFIX, HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
-from .forwarding import Source, original_request, path_prefix
+from .forwarding import OriginalRequest, Source, original_request, path_prefix
 from .keys import RELOAD_SECONDS, KeyFileError, KeyRing, key_files, load_ring
 from .pages import login_page
 from .passwords import Passwords
+from .policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Subject, decide
+from .policy import load as load_policy
 from .redirects import login_location, safe_redirect
 from .revocation import Revocations
 from .tokens import AccessClaims, MintedToken, TokenError, TokenService
@@ -48,6 +51,7 @@ class Services:
     revocations: Revocations
     db: Database
     passwords: Passwords
+    policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload
 
 
 SERVICES = web.AppKey("services", Services)
@@ -135,7 +139,20 @@ async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str,
 # --- /auth ---------------------------------------------------------------------------------
 
 
-def unauthorized(request: web.Request, settings: Settings, token_given: bool) -> web.Response:
+def describe(request: web.Request, settings: Settings) -> OriginalRequest:
+    """The request the proxy is asking about."""
+    envoy = ENVOY_PREFIX if request.path.startswith(ENVOY_PREFIX) else None
+    return original_request(request.method, request.path_qs, request.headers, request.remote,
+                            settings.trusted_proxies, envoy)
+
+
+def forbidden() -> web.Response:
+    return web.Response(status=403, text="forbidden\n", headers={"Cache-Control": "no-store"})
+
+
+def unauthorized(
+    request: web.Request, settings: Settings, token_given: bool, original: OriginalRequest | None = None
+) -> web.Response:
     """401 with a Bearer challenge; a browser is also pointed at the login page.
 
     Traefik and Caddy hand our response to the client as is, so they get a 302. nginx cannot
@@ -146,9 +163,7 @@ def unauthorized(request: web.Request, settings: Settings, token_given: bool) ->
                "Cache-Control": "no-store"}
     if not is_browser(request):
         return web.Response(status=401, text="unauthorized\n", headers=headers)
-    envoy = request.path.startswith(ENVOY_PREFIX)
-    original = original_request(request.method, request.path_qs, request.headers, request.remote,
-                                settings.trusted_proxies, ENVOY_PREFIX if envoy else None)
+    original = original or describe(request, settings)
     headers["Location"] = login_location(settings.login_url, original.scheme, original.host, original.url,
                                          settings.allowed_domains)
     status = 302 if original.source is Source.FORWARDED else 401
@@ -156,18 +171,31 @@ def unauthorized(request: web.Request, settings: Settings, token_given: bool) ->
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
+    """The check: access rule first (bypass, deny), then the token, then the rule's users/roles."""
     services = request.app[SERVICES]
     settings = services.settings
+    policy = services.policy
+    original = rule = None
+    if policy is not ALLOW_ALL_AUTHENTICATED:
+        original = describe(request, settings)
+        rule = policy.match(Object.of(original.scheme, original.host, original.uri, original.method),
+                            original.client_ip)
+        if rule.effect is Effect.BYPASS:
+            return web.Response(status=200)
+        if rule.effect is Effect.DENY:
+            return forbidden()
     token = bearer_or_cookie(request, settings.cookie_name)
     if token is None:
-        return unauthorized(request, settings, False)
+        return unauthorized(request, settings, False, original)
     try:
         claims = services.tokens.verify(token)
     except TokenError:
-        return unauthorized(request, settings, True)
+        return unauthorized(request, settings, True, original)
     if not await services.revocations.is_live(claims.sid, claims.jti):
-        return unauthorized(request, settings, True)
+        return unauthorized(request, settings, True, original)
     identity = claims.identity
+    if rule is not None and decide(rule, Subject(identity.username, identity.roles)) is not None:
+        return forbidden()
     headers = {
         HEADER_USER: identity.username,
         HEADER_ROLES: ",".join(identity.roles),
@@ -373,24 +401,48 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(500, "server_error", "internal error")
 
 
-async def watch_keys(services: Services) -> None:
-    """Pick up rotated or pruned keys in this worker, without a restart."""
-    settings = services.settings
-    directory = settings.key_directory
-    seen = await asyncio.to_thread(key_files, directory)
+async def watch(state: Callable[[], object], reload: Callable[[], bool]) -> None:
+    """Every RELOAD_SECONDS, call ``reload`` when ``state`` changed (until it succeeds)."""
+    seen = await asyncio.to_thread(state)
     while True:
         await asyncio.sleep(RELOAD_SECONDS)
-        files = await asyncio.to_thread(key_files, directory)
-        if files == seen:
-            continue
-        try:
-            ring = await asyncio.to_thread(load_ring, settings, False)
-        except KeyFileError as exc:
-            log.error("keys not reloaded, keeping the current ones: %s", exc)
-            continue
-        services.tokens.ring = ring
-        seen = files
-        log.info("keys reloaded: signing with %s, %d key(s) verify", ring.current.kid, len(ring.by_kid))
+        current = await asyncio.to_thread(state)
+        if current != seen and await asyncio.to_thread(reload):
+            seen = current
+
+
+def reload_keys(services: Services) -> bool:
+    """Pick up rotated or pruned keys in this worker, without a restart."""
+    try:
+        ring = load_ring(services.settings, create=False)
+    except KeyFileError as exc:
+        log.error("keys not reloaded, keeping the current ones: %s", exc)
+        return False
+    services.tokens.ring = ring
+    log.info("keys reloaded: signing with %s, %d key(s) verify", ring.current.kid, len(ring.by_kid))
+    return True
+
+
+def reload_policy(services: Services) -> bool:
+    """Load the policy file again; a broken file is refused and the rules in force stay."""
+    path = services.settings.policy_file
+    if path is None:
+        return True
+    try:
+        services.policy = load_policy(path)
+    except PolicyError as exc:
+        log.error("policy not reloaded, keeping the rules in force: %s", exc)
+        return False
+    log.info("policy reloaded: %d rule(s), default %s", len(services.policy.rules), services.policy.default.value)
+    return True
+
+
+def file_state(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def build_services(settings: Settings, ring: KeyRing | None = None) -> Services:
@@ -404,6 +456,7 @@ def build_services(settings: Settings, ring: KeyRing | None = None) -> Services:
         revocations=Revocations(client, RedisKeys(settings.redis_prefix)),
         db=Database(settings.database_url, settings.db_pool_size),
         passwords=Passwords.from_settings(settings),
+        policy=load_policy(settings.policy_file) if settings.policy_file else ALLOW_ALL_AUTHENTICATED,
     )
 
 
@@ -414,11 +467,17 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
     app[SERVICES] = services
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        watcher = None
+        watchers = []
         if settings.signing_alg != "HS256":
-            watcher = asyncio.create_task(watch_keys(services))
+            directory = settings.key_directory
+            watchers.append(asyncio.create_task(
+                watch(lambda: key_files(directory), lambda: reload_keys(services))))
+        if settings.policy_file is not None:
+            policy_file = settings.policy_file
+            watchers.append(asyncio.create_task(
+                watch(lambda: file_state(policy_file), lambda: reload_policy(services))))
         yield
-        if watcher is not None:
+        for watcher in watchers:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -227,16 +227,16 @@ def require_program(name: str) -> str:
 
 
 @pytest.fixture
-def proxy_stack(service: Callable[..., Service], tmp_path: Path) -> Iterator[Callable[[str], Stack]]:
+def proxy_stack(service: Callable[..., Service], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     """``proxy_stack("nginx" | "traefik" | "caddy")`` starts the whole chain on free ports."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(kind: str) -> Stack:
+    def start(kind: str, extra: Mapping[str, str] | None = None) -> Stack:
         require_program(kind)
         public_port, app_port = free_port(), free_port()
         upstream = demo.start_upstream(app_port, tmp_path / f"upstream-{kind}")
         processes.append(upstream)
-        svc = service(extra=demo.stack_environment(public_port))
+        svc = service(extra={**demo.stack_environment(public_port), **(extra or {})})
         proxy = demo.Proxy(kind, tmp_path / kind, public_port, f"127.0.0.1:{svc.port}", f"127.0.0.1:{app_port}")
         processes.append(proxy.start())
         url = f"http://127.0.0.1:{public_port}"

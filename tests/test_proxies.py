@@ -115,3 +115,23 @@ def test_open_redirects_land_on_the_default_page(stack: Stack, make_user: MakeUs
                "https://127.0.0.1@evil.test/", "http://127.0.0.1.evil.test/", "https://evil.test%2F@127.0.0.1/"):
         response = form_login(stack, user, rd=rd)
         assert response.status_code == 303 and response.headers["Location"] == "/", rd
+
+
+def test_role_restricted_path_through_nginx(
+    proxy_stack: Callable[..., Stack], make_user: MakeUser, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text("default: authenticated\nrules:\n  - path: /admin\n    roles: [admin]\n"
+                      "  - path: /public\n    policy: bypass\n")
+    stack = proxy_stack("nginx", {"FORWARDAUTH_POLICY_FILE": str(policy)})
+    admin, ops = make_user(roles=("admin",)), make_user(roles=("ops",))
+    as_ops = {**API, "Authorization": f"Bearer {bearer_token(stack, ops)}"}
+    as_admin = {**API, "Authorization": f"Bearer {bearer_token(stack, admin)}"}
+    assert httpx.get(stack.url + "/admin/panel", headers=as_ops).status_code == 403
+    assert httpx.get(stack.url + "/public/../admin/panel", headers=as_ops).status_code == 403
+    assert httpx.get(stack.url + "/%61dmin/panel", headers=as_ops).status_code == 403
+    seen = upstream_saw(httpx.get(stack.url + "/admin/panel", headers=as_admin))
+    assert {k.lower(): v for k, v in dict(seen["headers"]).items()}["x-auth-user"] == admin.username  # type: ignore[call-overload]
+    assert upstream_saw(httpx.get(stack.url + "/elsewhere", headers=as_ops))["path"] == "/elsewhere"
+    public = upstream_saw(httpx.get(stack.url + "/public/page", headers=API))
+    assert not any(k.lower().startswith("x-auth-") for k in dict(public["headers"]))  # type: ignore[call-overload]
