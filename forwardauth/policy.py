@@ -150,13 +150,23 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     source: str = "(built in)"
     default_rule: Rule = field(init=False)
+    # Per exact host, the rules that can match it, in file order; other hosts use ``_anywhere``
+    # (rules not limited to exact hosts: no host, or a *.domain). A request scans its few
+    # candidates, not every rule.
+    _by_host: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
+    _anywhere: tuple[Rule, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_rule", Rule(number=0, effect=self.default))
+        anywhere = tuple(r for r in self.rules if not r.exact_hosts or r.host_suffixes)
+        hosts = {h for r in self.rules for h in r.exact_hosts}
+        by_host = {h: tuple(r for r in self.rules if r in anywhere or h in r.exact_hosts) for h in hosts}
+        object.__setattr__(self, "_anywhere", anywhere)
+        object.__setattr__(self, "_by_host", by_host)
 
     def match(self, obj: Object, client_ip: str | None) -> Rule:
         """The first rule matching ``obj`` (rule 0 stands for the default)."""
-        for rule in self.rules:
+        for rule in self._by_host.get(obj.host, self._anywhere):
             if rule.matches(obj, client_ip):
                 return rule
         return self.default_rule

@@ -232,3 +232,13 @@ def test_a_broken_policy_stops_the_start(env: dict[str, str], tmp_path: Path) ->
                             env={**os.environ, **env, "FORWARDAUTH_POLICY_FILE": str(policy_file)}, timeout=60)
     assert result.returncode == 1
     assert f"{policy_file}: rule 1: policy must be one of" in result.stderr
+
+
+@given(st.sampled_from(["admin.example.com", "www.example.com", "example.com", "intranet.example.com",
+                        "other.test", "api.example.com"]),
+       st.sampled_from(["/", "/public/x", "/healthz", "/api/v1/admin", "/x"]),
+       st.sampled_from(["GET", "HEAD", "POST"]), st.sampled_from([None, "10.0.0.1", "203.0.113.1"]))
+def test_host_index_agrees_with_a_plain_scan(host: str, path: str, method: str, ip: str | None) -> None:
+    obj = Object.of("https", host, path, method)
+    linear = next((r for r in EXAMPLE.rules if r.matches(obj, ip)), EXAMPLE.default_rule)
+    assert EXAMPLE.match(obj, ip) is linear
