@@ -138,6 +138,7 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
+    local_cache: bool = True
     db_pool_size: int = 4
     auto_migrate: bool = True
     shutdown_timeout: int = 10
@@ -205,6 +206,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("argon2_time_cost", parse_positive_int, "3", "Argon2id iterations."),
     Variable("argon2_memory_cost", parse_positive_int, "65536", "Argon2id memory in KiB."),
     Variable("argon2_parallelism", parse_positive_int, "4", "Argon2id lanes."),
+    Variable("local_cache", parse_bool, "true",
+             "Remember verified, live tokens per worker while subscribed to revocations."),
     Variable("db_pool_size", parse_positive_int, "4",
              "Threads (and PostgreSQL connections) per worker for logins."),
     Variable("auto_migrate", parse_bool, "true", "Apply migrations when `serve` starts."),

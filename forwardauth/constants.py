@@ -40,3 +40,7 @@ class RedisKeys:
     def session_tokens(self, sid: str) -> str:
         """Set of the live access-token ids of session ``sid``, for revoking them together."""
         return f"{self.prefix}sess:{{{sid}}}"
+
+    def revocations_channel(self) -> str:
+        """Pub/sub channel announcing every revocation ("sid" or "sid jti") to every worker."""
+        return f"{self.prefix}revocations"

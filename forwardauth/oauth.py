@@ -250,7 +250,7 @@ async def introspect(request: web.Request) -> web.Response:
     except TokenError:
         claims = None
     if claims is not None:
-        if not await services.revocations.is_live(claims.sid, claims.jti):
+        if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
             return inactive
         identity = claims.identity
         body: dict[str, Any] = {
@@ -280,7 +280,7 @@ async def logout_everywhere(request: web.Request) -> web.Response:
         claims = services.tokens.verify(token_value or "")
     except TokenError:
         claims = None
-    if claims is None or not await services.revocations.is_live(claims.sid, claims.jti):
+    if claims is None or not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
         return json_response({"error": "invalid_token", "error_description": "a live access token is required"},
                              status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     count = await end_all_sessions(services, claims.identity.subject, request.remote)

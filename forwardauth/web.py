@@ -8,8 +8,8 @@ bounded thread pool. Store outages answer 503, bad input 4xx; nothing answers wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 
 from . import migrations, sessions, users
+from .cache import ClaimsCache, LiveTokens
 from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, RedisSettings
 from .constants import ENVOY_PREFIX, HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
@@ -52,6 +53,7 @@ class Services:
     db: Database
     passwords: Passwords
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload
+    claims: ClaimsCache | None = None  # with FORWARDAUTH_LOCAL_CACHE
 
 
 SERVICES = web.AppKey("services", Services)
@@ -187,11 +189,15 @@ async def auth(request: web.Request) -> web.StreamResponse:
     token = bearer_or_cookie(request, settings.cookie_name)
     if token is None:
         return unauthorized(request, settings, False, original)
-    try:
-        claims = services.tokens.verify(token)
-    except TokenError:
-        return unauthorized(request, settings, True, original)
-    if not await services.revocations.is_live(claims.sid, claims.jti):
+    claims = services.claims.get(token, time.time()) if services.claims else None
+    if claims is None:
+        try:
+            claims = services.tokens.verify(token)
+        except TokenError:
+            return unauthorized(request, settings, True, original)
+        if services.claims is not None:
+            services.claims.put(token, claims)
+    if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
         return unauthorized(request, settings, True, original)
     identity = claims.identity
     if rule is not None and decide(rule, Subject(identity.username, identity.roles)) is not None:
@@ -419,6 +425,8 @@ def reload_keys(services: Services) -> bool:
         log.error("keys not reloaded, keeping the current ones: %s", exc)
         return False
     services.tokens.ring = ring
+    if services.claims is not None:
+        services.claims.clear()  # a pruned key must stop verifying at once
     log.info("keys reloaded: signing with %s, %d key(s) verify", ring.current.kid, len(ring.by_kid))
     return True
 
@@ -450,10 +458,12 @@ def build_services(settings: Settings, ring: KeyRing | None = None) -> Services:
     ring = ring or load_ring(settings)
     tokens = TokenService(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)
     client = RedisSettings.from_url(settings.redis_url).client()
+    local = LiveTokens() if settings.local_cache else None
     return Services(
         settings=settings,
         tokens=tokens,
-        revocations=Revocations(client, RedisKeys(settings.redis_prefix)),
+        revocations=Revocations(client, RedisKeys(settings.redis_prefix), local),
+        claims=ClaimsCache(settings.leeway) if settings.local_cache else None,
         db=Database(settings.database_url, settings.db_pool_size),
         passwords=Passwords.from_settings(settings),
         policy=load_policy(settings.policy_file) if settings.policy_file else ALLOW_ALL_AUTHENTICATED,
@@ -467,6 +477,7 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
     app[SERVICES] = services
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
         watchers = []
         if settings.signing_alg != "HS256":
             directory = settings.key_directory
@@ -476,11 +487,13 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
             policy_file = settings.policy_file
             watchers.append(asyncio.create_task(
                 watch(lambda: file_state(policy_file), lambda: reload_policy(services))))
+        if services.revocations.local is not None:
+            watchers.append(asyncio.create_task(services.revocations.follow(stop)))
         yield
+        stop.set()
         for watcher in watchers:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await asyncio.wait(watchers, timeout=5)
         await services.revocations.close()
         services.db.close()
 

@@ -1,0 +1,100 @@
+"""Per-worker memory that keeps /auth off the CPU and off the network. Pure: no I/O here.
+
+``ClaimsCache`` remembers verified claims by token, so a signature is checked once per token,
+not once per request; entries go at the token's expiry, and all of them when keys change.
+
+``LiveTokens`` remembers that a token was live in Redis. It may answer only while its worker is
+subscribed to the revocation channel: every revocation is published, and the subscriber drops
+the entry on receipt. When the subscription is lost the memory is wiped and every check goes to
+Redis until it is back. An ``epoch`` that every revocation advances closes the race where a token
+is revoked between our Redis read and our remembering it: such a read is not remembered.
+"""
+
+from __future__ import annotations
+
+from .tokens import AccessClaims
+
+CLAIMS_ENTRIES = 20_000
+LIVE_ENTRIES = 200_000
+
+
+class ClaimsCache:
+    def __init__(self, leeway: int, max_entries: int = CLAIMS_ENTRIES) -> None:
+        self._leeway = leeway
+        self._max = max_entries
+        self._entries: dict[str, AccessClaims] = {}
+
+    def get(self, token: str, now: float) -> AccessClaims | None:
+        claims = self._entries.get(token)
+        if claims is not None and claims.expires_at + self._leeway <= now:
+            del self._entries[token]
+            return None
+        return claims
+
+    def put(self, token: str, claims: AccessClaims) -> None:
+        if len(self._entries) >= self._max:
+            del self._entries[next(iter(self._entries))]  # the oldest entry
+        self._entries[token] = claims
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class LiveTokens:
+    def __init__(self, max_entries: int = LIVE_ENTRIES) -> None:
+        self._max = max_entries
+        self._sessions: dict[str, dict[str, int]] = {}  # sid -> {jti: expires_at}
+        self._count = 0
+        self.subscribed = False
+        self.epoch = 0
+
+    def is_live(self, sid: str, jti: str, now: float) -> bool:
+        """True only when known live, unexpired, and the revocation feed is being followed."""
+        if not self.subscribed:
+            return False
+        expires = self._sessions.get(sid, {}).get(jti)
+        return expires is not None and expires > now
+
+    def remember(self, sid: str, jti: str, expires_at: int, epoch: int) -> None:
+        """Record a live answer read from Redis while ``epoch`` was current."""
+        if not self.subscribed or epoch != self.epoch or self._count >= self._max:
+            return
+        tokens = self._sessions.setdefault(sid, {})
+        if jti not in tokens:
+            self._count += 1
+        tokens[jti] = expires_at
+
+    def forget(self, sid: str, jti: str | None = None) -> None:
+        """A revocation arrived: one token, or (``jti`` None) the whole session."""
+        self.epoch += 1
+        tokens = self._sessions.get(sid)
+        if tokens is None:
+            return
+        if jti is None:
+            self._count -= len(tokens)
+            del self._sessions[sid]
+        elif tokens.pop(jti, None) is not None:
+            self._count -= 1
+
+    def reset(self, subscribed: bool) -> None:
+        """Subscription gained or lost: start from nothing either way."""
+        self.epoch += 1
+        self._sessions.clear()
+        self._count = 0
+        self.subscribed = subscribed
+
+    def prune(self, now: float) -> None:
+        """Drop expired entries (called now and then, not per request)."""
+        for sid in list(self._sessions):
+            tokens = self._sessions[sid]
+            for jti in [j for j, exp in tokens.items() if exp <= now]:
+                del tokens[jti]
+                self._count -= 1
+            if not tokens:
+                del self._sessions[sid]
+
+    def __len__(self) -> int:
+        return self._count

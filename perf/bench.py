@@ -1,0 +1,287 @@
+"""/auth throughput and latency, side by side in one run: the machine is shared and noisy, so
+the ratios between configurations measured minutes apart are what count, not absolutes.
+
+Configurations: nginx answering 200 itself (the machine's ceiling), bare aiohttp + uvloop (the
+floor of Python's own overhead), and forwardauth in several settings; plus the full chain a
+user deploys (nginx auth_request -> forwardauth -> static upstream) against nginx alone.
+wrk drives each with a Lua script rotating through 1,000 users' tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg2
+
+from forwardauth import config, migrations
+from forwardauth.connections import RedisSettings
+from forwardauth.constants import RedisKeys
+from forwardauth.demo import find_program
+from forwardauth.keys import load_ring
+from forwardauth.revocation import Revocations
+from forwardauth.tokens import Identity, TokenService, new_id
+
+PERF = Path(__file__).resolve().parent
+ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("FORWARDAUTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+USERS = 1000
+WORKERS = os.cpu_count() or 2
+HMAC_SECRET = "perf-only-secret-" + "x" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310
+                return
+        except urllib.error.HTTPError:
+            return  # it answered: up (the chain answers 401 without a token)
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready")
+
+
+@contextmanager
+def process(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+def wrk(url: str, tokens: Path | None, seconds: int, connections: int) -> dict[str, float]:
+    env = {**os.environ, "TOKENS": str(tokens)} if tokens else dict(os.environ)
+    env.pop("TOKENS", None) if tokens is None else None
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(PERF / "auth.lua"), url],
+                         env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    match = re.search(r"^RESULT (\{.*\})$", out, re.M)
+    if not match:
+        raise RuntimeError(out)
+    return dict(json.loads(match.group(1)))
+
+
+def nginx_conf(workdir: Path, port: int, workers: int, mode: str, auth_port: int = 0) -> Path:
+    """nginx on ``port``: ``ceiling`` answers 200 itself; ``proxy`` proxies to a static 200 server;
+    ``chain`` does the same behind auth_request to forwardauth on ``auth_port``.
+
+    (``return`` runs before the access phase, so a protected location must proxy somewhere for
+    auth_request to run at all.)
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temp = "".join(f"  {k}_temp_path {workdir}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    static_port = free_port()
+    body = f"    location / {{ return 200; }}\n" if mode == "ceiling" else (
+        "    location / {\n"
+        + ("      auth_request /_auth;\n      auth_request_set $user $upstream_http_x_auth_user;\n"
+           "      proxy_set_header X-Auth-User $user;\n" if mode == "chain" else "")
+        + "      proxy_pass http://static;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n"
+        "    }\n"
+        "    location = /_auth {\n      internal;\n      proxy_pass http://forwardauth/auth;\n"
+        "      proxy_pass_request_body off;\n      proxy_set_header Content-Length \"\";\n"
+        "      proxy_set_header X-Original-URL https://app.example.com$request_uri;\n"
+        "      proxy_set_header X-Original-Method $request_method;\n"
+        "      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }\n"
+    )
+    upstreams = "" if mode == "ceiling" else (
+        f"  upstream static {{ server 127.0.0.1:{static_port}; keepalive 256; }}\n"
+        f"  upstream forwardauth {{ server 127.0.0.1:{auth_port or static_port}; keepalive 256; }}\n"
+        f"  server {{ listen 127.0.0.1:{static_port}; location / {{ return 200; }} }}\n"
+    )
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"{user}daemon off;\nworker_processes {workers};\npid {workdir}/nginx.pid;\nerror_log {workdir}/error.log;\n"
+        "events { worker_connections 4096; }\n"
+        f"http {{\n  access_log off;\n{temp}{upstreams}"
+        f"  server {{\n    listen 127.0.0.1:{port} reuseport;\n{body}  }}\n}}\n"
+    )
+    return conf
+
+
+def hundred_rules(path: Path) -> Path:
+    """99 rules that do not match the benchmark's host, then the one that does: all 100 are evaluated."""
+    lines = ["default: deny", "rules:"]
+    for i in range(99):
+        lines += [f"  - host: service{i}.internal.example", f"    path: /area{i}", "    roles: [team" + str(i) + "]"]
+    lines += ["  - host: app.example.com", "    policy: authenticated"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def mint_tokens(settings: config.Settings, target: Path) -> None:
+    """Tokens for USERS users, live in Redis, one per line: what wrk rotates through."""
+    ring = load_ring(settings)
+    service = TokenService(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)
+
+    async def register(minted: list[tuple[str, str]]) -> None:
+        revocations = Revocations(RedisSettings.from_url(REDIS_URL).client(), RedisKeys(settings.redis_prefix))
+        for sid, jti in minted:
+            await revocations.register(sid, jti, settings.access_ttl)
+        await revocations.close()
+
+    tokens, live = [], []
+    for n in range(USERS):
+        identity = Identity(subject=f"user-{n}", username=f"user{n}", roles=("user",), email=f"u{n}@example.com")
+        sid = new_id()
+        minted = service.mint(identity, sid)
+        tokens.append(minted.token)
+        live.append((sid, minted.claims.jti))
+    asyncio.run(register(live))
+    target.write_text("\n".join(tokens) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--only", nargs="*", help="run only these configurations")
+    args = parser.parse_args()
+    for program in ("wrk", "nginx"):
+        if not find_program(program):
+            sys.exit(f"perf/run needs {program} (apt-get install {program})")
+    nginx = find_program("nginx")
+    assert nginx is not None
+    work = Path(tempfile.mkdtemp(prefix="forwardauth-perf-"))
+    name = f"forwardauth_perf_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(ADMIN_URL)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    database_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    migrations.migrate(database_url)
+    prefix = f"perf:{secrets.token_hex(4)}:"
+    base_env = {
+        "FORWARDAUTH_DATABASE_URL": database_url, "FORWARDAUTH_REDIS_URL": REDIS_URL,
+        "FORWARDAUTH_REDIS_PREFIX": prefix, "FORWARDAUTH_DATA_DIR": str(work / "data"),
+        "FORWARDAUTH_ISSUER": "https://auth.example.com", "FORWARDAUTH_LOG_LEVEL": "WARNING",
+    }
+    hs_env = {**base_env, "FORWARDAUTH_SIGNING_ALG": "HS256", "FORWARDAUTH_HMAC_SECRET": HMAC_SECRET}
+    rs_tokens, hs_tokens = work / "rs256.txt", work / "hs256.txt"
+    mint_tokens(config.load(base_env), rs_tokens)
+    mint_tokens(config.load(hs_env), hs_tokens)
+    policy = hundred_rules(work / "policy.yml")
+
+    def forwardauth(env: dict[str, str], workers: int) -> Callable[[int], object]:
+        def start(port: int) -> object:
+            full = {**env, "FORWARDAUTH_PORT": str(port), "FORWARDAUTH_WORKERS": str(workers)}
+            ctx = process([sys.executable, "-m", "forwardauth", "serve"], full, work / f"fa-{port}.log")
+            ctx.__enter__()
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+            return ctx
+        return start
+
+    def simple(args_for: Callable[[int], list[str]], ready: str = "/") -> Callable[[int], object]:
+        def start(port: int) -> object:
+            ctx = process(args_for(port), None, work / f"proc-{port}.log")
+            ctx.__enter__()
+            wait_http(f"http://127.0.0.1:{port}{ready}")
+            return ctx
+        return start
+
+    def nginx_alone(port: int) -> list[str]:
+        return [nginx, "-p", str(work), "-c", str(nginx_conf(work / f"n{port}", port, WORKERS, "ceiling"))]
+
+    configurations: list[tuple[str, Callable[[int], object], Path | None, str]] = [
+        ("nginx return 200 (ceiling)", simple(nginx_alone), None, "/auth"),
+        (f"bare aiohttp+uvloop, {WORKERS} workers (floor)",
+         simple(lambda p: [sys.executable, str(PERF / "bare.py"), str(p), str(WORKERS)]), None, "/auth"),
+        ("forwardauth RS256, 1 worker", forwardauth(base_env, 1), rs_tokens, "/auth"),
+        (f"forwardauth RS256, {WORKERS} workers", forwardauth(base_env, WORKERS), rs_tokens, "/auth"),
+        (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
+        (f"forwardauth RS256, {WORKERS} workers, 100 rules",
+         forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS), rs_tokens, "/auth"),
+    ]
+    results: list[tuple[str, dict[str, float]]] = []
+    try:
+        for label, start, tokens, path in configurations:
+            if args.only and not any(o in label for o in args.only):
+                continue
+            port = free_port()
+            ctx = start(port)
+            try:
+                wrk(f"http://127.0.0.1:{port}{path}", tokens, 2, args.connections)  # warm up
+                results.append((label, wrk(f"http://127.0.0.1:{port}{path}", tokens, args.seconds, args.connections)))
+            finally:
+                ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
+            print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
+        # The full chain a user deploys, against the same nginx proxying without auth_request.
+        if not args.only or any("chain" in o for o in args.only):
+            fa_port = free_port()
+            fa = forwardauth(base_env, WORKERS)(fa_port)
+            try:
+                for label, mode in (("nginx (1 worker) -> static upstream, no auth", "proxy"),
+                                    (f"nginx (1 worker) auth_request -> forwardauth {WORKERS} workers -> static",
+                                     "chain")):
+                    front = free_port()
+                    conf = nginx_conf(work / f"c{front}", front, 1, mode, fa_port)
+                    proxy = simple(lambda p, conf=conf: [nginx, "-p", str(work), "-c", str(conf)])(front)
+                    try:
+                        wrk(f"http://127.0.0.1:{front}/page", rs_tokens, 2, args.connections)
+                        results.append((label, wrk(f"http://127.0.0.1:{front}/page", rs_tokens, args.seconds,
+                                                   args.connections)))
+                    finally:
+                        proxy.__exit__(None, None, None)  # type: ignore[attr-defined]
+                    print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
+            finally:
+                fa.__exit__(None, None, None)  # type: ignore[attr-defined]
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, args)
+
+
+def report(results: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:
+    by_label = dict(results)
+    ceiling = next((r["rps"] for label, r in results if "ceiling" in label), None)
+    floor = next((r["rps"] for label, r in results if "floor" in label), None)
+    print(f"\nwrk -t2 -c{args.connections} -d{args.seconds}s, {USERS} users' tokens rotating, "
+          f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print("| configuration | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx | vs nginx | vs bare aiohttp |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, r in by_label.items():
+        vs_nginx = f"{r['rps'] / ceiling:.2f}" if ceiling else "-"
+        vs_floor = f"{r['rps'] / floor:.2f}" if floor else "-"
+        print(f"| {label} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
+              f"{int(r['non2xx'])} | {vs_nginx} | {vs_floor} |")
+
+
+if __name__ == "__main__":
+    main()
