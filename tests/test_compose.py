@@ -14,7 +14,8 @@ from forwardauth import config
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-KNOWN = {v.env for v in config.VARIABLES} | {v.env + "_FILE" for v in config.VARIABLES if v.secret}
+VARIABLES = {v.env for v in config.VARIABLES}
+KNOWN = VARIABLES | {v.env + "_FILE" for v in config.VARIABLES if v.secret}
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
 
@@ -23,28 +24,60 @@ def interpolate(value: str) -> str:
     return re.sub(r"\$\{([A-Z_]+)(:[?-][^}]*)?\}", "stand-in", value)
 
 
-def test_services_and_health_ordering() -> None:
-    assert {"postgres", "redis", "forwardauth", "nginx", "app"} <= set(SERVICES)
-    for store in ("postgres", "redis", "forwardauth"):
-        assert "healthcheck" in SERVICES[store], store
+def forwardauth_environment(interpolated: bool = True) -> dict[str, str]:
+    environment = SERVICES["forwardauth"]["environment"]
+    return {k: interpolate(str(v)) if interpolated else str(v) for k, v in environment.items()}
+
+
+def test_the_three_services_exist() -> None:
+    assert {"postgres", "redis", "forwardauth"} <= set(SERVICES)
+    assert SERVICES["forwardauth"]["build"] == "."
+
+
+def test_stores_have_health_checks() -> None:
+    assert "pg_isready" in " ".join(SERVICES["postgres"]["healthcheck"]["test"])
+    assert SERVICES["redis"]["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+    assert "healthcheck" in SERVICES["forwardauth"]
+
+
+def test_forwardauth_waits_for_healthy_stores() -> None:
     depends = SERVICES["forwardauth"]["depends_on"]
     assert depends["postgres"]["condition"] == "service_healthy"
     assert depends["redis"]["condition"] == "service_healthy"
-    assert SERVICES["nginx"]["depends_on"]["forwardauth"]["condition"] == "service_healthy"
 
 
-def test_forwardauth_environment_is_known_and_valid() -> None:
-    environment = {k: interpolate(str(v)) for k, v in SERVICES["forwardauth"]["environment"].items()}
-    unknown = set(environment) - KNOWN
+def test_a_proxy_waits_for_a_healthy_forwardauth() -> None:
+    for name, service in SERVICES.items():
+        if "forwardauth" in service.get("depends_on", {}):
+            assert service["depends_on"]["forwardauth"]["condition"] == "service_healthy", name
+
+
+def test_every_forwardauth_variable_is_real() -> None:
+    prefixed = {k for k in SERVICES["forwardauth"]["environment"] if k.startswith(config.PREFIX)}
+    unknown = prefixed - KNOWN
     assert not unknown, f"variables forwardauth does not know: {unknown}"
-    settings = config.load(environment)
-    assert not settings.embedded and settings.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize("interpolated", [False, True], ids=["as-given", "interpolated"])
+def test_the_environment_loads(interpolated: bool) -> None:
+    settings = config.load(forwardauth_environment(interpolated))
+    assert not settings.embedded, "both stores must be configured: no embedded servers in a container"
+    assert settings.host == "0.0.0.0"
+    assert settings.database_url is not None and "@postgres:" in settings.database_url
+    assert settings.redis_url is not None and "//redis:" in settings.redis_url
+
+
+def test_keys_persist_in_a_volume() -> None:
+    data_dir = forwardauth_environment()["FORWARDAUTH_DATA_DIR"]
+    targets = {volume.split(":")[1] for volume in SERVICES["forwardauth"]["volumes"]}
+    assert data_dir in targets
 
 
 def test_no_secret_is_committed() -> None:
     password = SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"]
     assert password.startswith("${POSTGRES_PASSWORD")
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -61,7 +94,14 @@ def test_mounted_files_exist_and_their_placeholders_are_set(service: str) -> Non
         assert not missing, f"{service}: {source} needs {missing}"
 
 
-def test_build_context_has_a_dockerfile() -> None:
-    assert SERVICES["forwardauth"]["build"] == "."
+def test_dockerfile() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "USER forwardauth" in dockerfile and "HEALTHCHECK" in dockerfile
+    assert "FROM python:3.11-slim" in dockerfile
+    assert "pip install --no-cache-dir ." in dockerfile and "pip install -e" not in dockerfile
+    assert "USER forwardauth" in dockerfile
+    assert "FORWARDAUTH_HOST=0.0.0.0" in dockerfile and "EXPOSE 8080" in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+    assert 'CMD ["forwardauth", "serve"]' in dockerfile
+    for copied in re.findall(r"^COPY (.+) \S+$", dockerfile, re.MULTILINE):
+        for source in copied.split():
+            assert (ROOT / source).exists(), source

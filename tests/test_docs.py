@@ -16,8 +16,22 @@ def test_the_two_commands() -> None:
 
 
 def test_every_variable_is_documented() -> None:
-    missing = [v.env for v in config.VARIABLES if f"`{v.env}`" not in README]
+    missing = [v.env for v in config.VARIABLES if v.env not in README]
     assert not missing
+
+
+def test_the_table_is_the_config_output() -> None:
+    """Each row reads exactly as `forwardauth config` prints it (regenerate the table if not)."""
+    stale = [env for env, default, meaning in config.describe()
+             if f"| `{env}` | {default} | {meaning} |" not in README]
+    assert not stale
+
+
+def test_file_variants_of_secrets_are_documented() -> None:
+    assert "_FILE" in README
+    for var in config.VARIABLES:
+        if var.secret:
+            assert f"`{var.env}`" in README
 
 
 def test_every_command_is_documented() -> None:
