@@ -95,8 +95,10 @@ def cmd_user_list(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> None:
+    """Disable the account and end its sessions: its tokens stop working at once."""
     user = _with_db(settings, users.set_disabled, args.name, True)
-    print(f"disabled {user.username}")
+    count = _end_all_sessions(settings, user.username)
+    print(f"disabled {user.username}; revoked {count} session(s)")
 
 
 def cmd_user_enable(settings: Settings, args: argparse.Namespace) -> None:
@@ -110,8 +112,8 @@ def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> None:
     print(f"password changed for {user.username}")
 
 
-def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
-    """Log a user out everywhere: every refresh token and live access token stops working."""
+def _end_all_sessions(settings: Settings, name: str) -> int:
+    """Revoke every session of user ``name`` in PostgreSQL and Redis; how many there were."""
     import asyncio
 
     from .oauth import end_all_sessions
@@ -120,9 +122,9 @@ def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
     async def run(ready: Settings) -> int:
         services = build_services(ready)
         try:
-            user = await services.db.run(users.find, args.name)
+            user = await services.db.run(users.find, name)
             if user is None:
-                raise users.UserError(f"no user {users.normalise_username(args.name)!r}")
+                raise users.UserError(f"no user {users.normalise_username(name)!r}")
             return await end_all_sessions(services, user.id, None)
         finally:
             await services.revocations.close()
@@ -131,7 +133,12 @@ def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
     with embedded.stores(settings) as ready:
         assert ready.database_url is not None
         migrations.migrate(ready.database_url)
-        count = asyncio.run(run(ready))
+        return asyncio.run(run(ready))
+
+
+def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    """Log a user out everywhere: every refresh token and live access token stops working."""
+    count = _end_all_sessions(settings, args.name)
     print(f"revoked {count} session(s) of {users.normalise_username(args.name)}")
 
 

@@ -46,15 +46,22 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (use true or false)")
 
 
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not {what}") from None
+
+
 def parse_positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text, "a whole number")
     if value < 1:
         raise ValueError(f"{text!r} must be at least 1")
     return value
 
 
 def parse_port(text: str) -> int:
-    value = int(text)
+    value = _int(text, "a TCP port")
     if not 0 <= value <= 65535:
         raise ValueError(f"{text!r} is not a TCP port")
     return value

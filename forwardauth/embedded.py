@@ -44,6 +44,16 @@ def _redis_binary() -> Path:
     return binary
 
 
+def _answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+    finally:
+        client.close()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -59,6 +69,11 @@ class EmbeddedRedis:
     def start(self) -> str:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         sock = self.directory / "redis.sock"
+        if _answers(f"unix://{sock}?db=0"):
+            # Another forwardauth process (a running server, while a CLI command runs) already
+            # started it: share it, and leave stopping it to its owner.
+            self.url = f"unix://{sock}?db=0"
+            return self.url
         args = [str(_redis_binary()), "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
                 "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
         if len(str(sock)) <= MAX_SOCKET_PATH:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -159,9 +160,20 @@ def prune(directory: Path, alg: str, retire_after: float) -> list[Path]:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """Serialise key creation between processes starting at once."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(directory / ".lock", "w") as lock:
+    """Serialise key creation between processes starting at once.
+
+    A read-only folder (keys mounted read-only, as shared keys often are) cannot be written
+    anyway, so it is read without the lock.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = open(directory / ".lock", "w")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        if not directory.is_dir() or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise KeyFileError(f"{directory}: cannot use the key folder ({exc.strerror})") from None
+        yield
+        return
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

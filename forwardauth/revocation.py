@@ -25,8 +25,8 @@ from .constants import RedisKeys
 
 log = logging.getLogger("forwardauth.revocation")
 
-PING_SECONDS = 5.0  # the subscription is probed this often...
-SILENCE_LIMIT = 15.0  # ...and given up (memory wiped) after this long without an answer
+PING_SECONDS = 1.0  # the subscription is probed this often...
+SILENCE_LIMIT = 3.0  # ...and given up (memory wiped) after this long without an answer
 RETRY_SECONDS = 0.5
 PRUNE_SECONDS = 60.0
 

@@ -70,6 +70,13 @@ def test_bad_value_names_the_variable(variable: str, value: str) -> None:
         load({variable: value})
 
 
+@pytest.mark.parametrize("variable,value,message", [("FORWARDAUTH_PORT", "http", "'http' is not a TCP port"),
+                                                    ("FORWARDAUTH_WORKERS", "two", "'two' is not a whole number")])
+def test_bad_numbers_say_what_was_expected(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{variable}: {message}$"):
+        load({variable: value})
+
+
 def test_secrets_are_not_echoed() -> None:
     with pytest.raises(ConfigError) as caught:
         load({"FORWARDAUTH_DATABASE_URL": "mysql://user:" + SECRET + "@db/x"})

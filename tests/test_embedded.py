@@ -43,6 +43,19 @@ def test_embedded_stores_serve_a_login(tmp_path: Path) -> None:
         auth = httpx.get(svc.base + "/auth", headers={"Authorization": f"Bearer {tokens['access_token']}"})
         assert auth.status_code == 200 and auth.headers["X-Auth-User"] == "demo"
         assert "embedded PostgreSQL running" in svc.log.read_text()
+
+        # A command run beside the server shares its embedded stores, never starts its own.
+        revoke = subprocess.run([sys.executable, "-m", "forwardauth", "user", "revoke", "demo"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert revoke.returncode == 0 and "revoked 1 session(s)" in revoke.stdout, revoke.stderr
+        bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+        wait_until(lambda: httpx.get(svc.base + "/auth", headers=bearer).status_code == 401, timeout=5,
+                   what="the revocation")
+        assert httpx.get(svc.base + "/readyz").status_code == 200
+        again = httpx.post(svc.base + "/login", json={"username": "demo", "password": "embedded demo pw"}).json()
+        assert httpx.get(svc.base + "/auth",
+                         headers={"Authorization": f"Bearer {again['access_token']}"}).status_code == 200
+        assert len([p for p in processes_using(data / "redis") if "redis-server" in p]) == 1
     finally:
         assert svc.stop(timeout=30) == 0
     wait_until(lambda: not processes_using(data), timeout=30, what="embedded servers to stop")
