@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check forwardauth tests
+	$(BIN)/ruff check forwardauth tests perf
 	$(BIN)/mypy forwardauth
 
 clean:

@@ -29,6 +29,15 @@ _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 MAX_URI = 8192
 
 
+class AmbiguousRequest(ValueError):
+    """The subrequest describes the original request in two protocols' terms at once.
+
+    A proxy sets one family (nginx: X-Original-*, Traefik/Caddy: X-Forwarded-Uri/-Method); the
+    other came from the client, and guessing which is which would let it choose what is
+    authorised. Refused, never guessed.
+    """
+
+
 class Source(Enum):
     """Which protocol the subrequest speaks; it decides how to send a browser to login."""
 
@@ -115,7 +124,11 @@ def original_request(
         tail = path_qs[len(envoy_prefix):] if path_qs.startswith(envoy_prefix) else path_qs
         return OriginalRequest(Source.ENVOY, method.upper(), scheme, host_header, _uri(tail) or "/", client)
     original_url = headers.get("X-Original-URL")
-    if original_url or headers.get("X-Original-URI") or headers.get("X-Original-Method"):
+    nginx_style = bool(original_url or headers.get("X-Original-URI") or headers.get("X-Original-Method"))
+    forwarded_style = bool(headers.get("X-Forwarded-Uri") or headers.get("X-Forwarded-Method"))
+    if nginx_style and forwarded_style:
+        raise AmbiguousRequest("both X-Original-* and X-Forwarded-Uri/-Method: the proxy must strip the client's")
+    if nginx_style:
         parts = urlsplit(original_url) if original_url else None
         uri: str | None = headers.get("X-Original-URI")
         if uri is None and parts is not None:
@@ -128,7 +141,7 @@ def original_request(
             _uri(uri) or "/",
             client,
         )
-    if headers.get("X-Forwarded-Uri") or headers.get("X-Forwarded-Method"):
+    if forwarded_style:
         return OriginalRequest(
             Source.FORWARDED,
             _method(headers.get("X-Forwarded-Method")) or "GET",

@@ -126,6 +126,9 @@ def supervise(settings: Settings) -> None:
 
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
+    # Until supervise() installs its graceful handler, SIGTERM unwinds like Ctrl-C, so the
+    # embedded stores started below are stopped even when the stop comes during start-up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with embedded.stores(settings) as ready:
         assert ready.database_url is not None
         if ready.auto_migrate:

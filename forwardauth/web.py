@@ -25,7 +25,7 @@ from .cache import ClaimsCache, LiveTokens
 from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, RedisSettings
 from .constants import ENVOY_PREFIX, HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
-from .forwarding import OriginalRequest, Source, original_request, path_prefix
+from .forwarding import AmbiguousRequest, OriginalRequest, Source, original_request, path_prefix
 from .keys import RELOAD_SECONDS, KeyFileError, KeyRing, key_files, load_ring
 from .pages import login_page
 from .passwords import Passwords
@@ -142,10 +142,13 @@ async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str,
 
 
 def describe(request: web.Request, settings: Settings) -> OriginalRequest:
-    """The request the proxy is asking about."""
+    """The request the proxy is asking about (an ambiguous description is a 400)."""
     envoy = ENVOY_PREFIX if request.path.startswith(ENVOY_PREFIX) else None
-    return original_request(request.method, request.path_qs, request.headers, request.remote,
-                            settings.trusted_proxies, envoy)
+    try:
+        return original_request(request.method, request.path_qs, request.headers, request.remote,
+                                settings.trusted_proxies, envoy)
+    except AmbiguousRequest as exc:
+        raise BadInput(str(exc)) from None
 
 
 def forbidden() -> web.Response:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import http.client
 import json
 import os
 import re
@@ -77,10 +79,8 @@ def process(args: list[str], env: dict[str, str] | None = None, log: Path | None
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
         if log:
             out.close()  # type: ignore[union-attr]
 
@@ -107,7 +107,7 @@ def nginx_conf(workdir: Path, port: int, workers: int, mode: str, auth_port: int
     user = "user root;\n" if os.geteuid() == 0 else ""
     temp = "".join(f"  {k}_temp_path {workdir}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     static_port = free_port()
-    body = f"    location / {{ return 200; }}\n" if mode == "ceiling" else (
+    body = "    location / { return 200; }\n" if mode == "ceiling" else (
         "    location / {\n"
         + ("      auth_request /_auth;\n      auth_request_set $user $upstream_http_x_auth_user;\n"
            "      proxy_set_header X-Auth-User $user;\n" if mode == "chain" else "")
@@ -223,6 +223,8 @@ def main() -> None:
          simple(lambda p: [sys.executable, str(PERF / "bare.py"), str(p), str(WORKERS)]), None, "/auth"),
         ("forwardauth RS256, 1 worker", forwardauth(base_env, 1), rs_tokens, "/auth"),
         (f"forwardauth RS256, {WORKERS} workers", forwardauth(base_env, WORKERS), rs_tokens, "/auth"),
+        (f"forwardauth RS256, {WORKERS} workers, no local cache",
+         forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS), rs_tokens, "/auth"),
         (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
         (f"forwardauth RS256, {WORKERS} workers, 100 rules",
          forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS), rs_tokens, "/auth"),
@@ -260,12 +262,111 @@ def main() -> None:
                     print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
             finally:
                 fa.__exit__(None, None, None)  # type: ignore[attr-defined]
+        extras = {} if args.only else measure_extras(forwardauth(base_env, WORKERS), database_url)
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
         shutil.rmtree(work, ignore_errors=True)
     report(results, args)
+    for line in extras.values():
+        print(line)
+
+
+def worker_rss_mb(port: int) -> list[float]:
+    """RSS of each forwardauth worker serving ``port`` (found by its environment in /proc)."""
+    sizes = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            status = (proc / "status").read_text()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and f"FORWARDAUTH_PORT={port}".encode() in environ:
+            match = re.search(r"VmRSS:\s+(\d+) kB", status)
+            if match:
+                sizes.append(int(match.group(1)) / 1024)
+    return sizes
+
+
+def status_of(port: int, token: str) -> int:
+    """GET /auth on a new connection (so that any worker may answer), without client overhead."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/auth", headers={"Authorization": f"Bearer {token}"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def measure_extras(start: Callable[[int], object], database_url: str) -> dict[str, str]:
+    """Revocation propagation, RSS per worker, Redis memory per live token."""
+    import httpx
+    import redis
+
+    from forwardauth import users
+    from forwardauth.connections import Database
+    from forwardauth.passwords import Passwords
+
+    port = free_port()
+    ctx = start(port)
+    base = f"http://127.0.0.1:{port}"
+    out: dict[str, str] = {}
+    try:
+        db = Database(database_url, 1)
+        name = f"perf-{secrets.token_hex(3)}"
+        db.call(users.create, Passwords(1, 1024, 1), name, "perf password", ("user",), None)
+        db.close()
+        delays = []
+        for _ in range(100):
+            token = httpx.post(base + "/login", json={"username": name, "password": "perf password"}).json()[
+                "access_token"]
+            for _ in range(4 * WORKERS):  # every worker remembers it as live
+                assert status_of(port, token) == 200
+            logout = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            started = time.perf_counter()
+            logout.request("POST", "/logout", headers={"Authorization": f"Bearer {token}"})
+            logout.getresponse().read()
+            revoked = time.perf_counter()
+            logout.close()
+            refused = 0  # consecutive refusals over new connections (they land on any worker)
+            while refused < 4 * WORKERS:
+                refused = refused + 1 if status_of(port, token) == 401 else 0
+            delays.append(((revoked - started) * 1000, (time.perf_counter() - revoked) * 1000))
+        calls = sorted(d[0] for d in delays)
+        after = sorted(d[1] for d in delays)
+        out["propagation"] = (
+            f"Revocation propagation ({WORKERS} workers, local cache on, 100 trials): the logout call took p50 "
+            f"{calls[49]:.1f} ms (max {calls[-1]:.1f}); from its answer to {4 * WORKERS} consecutive 401s on new "
+            f"connections (any worker): p50 {after[49]:.1f} ms, max {after[-1]:.1f} ms, those checks included")
+        rss = worker_rss_mb(port)
+        out["rss"] = f"RSS per worker after the run: {', '.join(f'{r:.0f} MB' for r in rss)}"
+        client = redis.Redis.from_url(REDIS_URL)
+        before = int(client.info("memory")["used_memory"])
+        prefix = f"perfmem:{secrets.token_hex(3)}:"
+        keys = RedisKeys(prefix)
+        pipe = client.pipeline(transaction=False)
+        count = 10_000
+        for n in range(count):
+            sid, jti = new_id(), new_id()
+            pipe.set(keys.access_token(sid, jti), b"1", ex=900)
+            pipe.sadd(keys.session_tokens(sid), jti)
+            pipe.expire(keys.session_tokens(sid), 900)
+            if n % 1000 == 999:
+                pipe.execute()
+        pipe.execute()
+        after = int(client.info("memory")["used_memory"])
+        for key in client.scan_iter(match=prefix + "*", count=5000):
+            client.delete(key)
+        client.close()
+        out["redis"] = (f"Redis memory per live token (its key plus a one-token session set, {count:,} tokens): "
+                        f"{(after - before) / count:.0f} bytes")
+    finally:
+        ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
+    return out
 
 
 def report(results: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:

@@ -86,3 +86,16 @@ def test_malformed_forwarded_values_fall_back_to_safe_defaults(headers: dict[str
 )
 def test_client_address_is_the_last_untrusted_hop(forwarded_for: str, expected: str | None) -> None:
     assert client_address(forwarded_for, "127.0.0.1", TRUSTED) == expected
+
+
+def test_a_request_described_in_both_protocols_is_refused() -> None:
+    """Through Traefik a client could add X-Original-URI (or through nginx X-Forwarded-Uri):
+    guessing would let it choose the request that is authorised."""
+    from forwardauth.forwarding import AmbiguousRequest
+
+    with pytest.raises(AmbiguousRequest):
+        original_request("GET", "/auth", {"X-Forwarded-Uri": "/admin", "X-Forwarded-Method": "GET",
+                                          "X-Original-URI": "/public/x"}, "127.0.0.1", TRUSTED)
+    # from an untrusted sender both are ignored anyway
+    assert original_request("GET", "/auth", {"X-Forwarded-Uri": "/admin", "X-Original-URI": "/public"},
+                            "203.0.113.1", TRUSTED).source is Source.DIRECT

@@ -1,21 +1,34 @@
-"""End to end through real nginx, Traefik and Caddy, configured from the files in deploy/."""
+"""End to end through real nginx, Traefik and Caddy, configured from the files in deploy/.
+
+Every request goes through the proxy (``stack.url``) with the standard library only, never
+following redirects: each hop a browser or an API client would make is made and checked here.
+The session cookie has ``Domain=example.test`` (the ``env`` fixture), which no client stores
+for 127.0.0.1, so it is read from ``Set-Cookie`` and sent back by hand.
+"""
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
 
-import httpx
 import pytest
 
 from forwardauth import users
 
+from . import http
 from .conftest import PASSWORD, Stack
 
 PROXIES = ["nginx", "traefik", "caddy"]
-BROWSER = {"Accept": "text/html,application/xhtml+xml"}
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 API = {"Accept": "application/json"}
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+SPOOF = {"X-Auth-User": "root", "X-Auth-Roles": "admin", "X-Auth-Email": "spoof@evil.test", "X-Auth-Subject": "x"}
+OFF_SITE = ["https://evil.test/", "//evil.test/", "/\\evil.test", "javascript:alert(1)",
+            "https://127.0.0.1@evil.test/", "http://127.0.0.1.evil.test/", "https://evil.test%2F@127.0.0.1/"]
 MakeUser = Callable[..., users.User]
 
 
@@ -24,114 +37,282 @@ def stack(request: pytest.FixtureRequest, proxy_stack: Callable[[str], Stack]) -
     return proxy_stack(request.param)
 
 
-def form_login(stack: Stack, user: users.User, rd: str = "") -> httpx.Response:
-    return httpx.post(stack.url + "/forwardauth/login", data={"username": user.username, "password": PASSWORD,
-                                                               "rd": rd})
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def login_url(stack: Stack) -> str:
+    return stack.url + "/forwardauth/login"
+
+
+def form_login(stack: Stack, user: users.User, rd: str = "", url: str | None = None) -> http.Response:
+    return http.post_form(url or login_url(stack), {"username": user.username, "password": PASSWORD, "rd": rd},
+                          BROWSER)
 
 
 def bearer_token(stack: Stack, user: users.User) -> str:
-    response = httpx.post(stack.url + "/forwardauth/login", json={"username": user.username, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
+    """An access token from a JSON login through the proxy."""
+    response = expect(stack, http.login(stack.url + "/forwardauth", user.username, PASSWORD), 200, "JSON login")
+    body = response.json()
+    assert body["token_type"] == "Bearer"
+    return str(body["access_token"])
 
 
-def upstream_saw(response: httpx.Response) -> dict[str, object]:
-    """What the echo upstream received; fails if the request did not get there."""
-    assert response.status_code == 200, (response.status_code, response.text[:300])
-    return dict(response.json())
+def bearer(token: str) -> dict[str, str]:
+    """An API client presenting the token."""
+    return {**API, **http.bearer(token)}
 
 
-def test_api_client_without_token_gets_401(stack: Stack) -> None:
-    response = httpx.get(stack.url + "/private", headers=API)
-    assert response.status_code == 401
-    assert response.headers.get_list("WWW-Authenticate") == ["Bearer"]
+def logs(stack: Stack, lines: int = 15) -> str:
+    """The end of forwardauth's log and the proxy's logs, for failure messages."""
+    files = [stack.service.log, *sorted((stack.service.log.parent / stack.kind).glob("*.log"))]
+    tails = []
+    for path in files:
+        text = path.read_text(errors="replace") if path.exists() else "(missing)"
+        tails.append(f"--- {path.name}\n" + "\n".join(text.splitlines()[-lines:]))
+    return "\n".join(tails)
 
 
-def test_browser_goes_to_login_and_back(stack: Stack, make_user: MakeUser) -> None:
+def expect(stack: Stack, response: http.Response, status: int, what: str = "") -> http.Response:
+    """Assert the status; on failure say what came back and what the servers logged."""
+    assert response.status == status, (
+        f"{stack.kind} {what}: {response.status} instead of {status}: {response.text[:300]!r}\n{logs(stack)}")
+    return response
+
+
+def upstream_saw(stack: Stack, response: http.Response) -> dict[str, Any]:
+    """What the echo upstream received (headers with lower-case names); fails if it was not reached."""
+    expect(stack, response, 200, "expected the echo upstream")
+    assert (response.headers.get("Content-Type") or "").startswith("application/json"), response.headers
+    seen = dict(response.json())
+    assert set(seen) == {"method", "path", "headers", "body"}, seen
+    seen["headers"] = {str(k).lower(): v for k, v in seen["headers"].items()}
+    return seen
+
+
+def identity(seen: dict[str, Any]) -> dict[str, str]:
+    """The X-Auth-* headers the upstream received."""
+    return {k: v for k, v in seen["headers"].items() if k.startswith("x-auth-")}
+
+
+# --- 1. API client without a token -------------------------------------------------------------------
+
+
+def test_api_client_without_token_gets_401_with_one_bearer_challenge(stack: Stack) -> None:
+    for headers in ({}, API):
+        response = expect(stack, http.get(stack.url + "/private/data?q=1", headers), 401, str(headers))
+        assert response.headers.get_all("WWW-Authenticate") == ["Bearer"], response.headers.get_all("WWW-Authenticate")
+        assert response.headers.get("Location") is None
+
+
+# --- 2 and 3. browser: login page, form login, back to the page with the cookie ------------------------
+
+
+def test_browser_is_sent_to_login_page_and_back(stack: Stack, make_user: MakeUser) -> None:
+    user = make_user(roles=("user", "ops"), email=f"mail-{secrets.token_hex(4)}@example.test")
+    original = stack.url + "/private/page?x=1&y=two%20words&z=%2F"
+
+    first = expect(stack, http.get(original, BROWSER), 302, "browser without a cookie")
+    location = first.headers["Location"]
+    assert location == f"{stack.url}/forwardauth/login?rd={quote(original, safe='')}"
+    assert urlsplit(location).netloc == urlsplit(stack.url).netloc
+
+    page = expect(stack, http.get(location, BROWSER), 200, "login page")
+    assert (page.headers.get("Content-Type") or "").startswith("text/html")
+    [form] = http.forms(page.text)
+    assert form.method == "post" and form.action == "/forwardauth/login"
+    assert form.inputs["rd"] == original
+    assert {"username", "password"} <= set(form.inputs)
+
+    login = expect(stack, form_login(stack, user, rd=form.inputs["rd"], url=urljoin(location, form.action)), 303,
+                   "form login")
+    assert login.headers["Location"] == original
+    assert len(login.headers.get_all("Set-Cookie") or []) == 1
+    cookie = http.set_cookies(login)["forwardauth"]
+    assert cookie["value"] and cookie["httponly"] == "flag" and cookie["samesite"] == "Lax", cookie
+    assert cookie["path"] == "/"
+
+    seen = upstream_saw(stack, http.get(original, {**API, **http.cookie_header(forwardauth=cookie["value"])}))
+    assert seen["method"] == "GET"
+    assert seen["path"] == "/private/page?x=1&y=two%20words&z=%2F"
+    assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user,ops",
+                              "x-auth-subject": str(user.id), "x-auth-email": user.email}
+
+
+def test_wrong_password_gives_no_session(stack: Stack, make_user: MakeUser) -> None:
     user = make_user()
-    original = stack.url + "/private/page?x=1&y=two"
-    first = httpx.get(original, headers=BROWSER)
-    assert first.status_code == 302
-    assert first.headers["Location"] == f"{stack.url}/forwardauth/login?rd={quote(original, safe='')}"
-
-    page = httpx.get(stack.url + "/forwardauth/login", params={"rd": original}, headers=BROWSER)
-    assert page.status_code == 200 and 'action="/forwardauth/login"' in page.text
-    assert f'name="rd" value="{original.replace("&", "&amp;")}"' in page.text
-
-    login = form_login(stack, user, rd=original)
-    assert login.status_code == 303 and login.headers["Location"] == original
-    cookie = login.headers["Set-Cookie"]
-    assert cookie.startswith("forwardauth=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    token = cookie.split(";", 1)[0].removeprefix("forwardauth=")  # Domain=example.test: not stored for 127.0.0.1
-
-    seen = upstream_saw(httpx.get(original, headers=API, cookies={"forwardauth": token}))
-    headers = {k.lower(): v for k, v in dict(seen["headers"]).items()}  # type: ignore[call-overload]
-    assert headers["x-auth-user"] == user.username
-    assert headers["x-auth-roles"] == "user"
-    assert headers["x-auth-subject"] == user.id
-    assert headers["x-auth-email"] == user.email
-    assert seen["path"] == "/private/page?x=1&y=two"
+    original = stack.url + "/somewhere"
+    response = http.post_form(login_url(stack), {"username": user.username, "password": "wrong", "rd": original},
+                              BROWSER)
+    assert response.status == 401
+    assert not response.headers.get_all("Set-Cookie")
+    [form] = http.forms(response.text)
+    assert form.action == "/forwardauth/login" and form.inputs["rd"] == original
 
 
-def test_bearer_token_and_instant_revocation(stack: Stack, make_user: MakeUser) -> None:
+# --- 4 and 5. bearer tokens and revocation ---------------------------------------------------------
+
+
+def test_bearer_token_passes_and_logout_revokes_it_at_once(stack: Stack, make_user: MakeUser) -> None:
     user = make_user()
     token = bearer_token(stack, user)
-    bearer = {**API, "Authorization": f"Bearer {token}"}
-    seen = upstream_saw(httpx.get(stack.url + "/api/thing", headers=bearer))
-    assert {k.lower(): v for k, v in dict(seen["headers"]).items()}["x-auth-user"] == user.username  # type: ignore[call-overload]
-    logout = httpx.post(stack.url + "/forwardauth/logout", headers=bearer)
-    assert logout.json() == {"logged_out": True}
-    assert httpx.get(stack.url + "/api/thing", headers=bearer).status_code == 401
+
+    seen = upstream_saw(stack, http.get(stack.url + "/api/thing", bearer(token)))
+    assert seen["headers"]["x-auth-user"] == user.username
+    assert seen["headers"]["x-auth-subject"] == str(user.id)
+    assert "authorization" in seen["headers"]  # the app may use the token itself
+
+    logout = http.request("POST", stack.url + "/forwardauth/logout", bearer(token))
+    assert expect(stack, logout, 200, "logout").json() == {"logged_out": True}
+
+    denied = expect(stack, http.get(stack.url + "/api/thing", bearer(token)), 401, "revoked token")  # no waiting
+    assert denied.headers.get_all("WWW-Authenticate") == ['Bearer error="invalid_token"']
+
+
+def test_garbage_token_is_refused(stack: Stack) -> None:
+    response = http.get(stack.url + "/api/thing", bearer("not.a.token"))
+    assert response.status == 401
+    assert response.headers.get_all("WWW-Authenticate") == ['Bearer error="invalid_token"']
+
+
+# --- 6. spoofed identity headers ---------------------------------------------------------------------
 
 
 def test_spoofed_identity_headers_never_reach_the_app(stack: Stack, make_user: MakeUser) -> None:
     user = make_user(email=None)
-    spoof = {"X-Auth-User": "root", "X-Auth-Roles": "admin", "X-Auth-Email": "spoof@evil.test",
-             "X-Auth-Subject": "x"}
-    seen = upstream_saw(httpx.get(stack.url + "/p", headers={**API, **spoof,
-                                                              "Authorization": f"Bearer {bearer_token(stack, user)}"}))
-    headers = {k.lower(): v for k, v in dict(seen["headers"]).items()}  # type: ignore[call-overload]
-    assert headers["x-auth-user"] == user.username and headers["x-auth-roles"] == "user"
-    assert headers["x-auth-subject"] == user.id
-    assert "x-auth-email" not in headers
-    assert httpx.get(stack.url + "/p", headers={**API, **spoof}).status_code == 401
+    token = bearer_token(stack, user)
+    seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(token), **SPOOF}))
+    assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user",
+                              "x-auth-subject": str(user.id)}
+
+    anonymous = expect(stack, http.get(stack.url + "/p", {**API, **SPOOF}), 401, "spoofed headers, no token")
+    assert b'"headers"' not in anonymous.body  # the proxy's or forwardauth's answer, not the echo
 
 
-def test_bodies_and_methods_pass_through(stack: Stack, make_user: MakeUser) -> None:
-    bearer = {**API, "Authorization": f"Bearer {bearer_token(stack, make_user())}"}
-    body = b'{"hello": "world"}'
-    seen = upstream_saw(httpx.post(stack.url + "/submit", headers={**bearer, "Content-Type": "application/json"},
-                                   content=body))
-    assert seen["method"] == "POST" and seen["body"] == body.decode()
-    assert upstream_saw(httpx.delete(stack.url + "/items/7", headers=bearer))["method"] == "DELETE"
-    if stack.kind == "nginx":  # the subrequest itself carries no body
-        snippet = (Path(__file__).resolve().parent.parent / "deploy/nginx/forwardauth-locations.conf").read_text()
-        assert "proxy_pass_request_body off;" in snippet and 'proxy_set_header Content-Length "";' in snippet
+@pytest.mark.parametrize("kind", ["traefik", "caddy"])
+def test_x_auth_headers_forwardauth_does_not_set_are_stripped(
+    proxy_stack: Callable[..., Stack], make_user: MakeUser, kind: str
+) -> None:
+    """deploy/traefik and deploy/caddy promise to drop every client X-Auth-*, not just the four we set.
+
+    deploy/nginx only overwrites the four names forwardauth sets, so it is not held to this.
+    """
+    stack = proxy_stack(kind)
+    token = bearer_token(stack, make_user(email=None))
+    seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(token), **SPOOF, "X-Auth-Groups": "admins",
+                                                    "x-auth-email": "lower@evil.test"}))
+    assert set(identity(seen)) == {"x-auth-user", "x-auth-roles", "x-auth-subject"}, identity(seen)
 
 
-def test_open_redirects_land_on_the_default_page(stack: Stack, make_user: MakeUser) -> None:
+UNDERSCORED = {"X_Auth_User": "root", "X_Auth_Roles": "admin", "X_Auth_Email": "spoof@evil.test", "X_Auth_Subject": "x"}
+
+
+@pytest.mark.parametrize("kind", [
+    "nginx", "traefik", "caddy",
+])
+def test_underscore_spellings_of_identity_headers_never_reach_the_app(
+    proxy_stack: Callable[..., Stack], make_user: MakeUser, kind: str
+) -> None:
+    """CGI, PHP, Django's META and Rack read X-Auth-User and X_Auth_User both as HTTP_X_AUTH_USER."""
+    stack = proxy_stack(kind)
+    user = make_user(email=None)
+    seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(bearer_token(stack, user)), **UNDERSCORED}))
+    as_cgi = {k for k in seen["headers"] if k.replace("_", "-").startswith("x-auth-")}
+    assert as_cgi == {"x-auth-user", "x-auth-roles", "x-auth-subject"}, as_cgi
+
+
+# --- 7 and 9. bodies and methods ------------------------------------------------------------------------
+
+
+def auth_location(conf: Path) -> str:
+    """The body of nginx's ``location = /forwardauth/auth { ... }`` block in ``conf``."""
+    match = re.search(r"location\s*=\s*/forwardauth/auth\s*\{([^}]*)\}", conf.read_text())
+    assert match, f"no auth location in {conf}"
+    return match.group(1)
+
+
+def test_post_body_reaches_the_app_intact(stack: Stack, make_user: MakeUser, tmp_path: Path) -> None:
     user = make_user()
-    for rd in ("https://evil.test/", "//evil.test/", "/\\evil.test", "javascript:alert(1)",
-               "https://127.0.0.1@evil.test/", "http://127.0.0.1.evil.test/", "https://evil.test%2F@127.0.0.1/"):
+    body = b'{"hello": "world"}'
+    response = http.request("POST", stack.url + "/submit?n=1",
+                            {**bearer(bearer_token(stack, user)), "Content-Type": "application/json"}, body)
+    seen = upstream_saw(stack, response)
+    assert seen["method"] == "POST" and seen["path"] == "/submit?n=1"
+    assert seen["body"] == body.decode()
+    assert seen["headers"]["content-type"] == "application/json"
+    assert seen["headers"]["x-auth-user"] == user.username  # so /auth was asked and said yes
+
+    # The same POST without a token is stopped before the app.
+    refused = http.request("POST", stack.url + "/submit", {**API, "Content-Type": "application/json"}, body)
+    assert refused.status == 401
+
+    if stack.kind == "nginx":  # the auth subrequest itself carries no body: shipped and as run
+        for snippet in (DEPLOY / "nginx", tmp_path / "nginx" / "snippets"):
+            block = auth_location(snippet / "forwardauth-locations.conf")
+            assert "proxy_pass_request_body off;" in block, snippet
+            assert 'proxy_set_header Content-Length "";' in block, snippet
+
+
+def test_other_methods_pass_with_a_token(stack: Stack, make_user: MakeUser) -> None:
+    token = bearer_token(stack, make_user())
+    for method in ("DELETE", "PUT", "PATCH", "OPTIONS"):
+        seen = upstream_saw(stack, http.request(method, stack.url + "/items/7", bearer(token)))
+        assert seen["method"] == method and seen["path"] == "/items/7", seen
+        expect(stack, http.request(method, stack.url + "/items/7", API), 401, f"{method} without a token")
+
+
+# --- 8. open redirects --------------------------------------------------------------------------------
+
+
+def test_off_site_rd_lands_on_the_default_page(stack: Stack, make_user: MakeUser) -> None:
+    user = make_user()
+    for rd in OFF_SITE:
         response = form_login(stack, user, rd=rd)
-        assert response.status_code == 303 and response.headers["Location"] == "/", rd
+        assert expect(stack, response, 303, f"form login, rd={rd!r}").headers["Location"] == "/", rd
+        page = http.get(login_url(stack) + "?rd=" + quote(rd, safe=""), BROWSER)
+        assert page.status == 200
+        assert http.forms(page.text)[0].inputs["rd"] == "", rd
+
+
+# --- access rules (policy file) ----------------------------------------------------------------------
+
+POLICY = ("default: authenticated\nrules:\n  - path: /admin\n    roles: [admin]\n"
+          "  - path: /public\n    policy: bypass\n")
+
+
+def policy_stack(proxy_stack: Callable[..., Stack], tmp_path: Path, kind: str) -> Stack:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    return proxy_stack(kind, {"FORWARDAUTH_POLICY_FILE": str(policy)})
 
 
 def test_role_restricted_path_through_nginx(
     proxy_stack: Callable[..., Stack], make_user: MakeUser, tmp_path: Path
 ) -> None:
-    policy = tmp_path / "policy.yml"
-    policy.write_text("default: authenticated\nrules:\n  - path: /admin\n    roles: [admin]\n"
-                      "  - path: /public\n    policy: bypass\n")
-    stack = proxy_stack("nginx", {"FORWARDAUTH_POLICY_FILE": str(policy)})
+    stack = policy_stack(proxy_stack, tmp_path, "nginx")
     admin, ops = make_user(roles=("admin",)), make_user(roles=("ops",))
-    as_ops = {**API, "Authorization": f"Bearer {bearer_token(stack, ops)}"}
-    as_admin = {**API, "Authorization": f"Bearer {bearer_token(stack, admin)}"}
-    assert httpx.get(stack.url + "/admin/panel", headers=as_ops).status_code == 403
-    assert httpx.get(stack.url + "/public/../admin/panel", headers=as_ops).status_code == 403
-    assert httpx.get(stack.url + "/%61dmin/panel", headers=as_ops).status_code == 403
-    seen = upstream_saw(httpx.get(stack.url + "/admin/panel", headers=as_admin))
-    assert {k.lower(): v for k, v in dict(seen["headers"]).items()}["x-auth-user"] == admin.username  # type: ignore[call-overload]
-    assert upstream_saw(httpx.get(stack.url + "/elsewhere", headers=as_ops))["path"] == "/elsewhere"
-    public = upstream_saw(httpx.get(stack.url + "/public/page", headers=API))
-    assert not any(k.lower().startswith("x-auth-") for k in dict(public["headers"]))  # type: ignore[call-overload]
+    as_ops, as_admin = bearer(bearer_token(stack, ops)), bearer(bearer_token(stack, admin))
+    for path in ("/admin/panel", "/public/../admin/panel", "/%61dmin/panel"):
+        expect(stack, http.get(stack.url + path, as_ops), 403, path)
+    seen = upstream_saw(stack, http.get(stack.url + "/admin/panel", as_admin))
+    assert seen["headers"]["x-auth-user"] == admin.username
+    assert upstream_saw(stack, http.get(stack.url + "/elsewhere", as_ops))["path"] == "/elsewhere"
+    public = upstream_saw(stack, http.get(stack.url + "/public/page", API))
+    assert identity(public) == {}
+
+
+@pytest.mark.parametrize("kind", [
+    "nginx", "traefik", "caddy",
+])
+def test_client_cannot_choose_the_request_that_is_authorised(
+    proxy_stack: Callable[..., Stack], make_user: MakeUser, tmp_path: Path, kind: str
+) -> None:
+    """Headers that describe the original request to /auth come from the proxy, never from the client."""
+    stack = policy_stack(proxy_stack, tmp_path, kind)
+    as_ops = bearer(bearer_token(stack, make_user(roles=("ops",))))
+    assert identity(upstream_saw(stack, http.get(stack.url + "/public/x", API))) == {}  # the rules are in force
+    expect(stack, http.get(stack.url + "/admin/panel", API), 401, "no token")
+    for spoof in ({"X-Original-URI": "/public/x", "X-Original-Method": "GET"},
+                  {"X-Original-URL": stack.url + "/public/x"},
+                  {"X-Forwarded-Uri": "/public/x", "X-Forwarded-Method": "GET"}):
+        expect(stack, http.get(stack.url + "/admin/panel", {**API, **spoof}), 401, f"no token, {spoof}")
+        expect(stack, http.get(stack.url + "/admin/panel", {**as_ops, **spoof}), 403, f"role ops, {spoof}")

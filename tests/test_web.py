@@ -477,3 +477,9 @@ async def test_readiness_reports_unreachable_stores(aiohttp_client: Any, env: di
     assert (await down.get("/auth", headers={"Authorization": f"Bearer {token}"})).status == 401
     login_response = await down.post("/login", json={"username": "a", "password": "b"})
     assert login_response.status == 503
+
+
+async def test_ambiguous_subrequest_is_a_400(client: Client) -> None:
+    response = await client.get("/auth", headers={**BROWSER, "X-Forwarded-Uri": "/admin",
+                                                  "X-Original-URI": "/public"})
+    assert response.status == 400 and (await response.json())["error"] == "invalid_request"
