@@ -12,10 +12,33 @@ is revoked between our Redis read and our remembering it: such a read is not rem
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
 from .tokens import AccessClaims
 
 CLAIMS_ENTRIES = 20_000
 LIVE_ENTRIES = 200_000
+DECISION_ENTRIES = 10_000
+
+T = TypeVar("T")
+
+
+class Memo(Generic[T]):
+    """A bounded memo (oldest entry out first) for pure computations on the hot path."""
+
+    def __init__(self, max_entries: int = DECISION_ENTRIES) -> None:
+        self._max = max_entries
+        self._entries: dict[Hashable, T] = {}
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        value = self._entries.get(key)
+        if value is None:
+            value = compute()
+            if len(self._entries) >= self._max:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = value
+        return value
 
 
 class ClaimsCache:

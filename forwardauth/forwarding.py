@@ -13,9 +13,10 @@ because a spoofed ``X-Forwarded-Uri`` must never change what is being authorised
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urlsplit
@@ -61,7 +62,9 @@ class OriginalRequest:
         return f"{self.scheme}://{self.host}{self.uri}"
 
 
-def is_trusted(address: str | None, trusted: Sequence[Network]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def is_trusted(address: str | None, trusted: tuple[Network, ...]) -> bool:
+    """Whether ``address`` is one of our proxies (cached: the same few addresses ask all day)."""
     if not address:
         return False
     try:
@@ -71,7 +74,7 @@ def is_trusted(address: str | None, trusted: Sequence[Network]) -> bool:
     return any(ip in network for network in trusted)
 
 
-def client_address(forwarded_for: str | None, remote: str | None, trusted: Sequence[Network]) -> str | None:
+def client_address(forwarded_for: str | None, remote: str | None, trusted: tuple[Network, ...]) -> str | None:
     """The client: the right-most ``X-Forwarded-For`` entry that is not one of our proxies.
 
     Right to left, because only the entries our own proxies appended can be believed; anything
@@ -111,7 +114,7 @@ def original_request(
     path_qs: str,
     headers: Mapping[str, str],
     remote: str | None,
-    trusted: Sequence[Network],
+    trusted: tuple[Network, ...],
     envoy_prefix: str | None = None,
 ) -> OriginalRequest:
     """What the proxy is asking about; ``envoy_prefix`` is set on the ext_authz route."""
@@ -153,7 +156,7 @@ def original_request(
     return OriginalRequest(Source.DIRECT, method.upper(), scheme, host_header, path_qs, client)
 
 
-def path_prefix(headers: Mapping[str, str], remote: str | None, trusted: Sequence[Network]) -> str:
+def path_prefix(headers: Mapping[str, str], remote: str | None, trusted: tuple[Network, ...]) -> str:
     """``X-Forwarded-Prefix`` from a trusted proxy that serves us under a path, else ``""``.
 
     Our own pages use it so their links and form actions point back through the proxy.

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 
 from . import migrations, sessions, users
-from .cache import ClaimsCache, LiveTokens
+from .cache import ClaimsCache, LiveTokens, Memo
 from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, RedisSettings
 from .constants import ENVOY_PREFIX, HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
@@ -29,7 +29,7 @@ from .forwarding import AmbiguousRequest, OriginalRequest, Source, original_requ
 from .keys import RELOAD_SECONDS, KeyFileError, KeyRing, key_files, load_ring
 from .pages import login_page
 from .passwords import Passwords
-from .policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Subject, decide
+from .policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Rule, Subject
 from .policy import load as load_policy
 from .redirects import login_location, safe_redirect
 from .revocation import Revocations
@@ -52,8 +52,14 @@ class Services:
     revocations: Revocations
     db: Database
     passwords: Passwords
-    policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload
+    policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
     claims: ClaimsCache | None = None  # with FORWARDAUTH_LOCAL_CACHE
+    decisions: Memo[tuple[OriginalRequest, Rule]] = field(default_factory=Memo)
+
+    def use_policy(self, policy: Policy) -> None:
+        """Swap in new rules and a memo of their own (one assignment: never rules of one with
+        the memo of the other)."""
+        self.policy, self.decisions = policy, Memo()
 
 
 SERVICES = web.AppKey("services", Services)
@@ -151,6 +157,25 @@ def describe(request: web.Request, settings: Settings) -> OriginalRequest:
         raise BadInput(str(exc)) from None
 
 
+# Everything describe() reads: the memo key, so a hit skips parsing and matching entirely.
+DESCRIBING_HEADERS = ("Host", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto", "X-Forwarded-Host",
+                      "X-Forwarded-Uri", "X-Forwarded-Method", "X-Original-URL", "X-Original-URI", "X-Original-Method")
+
+
+def access_rule(request: web.Request, services: Services) -> tuple[OriginalRequest, Rule]:
+    """The original request and the rule that decides it, memoised per policy."""
+    policy, decisions = services.policy, services.decisions
+    headers = request.headers
+    key = (request.method, request.path_qs, request.remote, *[headers.get(h) for h in DESCRIBING_HEADERS])
+
+    def compute() -> tuple[OriginalRequest, Rule]:
+        original = describe(request, services.settings)
+        obj = Object.of(original.scheme, original.host, original.uri, original.method)
+        return original, policy.match(obj, original.client_ip)
+
+    return decisions.get(key, compute)
+
+
 def forbidden() -> web.Response:
     return web.Response(status=403, text="forbidden\n", headers={"Cache-Control": "no-store"})
 
@@ -179,12 +204,9 @@ async def auth(request: web.Request) -> web.StreamResponse:
     """The check: access rule first (bypass, deny), then the token, then the rule's users/roles."""
     services = request.app[SERVICES]
     settings = services.settings
-    policy = services.policy
     original = rule = None
-    if policy is not ALLOW_ALL_AUTHENTICATED:
-        original = describe(request, settings)
-        rule = policy.match(Object.of(original.scheme, original.host, original.uri, original.method),
-                            original.client_ip)
+    if services.policy is not ALLOW_ALL_AUTHENTICATED:
+        original, rule = access_rule(request, services)
         if rule.effect is Effect.BYPASS:
             return web.Response(status=200)
         if rule.effect is Effect.DENY:
@@ -192,7 +214,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
     token = bearer_or_cookie(request, settings.cookie_name)
     if token is None:
         return unauthorized(request, settings, False, original)
-    claims = services.claims.get(token, time.time()) if services.claims else None
+    claims = services.claims.get(token, time.time()) if services.claims is not None else None
     if claims is None:
         try:
             claims = services.tokens.verify(token)
@@ -203,7 +225,9 @@ async def auth(request: web.Request) -> web.StreamResponse:
     if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
         return unauthorized(request, settings, True, original)
     identity = claims.identity
-    if rule is not None and decide(rule, Subject(identity.username, identity.roles)) is not None:
+    if rule is not None and rule.effect is Effect.RESTRICTED and not rule.allows(
+        Subject(identity.username, identity.roles)
+    ):
         return forbidden()
     headers = {
         HEADER_USER: identity.username,
@@ -440,7 +464,7 @@ def reload_policy(services: Services) -> bool:
     if path is None:
         return True
     try:
-        services.policy = load_policy(path)
+        services.use_policy(load_policy(path))
     except PolicyError as exc:
         log.error("policy not reloaded, keeping the rules in force: %s", exc)
         return False

@@ -85,10 +85,12 @@ def process(args: list[str], env: dict[str, str] | None = None, log: Path | None
             out.close()  # type: ignore[union-attr]
 
 
-def wrk(url: str, tokens: Path | None, seconds: int, connections: int) -> dict[str, float]:
-    env = {**os.environ, "TOKENS": str(tokens)} if tokens else dict(os.environ)
-    env.pop("TOKENS", None) if tokens is None else None
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(PERF / "auth.lua"), url],
+def wrk(url: str, tokens: Path | None, seconds: int, connections: int, script: str = "auth.lua",
+        extra_env: dict[str, str] | None = None) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if k != "TOKENS"} | (extra_env or {})
+    if tokens is not None:
+        env["TOKENS"] = str(tokens)
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(PERF / script), url],
                          env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     match = re.search(r"^RESULT (\{.*\})$", out, re.M)
     if not match:
@@ -342,6 +344,12 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
             f"Revocation propagation ({WORKERS} workers, local cache on, 100 trials): the logout call took p50 "
             f"{calls[49]:.1f} ms (max {calls[-1]:.1f}); from its answer to {4 * WORKERS} consecutive 401s on new "
             f"connections (any worker): p50 {after[49]:.1f} ms, max {after[-1]:.1f} ms, those checks included")
+        login_env = {"LOGIN_USER": name, "LOGIN_PASSWORD": "perf password"}
+        logins = wrk(base + "/login", None, 10, 8, "login.lua", login_env)
+        out["logins"] = (f"Login throughput, production Argon2id (t=3, m=64 MiB, p=4), {WORKERS} workers x "
+                         f"{config.load({}).db_pool_size} threads, 8 connections: {logins['rps']:.1f} logins/s, "
+                         f"p50 {logins['p50_ms']:.0f} ms, p99 {logins['p99_ms']:.0f} ms, non-2xx "
+                         f"{int(logins['non2xx'])}")
         rss = worker_rss_mb(port)
         out["rss"] = f"RSS per worker after the run: {', '.join(f'{r:.0f} MB' for r in rss)}"
         client = redis.Redis.from_url(REDIS_URL)
