@@ -248,6 +248,18 @@ def cmd_config(settings: Settings, args: argparse.Namespace) -> None:
         print(f"{env}\t{default}\t{meaning}")
 
 
+def _command(
+    group: Any, name: str, help: str, run: Callable[[Settings, argparse.Namespace], None], *positional: str,
+    **defaults: Any,
+) -> argparse.ArgumentParser:
+    """A subcommand taking ``positional`` arguments, run by ``run``."""
+    command: argparse.ArgumentParser = group.add_parser(name, help=help)
+    for argument in positional:
+        command.add_argument(argument)
+    command.set_defaults(run=run, **defaults)
+    return command
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="forwardauth", description="Forward-auth service for reverse proxies.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -289,19 +301,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--email")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     add.set_defaults(run=cmd_user_add)
-    user.add_parser("list", help="list users").set_defaults(run=cmd_user_list)
-    for name, run in (("disable", cmd_user_disable), ("enable", cmd_user_enable)):
-        action = user.add_parser(name, help=f"{name} a user")
-        action.add_argument("name")
-        action.set_defaults(run=run)
-    passwd = user.add_parser("passwd", help="set a user's password")
-    passwd.add_argument("name")
+    _command(user, "list", "list users", cmd_user_list)
+    _command(user, "disable", "disable a user and end its sessions", cmd_user_disable, "name")
+    _command(user, "enable", "enable a user", cmd_user_enable, "name")
+    passwd = _command(user, "passwd", "set a user's password", cmd_user_passwd, "name")
     passwd.add_argument("--password-stdin", action="store_true")
-    passwd.set_defaults(run=cmd_user_passwd)
-    user.add_parser("demo", help="create the demo user if missing").set_defaults(run=cmd_user_demo)
-    revoke = user.add_parser("revoke", help="log a user out everywhere (all tokens stop working)")
-    revoke.add_argument("name")
-    revoke.set_defaults(run=cmd_user_revoke)
+    _command(user, "demo", "create the demo user if missing", cmd_user_demo)
+    _command(user, "revoke", "log a user out everywhere (all tokens stop working)", cmd_user_revoke, "name")
 
     client = sub.add_parser("client", help="manage OAuth2 clients").add_subparsers(dest="action", required=True)
     client_add = client.add_parser("add", help="register a client (its secret is shown once)")
@@ -312,14 +318,10 @@ def parser() -> argparse.ArgumentParser:
     client_add.add_argument("--role", action="append", default=[], help="roles of its client_credentials tokens")
     client_add.add_argument("--public", action="store_true", help="no secret (password/refresh_token only)")
     client_add.set_defaults(run=cmd_client_add)
-    client.add_parser("list", help="list clients").set_defaults(run=cmd_client_list)
-    for name, enable in (("disable", False), ("enable", True)):
-        toggle = client.add_parser(name, help=f"{name} a client")
-        toggle.add_argument("client_id")
-        toggle.set_defaults(run=cmd_client_disable, enable=enable)
-    rotate_secret = client.add_parser("rotate-secret", help="replace a client's secret")
-    rotate_secret.add_argument("client_id")
-    rotate_secret.set_defaults(run=cmd_client_rotate)
+    _command(client, "list", "list clients", cmd_client_list)
+    _command(client, "disable", "disable a client", cmd_client_disable, "client_id", enable=False)
+    _command(client, "enable", "enable a client", cmd_client_disable, "client_id", enable=True)
+    _command(client, "rotate-secret", "replace a client's secret", cmd_client_rotate, "client_id")
 
     keys = sub.add_parser("keys", help="manage signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("list", help="list keys").set_defaults(run=cmd_keys_list)

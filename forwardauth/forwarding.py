@@ -63,15 +63,18 @@ class OriginalRequest:
 
 
 @functools.lru_cache(maxsize=4096)
-def is_trusted(address: str | None, trusted: tuple[Network, ...]) -> bool:
-    """Whether ``address`` is one of our proxies (cached: the same few addresses ask all day)."""
+def address_in(address: str | None, networks: tuple[Network, ...]) -> bool:
+    """Whether ``address`` is in one of ``networks`` (cached: the same addresses come back all day)."""
     if not address:
         return False
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in network for network in trusted)
+    return any(ip in network for network in networks)
+
+
+is_trusted = address_in  # of our proxies, when the networks are FORWARDAUTH_TRUSTED_PROXIES
 
 
 def client_address(forwarded_for: str | None, remote: str | None, trusted: tuple[Network, ...]) -> str | None:

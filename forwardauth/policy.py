@@ -25,9 +25,9 @@ from urllib.parse import unquote
 
 import yaml
 
+from .forwarding import Network, address_in
 from .users import normalise_username
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RULE_KEYS = {"host", "path", "path_regex", "methods", "networks", "policy", "roles", "users"}
 MAX_DECODE_ROUNDS = 8
 
@@ -120,7 +120,7 @@ class Rule:
             or any(p.search(obj.path) for p in self.path_patterns)
         ):
             return False
-        return not self.networks or _in_networks(client_ip, self.networks)
+        return not self.networks or address_in(client_ip, self.networks)
 
     def allows(self, subject: Subject) -> bool:
         """For a restricted rule: is this subject one of the named users, or in a named role?"""
@@ -132,16 +132,6 @@ def _under(path: str, prefix: str) -> bool:
     if prefix.endswith("/"):
         return path.startswith(prefix) or path == prefix[:-1]
     return path == prefix or path.startswith(prefix + "/")
-
-
-def _in_networks(client_ip: str | None, networks: tuple[Network, ...]) -> bool:
-    if client_ip is None:
-        return False
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+POLL_SECONDS = 0.05  # how often wait_until looks again, until its deadline
+
+
 def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -54,7 +57,7 @@ def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "con
                 return result
         except Exception as exc:  # the thing polled is not up yet
             last = exc
-        time.sleep(0.05)
+        time.sleep(POLL_SECONDS)
     raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
 
 
