@@ -214,7 +214,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("argon2_memory_cost", parse_positive_int, "65536", "Argon2id memory in KiB."),
     Variable("argon2_parallelism", parse_positive_int, "4", "Argon2id lanes."),
     Variable("local_cache", parse_bool, "true",
-             "Remember verified, live tokens per worker while subscribed to revocations."),
+             "Remember live tokens per worker while subscribed to revocations (false: ask Redis every time)."),
     Variable("db_pool_size", parse_positive_int, "4",
              "Threads (and PostgreSQL connections) per worker for logins."),
     Variable("auto_migrate", parse_bool, "true", "Apply migrations when `serve` starts."),

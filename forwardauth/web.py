@@ -53,7 +53,7 @@ class Services:
     db: Database
     passwords: Passwords
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
-    claims: ClaimsCache | None = None  # with FORWARDAUTH_LOCAL_CACHE
+    claims: ClaimsCache | None = None  # verified signatures (safe always: revocation is checked apart)
     decisions: Memo[tuple[OriginalRequest, Rule]] = field(default_factory=Memo)
 
     def use_policy(self, policy: Policy) -> None:
@@ -490,7 +490,7 @@ def build_services(settings: Settings, ring: KeyRing | None = None) -> Services:
         settings=settings,
         tokens=tokens,
         revocations=Revocations(client, RedisKeys(settings.redis_prefix), local),
-        claims=ClaimsCache(settings.leeway) if settings.local_cache else None,
+        claims=ClaimsCache(settings.leeway),
         db=Database(settings.database_url, settings.db_pool_size),
         passwords=Passwords.from_settings(settings),
         policy=load_policy(settings.policy_file) if settings.policy_file else ALLOW_ALL_AUTHENTICATED,

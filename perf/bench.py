@@ -225,11 +225,11 @@ def main() -> None:
          simple(lambda p: [sys.executable, str(PERF / "bare.py"), str(p), str(WORKERS)]), None, "/auth"),
         ("forwardauth RS256, 1 worker", forwardauth(base_env, 1), rs_tokens, "/auth"),
         (f"forwardauth RS256, {WORKERS} workers", forwardauth(base_env, WORKERS), rs_tokens, "/auth"),
-        (f"forwardauth RS256, {WORKERS} workers, no local cache",
-         forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS), rs_tokens, "/auth"),
-        (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
         (f"forwardauth RS256, {WORKERS} workers, 100 rules",
          forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS), rs_tokens, "/auth"),
+        (f"forwardauth RS256, {WORKERS} workers, Redis EXISTS on every request",
+         forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS), rs_tokens, "/auth"),
+        (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
     ]
     results: list[tuple[str, dict[str, float]]] = []
     try:
@@ -265,6 +265,9 @@ def main() -> None:
             finally:
                 fa.__exit__(None, None, None)  # type: ignore[attr-defined]
         extras = {} if args.only else measure_extras(forwardauth(base_env, WORKERS), database_url)
+        if not args.only or any("million" in o for o in args.only):
+            extras["million"] = million_tokens(forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS),
+                                               rs_tokens, args)
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -375,6 +378,48 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
     finally:
         ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
     return out
+
+
+def million_tokens(start: Callable[[int], object], tokens: Path, args: argparse.Namespace) -> str:
+    """/auth with a Redis round trip on every request, beside 1,000 and then 1,000,000 live tokens."""
+    import redis
+
+    port = free_port()
+    ctx = start(port)
+    url = f"http://127.0.0.1:{port}/auth"
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"perfmillion:{secrets.token_hex(3)}:"
+    keys = RedisKeys(prefix)
+    try:
+        wrk(url, tokens, 2, args.connections)
+        small = wrk(url, tokens, args.seconds, args.connections)
+        pipe = client.pipeline(transaction=False)
+        for n in range(1, 1_000_001):
+            pipe.set(keys.access_token(f"s{n}", f"j{n}"), b"1", ex=1800)
+            if n % 10_000 == 0:
+                pipe.execute()
+        pipe.execute()
+        live = client.dbsize()
+        large = wrk(url, tokens, args.seconds, args.connections)
+    finally:
+        ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
+        for batch in _batches(client.scan_iter(match=prefix + "*", count=10_000), 10_000):
+            client.delete(*batch)
+        client.close()
+    return (f"Live tokens in Redis, Redis EXISTS on every request: with 1,000 -> {small['rps']:,.0f}/s, p50 "
+            f"{small['p50_ms']:.2f} ms, p99 {small['p99_ms']:.2f} ms; with {live:,} keys -> {large['rps']:,.0f}/s, "
+            f"p50 {large['p50_ms']:.2f} ms, p99 {large['p99_ms']:.2f} ms")
+
+
+def _batches(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def report(results: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:
