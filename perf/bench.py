@@ -173,6 +173,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", nargs="*", help="run only these configurations")
+    parser.add_argument("--compare-rules", type=int, metavar="ROUNDS",
+                        help="only compare no rules with 100 rules, alternating for ROUNDS rounds")
     args = parser.parse_args()
     for program in ("wrk", "nginx"):
         if not find_program(program):
@@ -232,6 +234,17 @@ def main() -> None:
         (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
     ]
     results: list[tuple[str, dict[str, float]]] = []
+    if args.compare_rules:
+        try:
+            compare_rules(forwardauth(base_env, WORKERS),
+                          forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS),
+                          rs_tokens, args)
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.close()
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         for label, start, tokens, path in configurations:
             if args.only and not any(o in label for o in args.only):
@@ -378,6 +391,29 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
     finally:
         ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
     return out
+
+
+def compare_rules(plain: Callable[[int], object], ruled: Callable[[int], object], tokens: Path,
+                  args: argparse.Namespace) -> None:
+    """Both servers up at once, measured in alternation: the machine's drift hits both alike."""
+    ports = free_port(), free_port()
+    contexts = [plain(ports[0]), ruled(ports[1])]
+    rates: tuple[list[float], list[float]] = ([], [])
+    try:
+        for port in ports:
+            wrk(f"http://127.0.0.1:{port}/auth", tokens, 2, args.connections)
+        for _ in range(args.compare_rules):
+            for i, port in enumerate(ports):
+                rates[i].append(wrk(f"http://127.0.0.1:{port}/auth", tokens, args.seconds, args.connections)["rps"])
+    finally:
+        for ctx in contexts:
+            ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
+    ratios = sorted(r / p for p, r in zip(*rates, strict=True))
+    median = ratios[len(ratios) // 2]
+    print(f"no rules: {', '.join(f'{r:,.0f}' for r in rates[0])} req/s")
+    print(f"100 rules: {', '.join(f'{r:,.0f}' for r in rates[1])} req/s")
+    print(f"100 rules / no rules, per round: {', '.join(f'{r:.3f}' for r in ratios)}; median {median:.3f} "
+          f"({(1 - median) * 100:+.1f}% cost)")
 
 
 def million_tokens(start: Callable[[int], object], tokens: Path, args: argparse.Namespace) -> str:
