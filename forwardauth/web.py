@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.web_request import FileField
-from multidict import MultiDictProxy
+from multidict import MultiDictProxy, istr
 
 from . import migrations, sessions, users
 from .cache import ClaimsCache, LiveTokens, Memo
@@ -157,16 +157,18 @@ def describe(request: web.Request, settings: Settings) -> OriginalRequest:
         raise BadInput(str(exc)) from None
 
 
-# Everything describe() reads: the memo key, so a hit skips parsing and matching entirely.
-DESCRIBING_HEADERS = ("Host", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto", "X-Forwarded-Host",
-                      "X-Forwarded-Uri", "X-Forwarded-Method", "X-Original-URL", "X-Original-URI", "X-Original-Method")
+# Everything describe() reads: the memo key, so a hit skips parsing and matching entirely. The
+# names are istr (case-folded once), as aiohttp's own hdrs are: a plain str is folded per lookup.
+DESCRIBING_HEADERS = tuple(istr(h) for h in (
+    "Host", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri",
+    "X-Forwarded-Method", "X-Original-URL", "X-Original-URI", "X-Original-Method"))
 
 
 def access_rule(request: web.Request, services: Services) -> tuple[OriginalRequest, Rule]:
     """The original request and the rule that decides it, memoised per policy."""
     policy, decisions = services.policy, services.decisions
     headers = request.headers
-    key = (request.method, request.path_qs, request.remote, *[headers.get(h) for h in DESCRIBING_HEADERS])
+    key = (request.method, request.raw_path, request.remote, *[headers.get(h) for h in DESCRIBING_HEADERS])
 
     def compute() -> tuple[OriginalRequest, Rule]:
         original = describe(request, services.settings)
