@@ -234,18 +234,12 @@ def main() -> None:
         (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
     ]
     results: list[tuple[str, dict[str, float]]] = []
-    if args.compare_rules:
-        try:
+    try:
+        if args.compare_rules:
             compare_rules(forwardauth(base_env, WORKERS),
                           forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS),
                           rs_tokens, args)
-        finally:
-            with admin.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.close()
-            shutil.rmtree(work, ignore_errors=True)
-        return
-    try:
+            return  # (the finally below still cleans up)
         for label, start, tokens, path in configurations:
             if args.only and not any(o in label for o in args.only):
                 continue
