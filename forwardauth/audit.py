@@ -12,7 +12,8 @@ import orjson
 import psycopg2.extensions
 
 EVENTS = frozenset(
-    {"login_success", "login_failure", "logout", "refresh", "refresh_reuse", "revoke", "user_change"}
+    {"login_success", "login_failure", "login_throttled", "logout", "refresh", "refresh_reuse", "revoke",
+     "user_change"}
 )
 
 

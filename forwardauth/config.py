@@ -145,6 +145,8 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
+    login_max_failures: int = 5
+    login_window: int = 300
     local_cache: bool = True
     db_pool_size: int = 4
     auto_migrate: bool = True
@@ -213,6 +215,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("argon2_time_cost", parse_positive_int, "3", "Argon2id iterations."),
     Variable("argon2_memory_cost", parse_positive_int, "65536", "Argon2id memory in KiB."),
     Variable("argon2_parallelism", parse_positive_int, "4", "Argon2id lanes."),
+    Variable("login_max_failures", parse_positive_int, "5",
+             "Failed logins per address and username within the window before 429 (x4 per address, x10 "
+             "per username)."),
+    Variable("login_window", parse_duration, "5m", "Sliding window for counting failed logins."),
     Variable("local_cache", parse_bool, "true",
              "Remember live tokens per worker while subscribed to revocations (false: ask Redis every time)."),
     Variable("db_pool_size", parse_positive_int, "4",

@@ -41,6 +41,10 @@ class RedisKeys:
         """Set of the live access-token ids of session ``sid``, for revoking them together."""
         return f"{self.prefix}sess:{{{sid}}}"
 
+    def failures(self, subject: str) -> str:
+        """Sorted set of recent failed logins of a subject (pair, address or username)."""
+        return f"{self.prefix}fail:{subject}"
+
     def revocations_channel(self) -> str:
         """Pub/sub channel announcing every revocation ("sid" or "sid jti") to every worker."""
         return f"{self.prefix}revocations"

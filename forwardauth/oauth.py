@@ -22,11 +22,12 @@ from .web import (
     SERVICES,
     BadInput,
     Services,
+    Throttled,
     bearer_or_cookie,
     issue_access,
     json_response,
-    login_in_db,
     posted_form,
+    sign_in,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -163,10 +164,11 @@ async def password_grant(
     if not form.get("username") or not form.get("password"):
         raise OAuthError("invalid_request", "username and password are required")
     scope = granted_scope(form.get("scope"), client.scopes)
-    session = await services.db.run(
-        login_in_db, services.passwords, form["username"], form["password"], request.remote,
-        services.settings.refresh_ttl, client.id, scope,
-    )
+    try:
+        session = await sign_in(services, form["username"], form["password"], request.remote, client.id, scope)
+    except Throttled as exc:
+        return json_response({"error": "too_many_attempts", "error_description": str(exc)}, status=429,
+                             headers={**NO_STORE, "Retry-After": str(exc.retry_after)})
     if session is None:
         raise OAuthError("invalid_grant", "wrong username or password")
     return token_response(services, await issue_access(services, session), session.refresh_token)

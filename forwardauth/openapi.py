@@ -44,7 +44,9 @@ ERROR = _ref("Error")
 BAD_REQUEST = _json(ERROR, "Malformed input")
 UNAVAILABLE = _json(ERROR, "PostgreSQL or Redis unreachable")
 TOO_LARGE = _text("Body larger than 64 KiB")
-OAUTH_ERRORS = {"400": _json(ERROR, "RFC 6749 5.2 error"),
+THROTTLED = {**_json(_ref("Error"), "Too many failed logins: wait Retry-After seconds"),
+             "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}}
+OAUTH_ERRORS = {"400": _json(ERROR, "RFC 6749 5.2 error"), "429": THROTTLED,
                 "401": {**_json(ERROR, "Client authentication failed"),
                         "headers": {"WWW-Authenticate": _header("Basic challenge")}},
                 "413": TOO_LARGE, "503": UNAVAILABLE}
@@ -141,6 +143,8 @@ def document(settings: Settings) -> Schema:
                         "400": BAD_REQUEST,
                         "401": {"description": "Wrong username or password", "content": {
                             JSON: {"schema": ERROR}, HTML: {"schema": {"type": "string"}}}},
+                        "429": {**THROTTLED, "content": {JSON: {"schema": ERROR},
+                                                         HTML: {"schema": {"type": "string"}}}},
                         "413": TOO_LARGE,
                         "415": _json(ERROR, "Not JSON nor a form"),
                         "503": UNAVAILABLE,

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy, istr
 
-from . import migrations, sessions, users
+from . import audit, migrations, sessions, users
 from .cache import ClaimsCache, LiveTokens, Memo
 from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, RedisSettings
@@ -32,6 +32,7 @@ from .passwords import Passwords
 from .policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Rule, Subject
 from .policy import load as load_policy
 from .redirects import login_location, safe_redirect
+from .regulation import Regulation
 from .revocation import Revocations
 from .tokens import AccessClaims, MintedToken, TokenError, TokenService
 
@@ -52,6 +53,7 @@ class Services:
     revocations: Revocations
     db: Database
     passwords: Passwords
+    regulation: Regulation
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
     claims: ClaimsCache | None = None  # verified signatures (safe always: revocation is checked apart)
     decisions: Memo[tuple[OriginalRequest, Rule]] = field(default_factory=Memo)
@@ -277,6 +279,31 @@ def set_access_cookie(response: web.StreamResponse, settings: Settings, token: s
         response.set_cookie(settings.cookie_name, token, max_age=settings.access_ttl, **options)
 
 
+class Throttled(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+async def sign_in(
+    services: Services, username: str, password: str, address: str | None, client_id: str | None = None,
+    scope: str | None = None,
+) -> sessions.Session | None:
+    """Check a password under brute-force regulation: the one way in for /login and the password grant."""
+    who = users.normalise_username(username)[: users.MAX_USERNAME]
+    verdict = await services.regulation.check(who, address)
+    if not verdict.allowed:
+        await services.db.run(audit.record, "login_throttled", None, who, address, {"retry_after": verdict.retry_after})
+        raise Throttled(verdict.retry_after)
+    session = await services.db.run(login_in_db, services.passwords, username, password, address,
+                                    services.settings.refresh_ttl, client_id, scope)
+    if session is None:
+        await services.regulation.failed(who, address)
+    else:
+        await services.regulation.succeeded(who, address)
+    return session
+
+
 def login_in_db(
     conn: users.Connection, passwords: Passwords, username: str, password: str, ip: str | None, ttl: int,
     client_id: str | None = None, scope: str | None = None,
@@ -313,10 +340,19 @@ async def login(request: web.Request) -> web.Response:
     fields = await read_fields(request, ("username", "password", "rd"))
     if not fields["username"] or not fields["password"]:
         raise BadInput("username and password are required")
-    session = await services.db.run(
-        login_in_db, services.passwords, fields["username"], fields["password"], request.remote,
-        settings.refresh_ttl,
-    )
+    try:
+        session = await sign_in(services, fields["username"], fields["password"], request.remote)
+    except Throttled as exc:
+        headers = {"Retry-After": str(exc.retry_after)}
+        if as_json:
+            return json_response({"error": "too_many_attempts", "error_description": str(exc)}, status=429,
+                                 headers=headers)
+        page = login_page(action=login_action(request, settings), username=fields["username"],
+                          rd=safe_redirect(fields["rd"], settings.allowed_domains) or "",
+                          error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.")
+        response = html_page(page, status=429)
+        response.headers.update(headers)
+        return response
     if session is None:
         message = "Wrong username or password."
         if as_json:
@@ -488,10 +524,12 @@ def build_services(settings: Settings, ring: KeyRing | None = None) -> Services:
     tokens = TokenService(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)
     client = RedisSettings.from_url(settings.redis_url).client()
     local = LiveTokens() if settings.local_cache else None
+    keys = RedisKeys(settings.redis_prefix)
     return Services(
         settings=settings,
         tokens=tokens,
-        revocations=Revocations(client, RedisKeys(settings.redis_prefix), local),
+        revocations=Revocations(client, keys, local),
+        regulation=Regulation(client, keys, settings.login_max_failures, settings.login_window),
         claims=ClaimsCache(settings.leeway),
         db=Database(settings.database_url, settings.db_pool_size),
         passwords=Passwords.from_settings(settings),
