@@ -12,6 +12,8 @@ from forwardauth import config, users
 from forwardauth.web import create_app
 
 from .conftest import PASSWORD
+from .test_oauth import basic
+from .test_web import audit_events
 
 Client = Any
 
@@ -35,7 +37,8 @@ async def test_failures_lead_to_429_with_retry_after(strict: Client, make_user: 
         assert (await attempt(strict, user.username, "wrong")).status == 401
     throttled = await attempt(strict, user.username, PASSWORD)  # even the right password waits
     assert throttled.status == 429
-    assert 1 <= int(throttled.headers["Retry-After"]) <= 61
+    retry_after = int(throttled.headers["Retry-After"])
+    assert retry_after >= 1 and retry_after <= 61  # the window is 60 s
     assert (await throttled.json())["error"] == "too_many_attempts"
     # the form gets a page saying so
     page = await strict.post("/login", data={"username": user.username, "password": PASSWORD})
@@ -64,24 +67,9 @@ async def test_throttling_is_audited_and_applies_to_the_password_grant(
     app, secret = database.call(clients.create, f"rl-{user.username}", ["password"], [], [], False)
     form = {"grant_type": "password", "username": user.username, "password": "wrong"}
     for _ in range(3):
-        response = await strict.post("/oauth/token", data=form, auth=None,
-                                     headers={"Authorization": _basic(app.id, secret)})
+        response = await strict.post("/oauth/token", data=form, headers=basic(app.id, secret))
         assert response.status == 400
     response = await strict.post("/oauth/token", data={**form, "password": PASSWORD},
-                                 headers={"Authorization": _basic(app.id, secret)})
+                                 headers=basic(app.id, secret))
     assert response.status == 429 and response.headers["Retry-After"]
-
-    def throttled_events(conn: users.Connection) -> int:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM audit_events WHERE event = 'login_throttled' AND username = %s",
-                        (user.username,))
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
-
-    assert database.call(throttled_events) == 1
-
-
-def _basic(client_id: str, secret: str) -> str:
-    import base64
-
-    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    assert audit_events(database, user.username).count("login_throttled") == 1
