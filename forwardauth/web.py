@@ -54,8 +54,8 @@ class Services:
     db: Database
     passwords: Passwords
     regulation: Regulation
+    claims: ClaimsCache  # verified signatures (safe always: revocation is checked apart)
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
-    claims: ClaimsCache | None = None  # verified signatures (safe always: revocation is checked apart)
     decisions: Memo[tuple[OriginalRequest, Rule]] = field(default_factory=Memo)
 
     def use_policy(self, policy: Policy) -> None:
@@ -218,14 +218,13 @@ async def auth(request: web.Request) -> web.StreamResponse:
     token = bearer_or_cookie(request, settings.cookie_name)
     if token is None:
         return unauthorized(request, settings, False, original)
-    claims = services.claims.get(token, time.time()) if services.claims is not None else None
+    claims = services.claims.get(token, time.time())
     if claims is None:
         try:
             claims = services.tokens.verify(token)
         except TokenError:
             return unauthorized(request, settings, True, original)
-        if services.claims is not None:
-            services.claims.put(token, claims)
+        services.claims.put(token, claims)
     if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
         return unauthorized(request, settings, True, original)
     identity = claims.identity
@@ -490,8 +489,7 @@ def reload_keys(services: Services) -> bool:
         log.error("keys not reloaded, keeping the current ones: %s", exc)
         return False
     services.tokens.ring = ring
-    if services.claims is not None:
-        services.claims.clear()  # a pruned key must stop verifying at once
+    services.claims.clear()  # a pruned key must stop verifying at once
     log.info("keys reloaded: signing with %s, %d key(s) verify", ring.current.kid, len(ring.by_kid))
     return True
 
