@@ -12,8 +12,8 @@ is revoked between our Redis read and our remembering it: such a read is not rem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Hashable
+from typing import TypeVar
 
 from .tokens import AccessClaims
 
@@ -24,20 +24,19 @@ DECISION_ENTRIES = 10_000
 T = TypeVar("T")
 
 
-class Memo(Generic[T]):
-    """A bounded memo (oldest entry out first) for pure computations on the hot path."""
+class Memo(dict[Hashable, T]):
+    """A bounded memo (oldest entry out first) for pure computations on the hot path.
+
+    A dict, so a hit is the built-in ``get`` and costs no Python call."""
 
     def __init__(self, max_entries: int = DECISION_ENTRIES) -> None:
+        super().__init__()
         self._max = max_entries
-        self._entries: dict[Hashable, T] = {}
 
-    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
-        value = self._entries.get(key)
-        if value is None:
-            value = compute()
-            if len(self._entries) >= self._max:
-                del self._entries[next(iter(self._entries))]
-            self._entries[key] = value
+    def remember(self, key: Hashable, value: T) -> T:
+        if len(self) >= self._max:
+            del self[next(iter(self))]
+        self[key] = value
         return value
 
 

@@ -168,16 +168,14 @@ DESCRIBING_HEADERS = tuple(istr(h) for h in (
 
 def access_rule(request: web.Request, services: Services) -> tuple[OriginalRequest, Rule]:
     """The original request and the rule that decides it, memoised per policy."""
-    policy, decisions = services.policy, services.decisions
-    headers = request.headers
-    key = (request.method, request.raw_path, request.remote, *[headers.get(h) for h in DESCRIBING_HEADERS])
-
-    def compute() -> tuple[OriginalRequest, Rule]:
+    policy, decisions = services.policy, services.decisions  # together: no await in between
+    key = (request.method, request.raw_path, request.remote, *map(request.headers.get, DESCRIBING_HEADERS))
+    found = decisions.get(key)
+    if found is None:
         original = describe(request, services.settings)
         obj = Object.of(original.scheme, original.host, original.uri, original.method)
-        return original, policy.match(obj, original.client_ip)
-
-    return decisions.get(key, compute)
+        found = decisions.remember(key, (original, policy.match(obj, original.client_ip)))
+    return found
 
 
 def forbidden() -> web.Response:

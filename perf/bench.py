@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", nargs="*", help="run only these configurations")
     parser.add_argument("--compare-rules", type=int, metavar="ROUNDS",
-                        help="only compare no rules with 100 rules, alternating for ROUNDS rounds")
+                        help="only compare no policy, 0 rules and 100 rules, in turn for ROUNDS rounds")
     args = parser.parse_args()
     for program in ("wrk", "nginx"):
         if not find_program(program):
@@ -236,8 +236,13 @@ def main() -> None:
     results: list[tuple[str, dict[str, float]]] = []
     try:
         if args.compare_rules:
-            compare_rules(forwardauth(base_env, WORKERS),
-                          forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS),
+            no_rules = work / "no-rules.yml"
+            no_rules.write_text("default: authenticated\nrules: []\n")
+            compare_rules([("no policy file", forwardauth(base_env, WORKERS)),
+                           ("policy, 0 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(no_rules)},
+                                                           WORKERS)),
+                           ("policy, 100 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)},
+                                                             WORKERS))],
                           rs_tokens, args)
             return  # (the finally below still cleans up)
         for label, start, tokens, path in configurations:
@@ -285,23 +290,39 @@ def main() -> None:
         print(line)
 
 
-def worker_rss_mb(port: int) -> list[float]:
-    """RSS of each forwardauth worker serving ``port`` (found by its environment in /proc)."""
-    sizes = []
+def worker_pids(port: int) -> list[int]:
+    """The forwardauth worker processes serving ``port`` (found by their environment in /proc)."""
+    pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes()
-            status = (proc / "status").read_text()
             environ = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
         if b"spawn_main" in cmdline and f"FORWARDAUTH_PORT={port}".encode() in environ:
-            match = re.search(r"VmRSS:\s+(\d+) kB", status)
-            if match:
-                sizes.append(int(match.group(1)) / 1024)
+            pids.append(int(proc.name))
+    return pids
+
+
+def worker_rss_mb(port: int) -> list[float]:
+    """RSS of each forwardauth worker serving ``port``."""
+    sizes = []
+    for pid in worker_pids(port):
+        match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+        if match:
+            sizes.append(int(match.group(1)) / 1024)
     return sizes
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time these processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def status_of(port: int, token: str) -> int:
@@ -387,27 +408,49 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
     return out
 
 
-def compare_rules(plain: Callable[[int], object], ruled: Callable[[int], object], tokens: Path,
+def compare_rules(servers: list[tuple[str, Callable[[int], object]]], tokens: Path,
                   args: argparse.Namespace) -> None:
-    """Both servers up at once, measured in alternation: the machine's drift hits both alike."""
-    ports = free_port(), free_port()
-    contexts = [plain(ports[0]), ruled(ports[1])]
-    rates: tuple[list[float], list[float]] = ([], [])
+    """All servers up at once, measured in turn, the order rotating each round (so none is
+    always first or last); each is compared with the last, the 100-rule policy.
+
+    Two measures per run: requests/s, which moves with the machine and with how the kernel
+    spreads wrk's connections over the workers, and the workers' CPU time per request (from
+    /proc), which is the cost of one /auth itself and steadier.
+    """
+    ports = [free_port() for _ in servers]
+    contexts = []
+    rates: list[list[float]] = [[] for _ in servers]
+    cpu_us: list[list[float]] = [[] for _ in servers]
     try:
+        for (_, start), port in zip(servers, ports, strict=True):
+            contexts.append(start(port))
+        pids = [worker_pids(port) for port in ports]
         for port in ports:
             wrk(f"http://127.0.0.1:{port}/auth", tokens, 2, args.connections)
-        for _ in range(args.compare_rules):
-            for i, port in enumerate(ports):
-                rates[i].append(wrk(f"http://127.0.0.1:{port}/auth", tokens, args.seconds, args.connections)["rps"])
+        order = list(range(len(servers)))
+        for round_ in range(args.compare_rules):
+            for i in order[round_ % len(order):] + order[:round_ % len(order)]:
+                before = cpu_seconds(pids[i])
+                result = wrk(f"http://127.0.0.1:{ports[i]}/auth", tokens, args.seconds, args.connections)
+                cpu_us[i].append((cpu_seconds(pids[i]) - before) / result["requests"] * 1e6)
+                rates[i].append(result["rps"])
     finally:
         for ctx in contexts:
             ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
-    ratios = sorted(r / p for p, r in zip(*rates, strict=True))
-    median = ratios[len(ratios) // 2]
-    print(f"no rules: {', '.join(f'{r:,.0f}' for r in rates[0])} req/s")
-    print(f"100 rules: {', '.join(f'{r:,.0f}' for r in rates[1])} req/s")
-    print(f"100 rules / no rules, per round: {', '.join(f'{r:.3f}' for r in ratios)}; median {median:.3f} "
-          f"({(1 - median) * 100:+.1f}% cost)")
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    for (label, _), rate, cpu in zip(servers, rates, cpu_us, strict=True):
+        print(f"{label}: {', '.join(f'{r:,.0f}' for r in rate)} req/s; "
+              f"CPU per request {', '.join(f'{c:.1f}' for c in cpu)} us")
+    ruled = servers[-1][0]
+    for (label, _), rate, cpu in zip(servers[:-1], rates, cpu_us, strict=False):
+        rate_ratios = sorted(r / p for p, r in zip(rate, rates[-1], strict=True))
+        cpu_ratios = sorted(r / p for p, r in zip(cpu, cpu_us[-1], strict=True))
+        print(f"{ruled} vs {label}: CPU per request x{median(cpu_ratios):.3f} "
+              f"({(median(cpu_ratios) - 1) * 100:+.1f}%; rounds {', '.join(f'{r:.3f}' for r in cpu_ratios)}), "
+              f"requests/s x{median(rate_ratios):.3f} (rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})")
 
 
 def million_tokens(start: Callable[[int], object], tokens: Path, args: argparse.Namespace) -> str:

@@ -9,7 +9,7 @@ import jwt
 import redis
 
 from forwardauth import users
-from forwardauth.cache import ClaimsCache, LiveTokens
+from forwardauth.cache import ClaimsCache, LiveTokens, Memo
 from forwardauth.constants import RedisKeys
 from forwardauth.tokens import AccessClaims, Identity
 
@@ -18,6 +18,14 @@ from .conftest import PASSWORD, REDIS_URL, Service, wait_until
 
 def claims(expires_at: int, sid: str = "s", jti: str = "j") -> AccessClaims:
     return AccessClaims(identity=Identity("u", "user"), jti=jti, sid=sid, expires_at=expires_at)
+
+
+def test_memo_is_bounded_oldest_out() -> None:
+    memo: Memo[str] = Memo(max_entries=2)
+    assert memo.remember("a", "A") == "A" and memo.get("a") == "A"
+    memo.remember("b", "B")
+    memo.remember("c", "C")
+    assert memo.get("a") is None and memo.get("b") == "B" and memo.get("c") == "C" and len(memo) == 2
 
 
 def test_claims_cache_expires_and_evicts() -> None:
