@@ -23,7 +23,7 @@ from multidict import MultiDictProxy, istr
 from . import audit, migrations, sessions, users
 from .cache import ClaimsCache, LiveTokens, Memo
 from .config import Settings
-from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, RedisSettings
+from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, OutageLog, RedisSettings
 from .constants import ENVOY_PREFIX, HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
 from .forwarding import AmbiguousRequest, OriginalRequest, Source, original_request, path_prefix
 from .keys import RELOAD_SECONDS, KeyFileError, KeyRing, key_files, load_ring
@@ -449,6 +449,22 @@ async def readyz(request: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+OUTAGES = OutageLog()  # one per worker process
+RETRY_AFTER_OUTAGE = "2"
+
+
+def unavailable(request: web.Request, what: str) -> web.Response:
+    """503 while a store is down: the login page with the reason for a browser, else JSON."""
+    headers = {"Retry-After": RETRY_AFTER_OUTAGE, "Cache-Control": "no-store"}
+    if request.path == "/login" and is_browser(request) and not wants_json(request):
+        settings = request.app[SERVICES].settings
+        response = html_page(login_page(action=login_action(request, settings), rd="",
+                                        error="Sign-in is unavailable right now. Try again in a moment."), 503)
+        response.headers.update(headers)
+        return response
+    return json_response({"error": "temporarily_unavailable", "error_description": what}, 503, headers)
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map bad input and store outages to clear 4xx/503 answers; never leak a traceback."""
@@ -459,11 +475,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except BadInput as exc:
         return error_response(exc.status, "invalid_request", str(exc))
     except REDIS_DOWN as exc:
-        log.warning("redis unavailable: %s", type(exc).__name__)
-        return error_response(503, "temporarily_unavailable", "the session store is unavailable")
+        OUTAGES.failed("redis", exc)
+        return unavailable(request, "the session store is unavailable")
     except POSTGRES_DOWN as exc:
-        log.warning("postgres unavailable: %s", type(exc).__name__)
-        return error_response(503, "temporarily_unavailable", "the user database is unavailable")
+        OUTAGES.failed("postgres", exc)
+        return unavailable(request, "the user database is unavailable")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "server_error", "internal error")
