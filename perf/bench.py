@@ -146,19 +146,23 @@ def hundred_rules(path: Path) -> Path:
     return path
 
 
-def mint_tokens(settings: config.Settings, target: Path) -> None:
-    """Tokens for USERS users, live in Redis, one per line: what wrk rotates through."""
+def mint_tokens(settings: config.Settings, target: Path, count: int = USERS, revoked: bool = False) -> None:
+    """Tokens for ``count`` users, live in Redis (or registered then revoked), one per line:
+    what wrk rotates through."""
     ring = load_ring(settings)
     service = TokenService(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)
 
     async def register(minted: list[tuple[str, str]]) -> None:
-        revocations = Revocations(RedisSettings.from_url(REDIS_URL).client(), RedisKeys(settings.redis_prefix))
+        assert settings.redis_url is not None
+        revocations = Revocations(RedisSettings.from_url(settings.redis_url).client(), RedisKeys(settings.redis_prefix))
         for sid, jti in minted:
             await revocations.register(sid, jti, settings.access_ttl)
+            if revoked:
+                await revocations.revoke(sid, jti)
         await revocations.close()
 
     tokens, live = [], []
-    for n in range(USERS):
+    for n in range(count):
         identity = Identity(subject=f"user-{n}", username=f"user{n}", roles=("user",), email=f"u{n}@example.com")
         sid = new_id()
         minted = service.mint(identity, sid)
@@ -182,13 +186,32 @@ def main() -> None:
     nginx = find_program("nginx")
     assert nginx is not None
     work = Path(tempfile.mkdtemp(prefix="forwardauth-perf-"))
+    with throwaway_database() as database_url:
+        try:
+            run(args, work, database_url, nginx)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    """A migrated database of its own on the machine's PostgreSQL, dropped afterwards."""
     name = f"forwardauth_perf_{secrets.token_hex(4)}"
     admin = psycopg2.connect(ADMIN_URL)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    database_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    migrations.migrate(database_url)
+    try:
+        database_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        migrations.migrate(database_url)
+        yield database_url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> None:
     prefix = f"perf:{secrets.token_hex(4)}:"
     base_env = {
         "FORWARDAUTH_DATABASE_URL": database_url, "FORWARDAUTH_REDIS_URL": REDIS_URL,
@@ -234,57 +257,51 @@ def main() -> None:
         (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
     ]
     results: list[tuple[str, dict[str, float]]] = []
-    try:
-        if args.compare_rules:
-            no_rules = work / "no-rules.yml"
-            no_rules.write_text("default: authenticated\nrules: []\n")
-            compare_rules([("no policy file", forwardauth(base_env, WORKERS)),
-                           ("policy, 0 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(no_rules)},
-                                                           WORKERS)),
-                           ("policy, 100 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)},
-                                                             WORKERS))],
-                          rs_tokens, args)
-            return  # (the finally below still cleans up)
-        for label, start, tokens, path in configurations:
-            if args.only and not any(o in label for o in args.only):
-                continue
-            port = free_port()
-            ctx = start(port)
-            try:
-                wrk(f"http://127.0.0.1:{port}{path}", tokens, 2, args.connections)  # warm up
-                results.append((label, wrk(f"http://127.0.0.1:{port}{path}", tokens, args.seconds, args.connections)))
-            finally:
-                ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
-            print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
-        # The full chain a user deploys, against the same nginx proxying without auth_request.
-        if not args.only or any("chain" in o for o in args.only):
-            fa_port = free_port()
-            fa = forwardauth(base_env, WORKERS)(fa_port)
-            try:
-                for label, mode in (("nginx (1 worker) -> static upstream, no auth", "proxy"),
-                                    (f"nginx (1 worker) auth_request -> forwardauth {WORKERS} workers -> static",
-                                     "chain")):
-                    front = free_port()
-                    conf = nginx_conf(work / f"c{front}", front, 1, mode, fa_port)
-                    proxy = simple(lambda p, conf=conf: [nginx, "-p", str(work), "-c", str(conf)])(front)
-                    try:
-                        wrk(f"http://127.0.0.1:{front}/page", rs_tokens, 2, args.connections)
-                        results.append((label, wrk(f"http://127.0.0.1:{front}/page", rs_tokens, args.seconds,
-                                                   args.connections)))
-                    finally:
-                        proxy.__exit__(None, None, None)  # type: ignore[attr-defined]
-                    print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
-            finally:
-                fa.__exit__(None, None, None)  # type: ignore[attr-defined]
-        extras = {} if args.only else measure_extras(forwardauth(base_env, WORKERS), database_url)
-        if not args.only or any("million" in o for o in args.only):
-            extras["million"] = million_tokens(forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS),
-                                               rs_tokens, args)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-        shutil.rmtree(work, ignore_errors=True)
+    if args.compare_rules:
+        no_rules = work / "no-rules.yml"
+        no_rules.write_text("default: authenticated\nrules: []\n")
+        compare_rules([("no policy file", forwardauth(base_env, WORKERS)),
+                       ("policy, 0 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(no_rules)},
+                                                       WORKERS)),
+                       ("policy, 100 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)},
+                                                         WORKERS))],
+                      rs_tokens, args)
+        return  # (the finally below still cleans up)
+    for label, start, tokens, path in configurations:
+        if args.only and not any(o in label for o in args.only):
+            continue
+        port = free_port()
+        ctx = start(port)
+        try:
+            wrk(f"http://127.0.0.1:{port}{path}", tokens, 2, args.connections)  # warm up
+            results.append((label, wrk(f"http://127.0.0.1:{port}{path}", tokens, args.seconds, args.connections)))
+        finally:
+            ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
+        print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
+    # The full chain a user deploys, against the same nginx proxying without auth_request.
+    if not args.only or any("chain" in o for o in args.only):
+        fa_port = free_port()
+        fa = forwardauth(base_env, WORKERS)(fa_port)
+        try:
+            for label, mode in (("nginx (1 worker) -> static upstream, no auth", "proxy"),
+                                (f"nginx (1 worker) auth_request -> forwardauth {WORKERS} workers -> static",
+                                 "chain")):
+                front = free_port()
+                conf = nginx_conf(work / f"c{front}", front, 1, mode, fa_port)
+                proxy = simple(lambda p, conf=conf: [nginx, "-p", str(work), "-c", str(conf)])(front)
+                try:
+                    wrk(f"http://127.0.0.1:{front}/page", rs_tokens, 2, args.connections)
+                    results.append((label, wrk(f"http://127.0.0.1:{front}/page", rs_tokens, args.seconds,
+                                               args.connections)))
+                finally:
+                    proxy.__exit__(None, None, None)  # type: ignore[attr-defined]
+                print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
+        finally:
+            fa.__exit__(None, None, None)  # type: ignore[attr-defined]
+    extras = {} if args.only else measure_extras(forwardauth(base_env, WORKERS), database_url)
+    if not args.only or any("million" in o for o in args.only):
+        extras["million"] = million_tokens(forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS),
+                                           rs_tokens, args)
     report(results, args)
     for line in extras.values():
         print(line)
