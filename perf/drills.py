@@ -240,9 +240,9 @@ def main() -> None:
         finally:
             redis_server.kill()
         print("\n".join(lines))
-
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ from forwardauth import clients, config, users
 from forwardauth.connections import Database
 from forwardauth.passwords import Passwords
 
-from .conftest import PASSWORD, Service, wait_until
+from .conftest import PASSWORD, Service, Stack, wait_until
 from .http import bearer, get, login, post_form, post_json
 from .stores import OwnPostgres, OwnRedis
 
@@ -131,3 +131,19 @@ def test_a_postgres_restart_between_requests_costs_no_request(
     own_postgres.stop()
     own_postgres.start()
     assert [login(svc.base, user.username, PASSWORD).status for _ in range(3)] == [200, 200, 200]
+
+
+@pytest.mark.parametrize("kind", ["nginx", "traefik", "caddy"])
+def test_through_a_proxy_a_redis_outage_is_a_503_never_a_pass(
+    kind: str, proxy_stack: Callable[..., Stack], own_redis: OwnRedis, make_user: Callable[..., users.User]
+) -> None:
+    """nginx's auth_request turns our 503 into a 500: the shipped snippet makes it a 503 again."""
+    stack = proxy_stack(kind, {"FORWARDAUTH_REDIS_URL": own_redis.url})
+    user = make_user()
+    token = login(stack.url + "/forwardauth", user.username, PASSWORD).json()["access_token"]
+    assert get(stack.url + "/app", bearer(token)).status == 200
+    own_redis.kill()
+    refused = wait_until(lambda: (r := get(stack.url + "/app", bearer(token))).status != 200 and r, 10,
+                         "the proxy to refuse")
+    assert refused.status == 503
+    assert refused.headers["Retry-After"]
