@@ -1,11 +1,13 @@
 """The audit trail: who logged in, failed, logged out or was revoked, kept in PostgreSQL.
 
 Written in the same transaction as the change it records, so an event is never lost nor
-recorded for something that did not happen.
+recorded for something that did not happen. Read back, newest last, by ``forwardauth audit tail``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -32,3 +34,45 @@ def record(
             " VALUES (%s, %s, %s, %s, %s)",
             (event, user_id, username, client_ip, orjson.dumps(detail or {}).decode()),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    at: datetime
+    event: str
+    user_id: str | None
+    username: str | None
+    client_ip: str | None
+    detail: dict[str, Any]
+
+    def line(self) -> str:
+        """One line for a terminal: time, event, who, from where, detail."""
+        detail = orjson.dumps(self.detail, option=orjson.OPT_SORT_KEYS).decode() if self.detail else "-"
+        return "\t".join((self.at.isoformat(timespec="seconds"), self.event, self.username or "-",
+                          self.client_ip or "-", detail))
+
+
+_COLUMNS = "SELECT id, at, event, user_id::text, username, client_ip, detail FROM audit_events"
+
+
+def recent(conn: psycopg2.extensions.connection, limit: int) -> list[Event]:
+    """The last ``limit`` events, oldest first (as ``tail`` shows them)."""
+    with conn.cursor() as cur:
+        cur.execute(f"{_COLUMNS} ORDER BY id DESC LIMIT %s", (limit,))
+        return [Event(*row) for row in reversed(cur.fetchall())]
+
+
+def latest_id(conn: psycopg2.extensions.connection) -> int:
+    """The id of the newest event (0 when there is none): where following starts."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT coalesce(max(id), 0) FROM audit_events")
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+def after(conn: psycopg2.extensions.connection, last_id: int, limit: int = 1000) -> list[Event]:
+    """Events recorded after event ``last_id``, oldest first: what ``tail --follow`` prints next."""
+    with conn.cursor() as cur:
+        cur.execute(f"{_COLUMNS} WHERE id > %s ORDER BY id LIMIT %s", (last_id, limit))
+        return [Event(*row) for row in cur.fetchall()]

@@ -45,12 +45,18 @@ class ClaimsCache:
         self._leeway = leeway
         self._max = max_entries
         self._entries: dict[str, AccessClaims] = {}
+        self.hits = self.misses = 0  # for /metrics; never reset
 
     def get(self, token: str, now: float) -> AccessClaims | None:
         claims = self._entries.get(token)
-        if claims is not None and claims.expires_at + self._leeway <= now:
+        if claims is None:
+            self.misses += 1
+        elif claims.expires_at + self._leeway <= now:
             del self._entries[token]
+            self.misses += 1
             return None
+        else:
+            self.hits += 1
         return claims
 
     def put(self, token: str, claims: AccessClaims) -> None:
@@ -72,13 +78,17 @@ class LiveTokens:
         self._count = 0
         self.subscribed = False
         self.epoch = 0
+        self.hits = 0  # answers given from memory, for /metrics; never reset
 
     def is_live(self, sid: str, jti: str, now: float) -> bool:
         """True only when known live, unexpired, and the revocation feed is being followed."""
         if not self.subscribed:
             return False
         expires = self._sessions.get(sid, {}).get(jti)
-        return expires is not None and expires > now
+        if expires is not None and expires > now:
+            self.hits += 1
+            return True
+        return False
 
     def remember(self, sid: str, jti: str, expires_at: int, epoch: int) -> None:
         """Record a live answer read from Redis while ``epoch`` was current."""

@@ -7,15 +7,18 @@ the embedded stores for its own duration. Errors are one line on stderr and a no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import secrets
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import clients, embedded, migrations, users
+from . import audit, clients, embedded, migrations, users
 from .config import ConfigError, Settings, describe, load
 from .connections import POSTGRES_DOWN, Database
 from .keys import RELOAD_SECONDS, KeyFileError, key_files, load_ring, prune, rotate
@@ -24,6 +27,7 @@ from .policy import Effect, Object, PolicyError, Subject, decide
 from .policy import load as load_policy
 
 DEMO_USER = "demo"
+FOLLOW_SECONDS = 1.0  # how often `audit tail --follow` looks for new events
 
 
 class CommandError(Exception):
@@ -39,16 +43,23 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
-def _with_db(settings: Settings, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(conn, *args)`` in one transaction, on up-to-date tables."""
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
+    """The database (the embedded one started if need be), on up-to-date tables."""
     with embedded.stores(settings, need_redis=False) as ready:
         assert ready.database_url is not None
         migrations.migrate(ready.database_url)
         db = Database(ready.database_url, 1)
         try:
-            return db.call(fn, *args)
+            yield db
         finally:
             db.close()
+
+
+def _with_db(settings: Settings, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(conn, *args)`` in one transaction, on up-to-date tables."""
+    with _database(settings) as db:
+        return db.call(fn, *args)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -243,6 +254,24 @@ def cmd_policy_explain(settings: Settings, args: argparse.Namespace) -> None:
         print("decision: a valid token is needed (401 / login)")
 
 
+def cmd_audit_tail(settings: Settings, args: argparse.Namespace) -> None:
+    """Print the last N audit events, oldest first; with --follow, then each new one as it comes."""
+    if args.lines < 0:
+        raise CommandError("-n must not be negative")
+    if args.follow:  # stopped by Ctrl-C or SIGTERM, the embedded database with it
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with _database(settings) as db:
+        events = db.call(audit.recent, args.lines)
+        for event in events:
+            print(event.line(), flush=True)
+        last = events[-1].id if events else db.call(audit.latest_id)
+        while args.follow:
+            time.sleep(FOLLOW_SECONDS)
+            for event in db.call(audit.after, last):
+                print(event.line(), flush=True)
+                last = event.id
+
+
 def cmd_config(settings: Settings, args: argparse.Namespace) -> None:
     for env, default, meaning in describe():
         print(f"{env}\t{default}\t{meaning}")
@@ -277,6 +306,12 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
     sub.add_parser("config", help="list the configuration variables").set_defaults(run=cmd_config)
+
+    audit_commands = sub.add_parser("audit", help="read the audit trail").add_subparsers(dest="action", required=True)
+    tail = audit_commands.add_parser("tail", help="print recent audit events (oldest first)")
+    tail.add_argument("-n", dest="lines", type=int, default=10, help="how many (default 10)")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C")
+    tail.set_defaults(run=cmd_audit_tail)
 
     policy = sub.add_parser("policy", help="check access rules").add_subparsers(dest="action", required=True)
     check = policy.add_parser("check", help="validate a policy file")

@@ -25,6 +25,10 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
 
+class RedactedError(ValueError):
+    """What is wrong with a value, in words that never repeat it: shown even for secrets."""
+
+
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -77,6 +81,17 @@ def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def parse_redis_url(text: str) -> str:
+    """A plain, Sentinel or Cluster Redis URL, as ``connections.RedisSettings`` reads them."""
+    from .connections import RedisSettings  # the one owner of the URL forms
+
+    try:
+        RedisSettings.from_url(text)
+    except ValueError as exc:
+        raise RedactedError(str(exc)) from None
+    return text
+
+
 def parse_login_url(text: str) -> str:
     """An absolute http(s) URL, or a path on whichever host the browser asked for."""
     if text.startswith("/") and not text.startswith("//"):
@@ -105,6 +120,13 @@ def parse_algorithm(text: str) -> str:
         if text.strip().lower() == name.lower():
             return name
     raise ValueError(f"{text!r} is not supported (use {', '.join(ALGORITHMS)})")
+
+
+def parse_log_format(text: str) -> str:
+    fmt = text.strip().lower()
+    if fmt not in {"json", "text"}:
+        raise ValueError(f"{text!r} is not a log format (json or text)")
+    return fmt
 
 
 def parse_log_level(text: str) -> str:
@@ -152,6 +174,7 @@ class Settings:
     auto_migrate: bool = True
     shutdown_timeout: int = 10
     log_level: str = "INFO"
+    log_format: str = "json"
 
     @property
     def embedded(self) -> bool:
@@ -183,8 +206,10 @@ class Variable:
 VARIABLES: tuple[Variable, ...] = (
     Variable("database_url", parse_url(("postgres", "postgresql")), "(embedded)",
              "PostgreSQL URL. Unset: start an embedded PostgreSQL under the data folder.", secret=True),
-    Variable("redis_url", parse_url(("redis", "rediss", "unix")), "(embedded)",
-             "Redis URL. Unset: start an embedded Redis under the data folder.", secret=True),
+    Variable("redis_url", parse_redis_url, "(embedded)",
+             "Redis URL: redis://, rediss://, unix://, redis+sentinel://H:P,H:P/MASTER/DB or "
+             "redis+cluster://H:P,H:P/ (see Running several instances). Unset: start an embedded Redis "
+             "under the data folder.", secret=True),
     Variable("redis_prefix", str, "fa:", "Prefix of every Redis key forwardauth writes."),
     Variable("host", str, "127.0.0.1", "Address to listen on."),
     Variable("port", parse_port, "8080", "Port to listen on."),
@@ -226,6 +251,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("auto_migrate", parse_bool, "true", "Apply migrations when `serve` starts."),
     Variable("shutdown_timeout", parse_duration, "10s", "Time in-flight requests get on SIGTERM."),
     Variable("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    Variable("log_format", parse_log_format, "json",
+             "json (one object per line, with the request id) or text (lines for a terminal)."),
 )
 
 _FILE_SUFFIX = "_FILE"
@@ -257,7 +284,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[var.name] = var.parse(text)
         except (ValueError, TypeError) as exc:
-            detail = "invalid value" if var.secret else str(exc)
+            detail = "invalid value" if var.secret and not isinstance(exc, RedactedError) else str(exc)
             raise ConfigError(f"{var.env}: {detail}") from None
     return _complete(Settings(**values))
 

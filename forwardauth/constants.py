@@ -1,7 +1,7 @@
 """Names several modules share: the Redis key layout, token types, headers.
 
 Redis keys of one login session share the hash tag ``{sid}``, so the session's key set and its
-access tokens live in one Redis Cluster slot and can be revoked together in one transaction.
+access tokens live in one Redis Cluster slot and can be revoked together in one Lua script.
 """
 
 from __future__ import annotations

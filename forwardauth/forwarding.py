@@ -159,6 +159,22 @@ def original_request(
     return OriginalRequest(Source.DIRECT, method.upper(), scheme, host_header, path_qs, client)
 
 
+def public_origin(scheme: str, headers: Mapping[str, str], remote: str | None,
+                  trusted: tuple[Network, ...]) -> str | None:
+    """``scheme://host[:port]`` as the client addressed us: through a trusted proxy its
+    ``X-Forwarded-Proto`` / ``X-Forwarded-Host``, else our own scheme and ``Host``.
+    """
+    host = headers.get("Host")
+    if is_trusted(remote, trusted):
+        scheme = _scheme(headers.get("X-Forwarded-Proto")) or scheme
+        host = headers.get("X-Forwarded-Host") or host
+    host = _host(host)
+    if host is None or _scheme(scheme) is None:
+        return None
+    default_port = ":443" if scheme.lower() == "https" else ":80"
+    return f"{scheme.lower()}://{host.removesuffix(default_port)}"
+
+
 def path_prefix(headers: Mapping[str, str], remote: str | None, trusted: tuple[Network, ...]) -> str:
     """``X-Forwarded-Prefix`` from a trusted proxy that serves us under a path, else ``""``.
 

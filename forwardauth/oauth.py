@@ -27,6 +27,7 @@ from .web import (
     issue_access,
     json_response,
     posted_form,
+    refuse_cross_site,
     sign_in,
 )
 
@@ -54,8 +55,8 @@ async def read_form(request: web.Request) -> dict[str, str]:
         raise OAuthError("invalid_request", f"the body must be {FORM}")
     try:
         posted = await posted_form(request)
-    except BadInput as exc:
-        raise OAuthError("invalid_request", str(exc)) from None
+    except BadInput as exc:  # malformed (400) or too large (413)
+        raise OAuthError("invalid_request", str(exc), exc.status) from None
     form: dict[str, str] = {}
     for name in set(posted.keys()):
         values = posted.getall(name)
@@ -277,6 +278,7 @@ async def introspect(request: web.Request) -> web.Response:
 async def logout_everywhere(request: web.Request) -> web.Response:
     """End every session of the user whose access token this is (all devices)."""
     services = request.app[SERVICES]
+    refuse_cross_site(request, services.settings)
     token_value = bearer_or_cookie(request, services.settings.cookie_name)
     try:
         claims = services.tokens.verify(token_value or "")

@@ -43,7 +43,8 @@ def _header(description: str) -> Schema:
 ERROR = _ref("Error")
 BAD_REQUEST = _json(ERROR, "Malformed input")
 UNAVAILABLE = _json(ERROR, "PostgreSQL or Redis unreachable")
-TOO_LARGE = _text("Body larger than 64 KiB")
+TOO_LARGE = _json(ERROR, "Body larger than 64 KiB")
+CROSS_SITE = _json(ERROR, "A form posted from a page that is not ours (see Security in the README)")
 THROTTLED = {**_json(_ref("Error"), "Too many failed logins: wait Retry-After seconds"),
              "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}}
 OAUTH_ERRORS = {"400": _json(ERROR, "RFC 6749 5.2 error"), "429": THROTTLED,
@@ -62,7 +63,8 @@ DENIED = {
                                             "Location": _header("Login page, for browsers behind nginx/Envoy")}),
     "302": _text("Browser sent to the login page (behind Traefik/Caddy)",
                  headers={"Location": _header("Login page with rd")}),
-    "400": _text("Unreadable request headers"),
+    "400": _json(ERROR, "Unreadable request, or described in two proxies' terms"),
+    "431": _json(ERROR, "A request header over 16 KiB, or more than 100 of them"),
     "503": UNAVAILABLE,
 }
 
@@ -145,6 +147,7 @@ def document(settings: Settings) -> Schema:
                             JSON: {"schema": ERROR}, HTML: {"schema": {"type": "string"}}}},
                         "429": {**THROTTLED, "content": {JSON: {"schema": ERROR},
                                                          HTML: {"schema": {"type": "string"}}}},
+                        "403": CROSS_SITE,
                         "413": TOO_LARGE,
                         "415": _json(ERROR, "Not JSON nor a form"),
                         "503": UNAVAILABLE,
@@ -165,7 +168,7 @@ def document(settings: Settings) -> Schema:
                 "responses": {"200": _json({"type": "object", "properties": {"logged_out": {"type": "boolean"}}},
                                            "Done (idempotent)"),
                               "303": {"description": "Browser: back to the login page"},
-                              "400": BAD_REQUEST, "401": BAD_REQUEST, "413": TOO_LARGE,
+                              "400": BAD_REQUEST, "401": BAD_REQUEST, "403": CROSS_SITE, "413": TOO_LARGE,
                               "415": _json(ERROR, "Not JSON nor a form"), "503": UNAVAILABLE},
             }},
             "/logout/all": {"post": {
@@ -174,7 +177,7 @@ def document(settings: Settings) -> Schema:
                 "responses": {"200": _json({"type": "object", "properties": {
                     "sessions_revoked": {"type": "integer"}}}, "Done"),
                               "400": BAD_REQUEST, "401": _json(ERROR, "No live access token"),
-                              "503": UNAVAILABLE},
+                              "403": CROSS_SITE, "503": UNAVAILABLE},
             }},
             "/oauth/token": {"post": {
                 "summary": "RFC 6749 token endpoint", "security": client_auth,
@@ -203,6 +206,8 @@ def document(settings: Settings) -> Schema:
             "/openapi.json": {"get": {"summary": "This document", "responses": {
                 "200": _json({"type": "object"}, "OpenAPI 3.1")}}},
             "/healthz": {"get": {"summary": "Alive", "responses": {"200": _json({"type": "object"}, "Alive")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of every worker (others' up to ~1 s old)",
+                                 "responses": {"200": _text("Prometheus text format 0.0.4")}}},
             "/readyz": {"get": {"summary": "Ready to serve", "responses": {
                 "200": _json(_ref("Ready"), "Redis and PostgreSQL answer, migrations applied"),
                 "503": _json(_ref("Ready"), "Not ready")}}},

@@ -2,8 +2,9 @@
 
 Open redirects through ``rd`` have been real CVEs in forward-auth services. The URL is parsed,
 never pattern-matched: it must be absolute http(s), carry no userinfo, no control characters
-(raw or percent-encoded) and no backslashes, and its host must equal an allowed domain or be a
-subdomain of one (a label boundary, so ``evil-example.com`` does not match ``example.com``).
+(raw or percent-encoded) and no backslashes, its host must be plain ASCII, and equal an allowed
+domain or be a subdomain of one (a label boundary, so ``evil-example.com`` does not match
+``example.com``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 MAX_RD_LENGTH = 2048
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
+# A host as DNS and browsers agree on it: ASCII names, IPv4, IPv6 (bracketed in the URL). Nothing
+# percent-encoded or non-ASCII, which browsers decode or map (IDNA) into what we never checked.
+_HOSTNAME = re.compile(r"^[a-z0-9_.:-]+$")
 
 
 def host_allowed(host: str, allowed_domains: tuple[str, ...]) -> bool:
@@ -35,7 +39,7 @@ def safe_redirect(rd: str | None, allowed_domains: tuple[str, ...]) -> str | Non
         _ = parts.port  # raises on a malformed port
     except ValueError:
         return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _HOSTNAME.match(parts.hostname):
         return None
     if "@" in parts.netloc:
         return None

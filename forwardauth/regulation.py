@@ -5,6 +5,9 @@ The pair is the tightest (``max_failures``); the address may fail 4x as often (s
 behind one NAT), the username 10x (so an attacker spraying from many addresses cannot lock the
 real user out for long, and never longer than the window). Over a limit, login answers 429 with
 ``Retry-After`` until the oldest failure in the window ages out.
+
+The three counters hash to different Redis Cluster slots; the pipelines are not transactions, so
+a cluster client splits them by node (one round trip per node) and nothing needs them together.
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
+from .connections import RedisClient
 from .constants import RedisKeys
 
 ADDRESS_FACTOR = 4
@@ -27,7 +29,7 @@ class Verdict:
 
 
 class Regulation:
-    def __init__(self, client: aioredis.Redis, keys: RedisKeys, max_failures: int, window: int) -> None:
+    def __init__(self, client: RedisClient, keys: RedisKeys, max_failures: int, window: int) -> None:
         self._redis = client
         self._keys = keys
         self._window = window

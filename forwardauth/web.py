@@ -16,17 +16,29 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy, istr
 
-from . import audit, migrations, sessions, users
+from . import audit, limits, migrations, sessions, users
 from .cache import ClaimsCache, LiveTokens, Memo
 from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, OutageLog, RedisSettings
-from .constants import ENVOY_PREFIX, HEADER_EMAIL, HEADER_ROLES, HEADER_SUBJECT, HEADER_USER, RedisKeys
-from .forwarding import AmbiguousRequest, OriginalRequest, Source, original_request, path_prefix
+from .constants import (
+    ENVOY_PREFIX,
+    HEADER_EMAIL,
+    HEADER_ROLES,
+    HEADER_SUBJECT,
+    HEADER_USER,
+    MAX_TOKEN_LENGTH,
+    RedisKeys,
+)
+from .credentials import AmbiguousToken, access_token
+from .csrf import form_post_allowed, origin_of
+from .forwarding import AmbiguousRequest, OriginalRequest, Source, original_request, path_prefix, public_origin
 from .keys import RELOAD_SECONDS, KeyFileError, KeyRing, key_files, load_ring
+from .logs import TRUSTED_PROXIES
+from .metrics import CONTENT_TYPE, Metrics, observe
 from .pages import login_page
 from .passwords import Passwords
 from .policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Rule, Subject
@@ -41,7 +53,11 @@ log = logging.getLogger("forwardauth.web")
 MAX_BODY = 64 * 1024
 MAX_FIELD = 4096
 JSON = "application/json"
-PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+# Our pages: never cached, never framed, no sniffing, and the URL (with its rd) not sent elsewhere. Not
+# "no-referrer": with it a browser sends "Origin: null" on the form post, which the CSRF check refuses.
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Content-Security-Policy": PAGE_CSP,
+                "Referrer-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
 
 
 @dataclass(slots=True)
@@ -55,6 +71,7 @@ class Services:
     passwords: Passwords
     regulation: Regulation
     claims: ClaimsCache  # verified signatures (safe always: revocation is checked apart)
+    metrics: Metrics
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
     decisions: Memo[tuple[OriginalRequest, Rule]] = field(default_factory=Memo)
 
@@ -90,16 +107,29 @@ def error_response(status: int, error: str, description: str) -> web.Response:
 # --- reading requests --------------------------------------------------------------------
 
 
+def token_of(request: web.Request, cookie_name: str) -> str | None:
+    """The access token: ``Authorization: Bearer`` first, then the cookie (``AmbiguousToken``: two)."""
+    return access_token(request.headers.getall(hdrs.AUTHORIZATION, ()), request.headers.getall(hdrs.COOKIE, ()),
+                        cookie_name)
+
+
 def bearer_or_cookie(request: web.Request, cookie_name: str) -> str | None:
-    """The access token: ``Authorization: Bearer`` first, then the cookie."""
-    headers = request.headers.getall("Authorization", [])
-    if len(headers) > 1:
-        raise BadInput("more than one Authorization header", status=401)
-    if headers:
-        scheme, _, value = headers[0].partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return request.cookies.get(cookie_name) or None
+    """The access token, for endpoints other than /auth: two of them are a 401."""
+    try:
+        return token_of(request, cookie_name)
+    except AmbiguousToken as exc:
+        raise BadInput(str(exc), status=401) from None
+
+
+def refuse_cross_site(request: web.Request, settings: Settings) -> None:
+    """403 for a browser form post from a page not ours (see csrf); JSON and Bearer calls pass."""
+    if request.content_type == JSON or hdrs.AUTHORIZATION in request.headers:
+        return
+    own = (public_origin(request.scheme, request.headers, request.remote, settings.trusted_proxies),
+           origin_of(settings.issuer), origin_of(settings.login_url))
+    if not form_post_allowed(request.headers.get(hdrs.ORIGIN), request.headers.get(hdrs.REFERER), own,
+                             settings.allowed_domains):
+        raise BadInput("cross-site form post refused: the Origin is not this service's", status=403)
 
 
 def is_browser(request: web.Request) -> bool:
@@ -112,10 +142,19 @@ def wants_json(request: web.Request) -> bool:
     )
 
 
+class BodyTooLarge(BadInput):
+    """Over ``client_max_size``: aiohttp's own 413 is plain text, ours JSON like every other error."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the request body is over {MAX_BODY} bytes", status=413)
+
+
 async def posted_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
-    """The parsed form body; a malformed one (e.g. multipart without boundary) is a 400."""
+    """The parsed form body; a malformed one (e.g. multipart without boundary) is a 400, a large one 413."""
     try:
         return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge() from None
     except ValueError as exc:
         raise BadInput(f"malformed form body: {exc}") from None
 
@@ -125,6 +164,8 @@ async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str,
     if request.content_type == JSON:
         try:
             data = orjson.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge() from None
         except orjson.JSONDecodeError:
             raise BadInput("body is not valid JSON") from None
         if not isinstance(data, dict):
@@ -206,30 +247,46 @@ async def auth(request: web.Request) -> web.StreamResponse:
     """The check: access rule first (bypass, deny), then the token, then the rule's users/roles."""
     services = request.app[SERVICES]
     settings = services.settings
+    decided = services.metrics.decisions  # one counter per outcome, for /metrics
     original = rule = None
     if services.policy is not ALLOW_ALL_AUTHENTICATED:
         original, rule = access_rule(request, services)
         if rule.effect is Effect.BYPASS:
+            decided.bypass += 1
             return web.Response(status=200)
         if rule.effect is Effect.DENY:
+            decided.forbidden_rule += 1
             return forbidden()
-    token = bearer_or_cookie(request, settings.cookie_name)
+    try:
+        token = token_of(request, settings.cookie_name)
+    except AmbiguousToken:
+        decided.invalid_token += 1
+        return unauthorized(request, settings, True, original)
     if token is None:
+        decided.no_token += 1
         return unauthorized(request, settings, False, original)
+    if len(token) > MAX_TOKEN_LENGTH:  # before any work, hashing it for the cache included
+        decided.invalid_token += 1
+        return unauthorized(request, settings, True, original)
     claims = services.claims.get(token, time.time())
     if claims is None:
         try:
             claims = services.tokens.verify(token)
-        except TokenError:
+        except TokenError as exc:
+            log.debug("token refused: %s", exc)  # why, never the token
+            decided.invalid_token += 1
             return unauthorized(request, settings, True, original)
         services.claims.put(token, claims)
     if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
+        decided.revoked += 1
         return unauthorized(request, settings, True, original)
     identity = claims.identity
     if rule is not None and rule.effect is Effect.RESTRICTED and not rule.allows(
         Subject(identity.username, identity.roles)
     ):
+        decided.forbidden_role += 1
         return forbidden()
+    decided.allowed += 1
     headers = {
         HEADER_USER: identity.username,
         HEADER_ROLES: ",".join(identity.roles),
@@ -270,6 +327,10 @@ def set_access_cookie(response: web.StreamResponse, settings: Settings, token: s
     }
     if settings.cookie_domain:
         options["domain"] = settings.cookie_domain
+        # A host-only cookie of the same name (set before FORWARDAUTH_COOKIE_DOMAIN was) would be
+        # sent beside ours, and two tokens are refused: expire it too, or that browser is stuck.
+        response.headers.add(hdrs.SET_COOKIE, f"{settings.cookie_name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
+                             + ("; Secure" if settings.cookie_secure else ""))
     if token is None:
         response.del_cookie(settings.cookie_name, **options)
     else:
@@ -326,7 +387,7 @@ def html_page(body: str, status: int = 200) -> web.Response:
         text=body,
         status=status,
         content_type="text/html",
-        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Content-Security-Policy": PAGE_CSP},
+        headers=PAGE_HEADERS,
     )
 
 
@@ -334,6 +395,7 @@ async def login(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     settings = services.settings
     as_json = wants_json(request)
+    refuse_cross_site(request, settings)
     fields = await read_fields(request, ("username", "password", "rd"))
     if not fields["username"] or not fields["password"]:
         raise BadInput("username and password are required")
@@ -386,6 +448,7 @@ async def refresh(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """End the session of the presented access token (or refresh token), idempotently."""
     services = request.app[SERVICES]
+    refuse_cross_site(request, services.settings)
     fields = await read_fields(request, ("refresh_token",))
     claims: AccessClaims | None = None
     token = bearer_or_cookie(request, services.settings.cookie_name)
@@ -425,6 +488,12 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    """Every worker's counters in the Prometheus text format (other workers' up to ~1 s old)."""
+    body = request.app[SERVICES].metrics.exposition()
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE, hdrs.CACHE_CONTROL: "no-store"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -476,9 +545,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(exc.status, "invalid_request", str(exc))
     except REDIS_DOWN as exc:
         OUTAGES.failed("redis", exc)
+        request.app[SERVICES].metrics.store_errors["redis"] += 1
         return unavailable(request, "the session store is unavailable")
     except POSTGRES_DOWN as exc:
         OUTAGES.failed("postgres", exc)
+        request.app[SERVICES].metrics.store_errors["postgres"] += 1
         return unavailable(request, "the user database is unavailable")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
@@ -530,30 +601,38 @@ def file_state(path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-def build_services(settings: Settings, ring: KeyRing | None = None) -> Services:
+def build_services(settings: Settings, ring: KeyRing | None = None, metrics_dir: Path | None = None) -> Services:
     assert settings.database_url is not None and settings.redis_url is not None
     ring = ring or load_ring(settings)
     tokens = TokenService(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)
     client = RedisSettings.from_url(settings.redis_url).client()
     local = LiveTokens() if settings.local_cache else None
     keys = RedisKeys(settings.redis_prefix)
+    revocations = Revocations(client, keys, local)
+    claims = ClaimsCache(settings.leeway)
     return Services(
         settings=settings,
         tokens=tokens,
-        revocations=Revocations(client, keys, local),
+        revocations=revocations,
         regulation=Regulation(client, keys, settings.login_max_failures, settings.login_window),
-        claims=ClaimsCache(settings.leeway),
+        claims=claims,
+        metrics=Metrics(claims, revocations, metrics_dir),
         db=Database(settings.database_url, settings.db_pool_size),
         passwords=Passwords.from_settings(settings),
         policy=load_policy(settings.policy_file) if settings.policy_file else ALLOW_ALL_AUTHENTICATED,
     )
 
 
-def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Application:
-    """The application for one worker; stores are connected lazily and closed on cleanup."""
-    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
-    services = build_services(settings, ring)
+def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Path | None = None) -> web.Application:
+    """The application for one worker; stores are connected lazily and closed on cleanup.
+
+    ``metrics_dir``: the folder where this server's workers share their counters (see metrics).
+    """
+    services = build_services(settings, ring, metrics_dir)
+    app = web.Application(middlewares=[observe(services.metrics, errors)], client_max_size=MAX_BODY,
+                          handler_args=limits.PARSER)
     app[SERVICES] = services
+    app[TRUSTED_PROXIES] = settings.trusted_proxies  # whose X-Request-Id the logs take
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
@@ -568,11 +647,14 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
                 watch(lambda: file_state(policy_file), lambda: reload_policy(services))))
         if services.revocations.local is not None:
             watchers.append(asyncio.create_task(services.revocations.follow(stop)))
+        if metrics_dir is not None:
+            watchers.append(asyncio.create_task(services.metrics.publish()))
         yield
         stop.set()
         for watcher in watchers:
             watcher.cancel()
         await asyncio.wait(watchers, timeout=5)
+        services.metrics.final_snapshot()
         await services.revocations.close()
         services.db.close()
 
@@ -591,4 +673,5 @@ def create_app(settings: Settings, ring: KeyRing | None = None) -> web.Applicati
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prometheus)
     return app

@@ -23,8 +23,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import pytest
 import redis
+from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 
-from forwardauth import config, demo, migrations, users
+from forwardauth import clients, config, demo, limits, migrations, users
 from forwardauth.connections import Database
 from forwardauth.passwords import Passwords
 from forwardauth.web import create_app
@@ -147,10 +149,32 @@ def make_user(database: Database, settings: config.Settings) -> Callable[..., us
     return make
 
 
+MakeClient = Callable[..., tuple[clients.Client, str | None]]
+
+
+@pytest.fixture
+def make_client(database: Database) -> MakeClient:
+    """Register an OAuth2 client with a unique id; returns it and its secret (None when public)."""
+
+    def make(grants: tuple[str, ...] = ("password", "refresh_token"), scopes: tuple[str, ...] = ("read", "write"),
+             roles: tuple[str, ...] = (), public: bool = False) -> tuple[clients.Client, str | None]:
+        return database.call(clients.create, f"app-{secrets.token_hex(4)}", list(grants), list(scopes),
+                             list(roles), public)
+
+    return make
+
+
+class AppServer(TestServer):
+    """aiohttp's test server, running the application as ``forwardauth serve`` does."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return limits.Runner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: config.Settings) -> AsyncIterator[Any]:
     """An aiohttp test client on the real application, real PostgreSQL and Redis."""
-    yield await aiohttp_client(create_app(settings))
+    yield await aiohttp_client(AppServer(create_app(settings)))
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

@@ -8,13 +8,14 @@ Proxies from the environment are ignored: the tests talk to their own loopback s
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from email.message import Message
 from html.parser import HTMLParser
 from typing import Any, NamedTuple
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 TIMEOUT = 10.0
 
@@ -55,6 +56,18 @@ def request(method: str, url: str, headers: Mapping[str, str] | None = None, bod
     except urllib.error.HTTPError as error:
         with error:
             return Response(error.code, error.headers, error.read())
+
+
+def exchange(url: str, data: bytes, timeout: float = TIMEOUT) -> bytes:
+    """Send ``data`` as is to the host and port of ``url`` (bytes no HTTP client would send) and
+    return all the server answers until it closes; send ``Connection: close`` in a valid request."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def get(url: str, headers: Mapping[str, str] | None = None) -> Response:

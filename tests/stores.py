@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg2
@@ -23,20 +24,28 @@ POSTGRES_USER = "postgres"  # the OS user PostgreSQL runs as when the tests run 
 
 
 class OwnRedis:
-    """``redis-server`` on a free port, keeping nothing on disk (as the default deployment)."""
+    """``redis-server`` on a free port, keeping nothing on disk (as the default deployment).
 
-    def __init__(self, directory: Path) -> None:
+    ``config`` (a file, read first) and ``extra`` arguments make it a cluster node, a replica
+    or a sentinel (tests/clusters.py).
+    """
+
+    def __init__(self, directory: Path, extra: Sequence[str] = (), config: Path | None = None,
+                 port: int | None = None) -> None:
         self.binary = require_program("redis-server")
         self.directory = directory
-        self.port = free_port()
+        self.extra = tuple(extra)
+        self.config = config
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
+            [self.binary, *([str(self.config)] if self.config else []), "--port", str(self.port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log"), *self.extra],
             stdin=subprocess.DEVNULL, start_new_session=True)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:

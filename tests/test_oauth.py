@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -14,23 +13,10 @@ import pytest
 from forwardauth import clients, users
 from forwardauth.connections import Database
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, MakeClient
 from .test_web import MakeUser, auth_status, services_of
 
 Client = Any
-MakeClient = Callable[..., tuple[clients.Client, str | None]]
-
-
-@pytest.fixture
-def make_client(database: Database) -> MakeClient:
-    def make(grants: tuple[str, ...] = ("password", "refresh_token"), scopes: tuple[str, ...] = ("read", "write"),
-             roles: tuple[str, ...] = (), public: bool = False) -> tuple[clients.Client, str | None]:
-        return database.call(clients.create, f"app-{secrets.token_hex(4)}", list(grants), list(scopes),
-                             list(roles), public)
-
-    return make
-
-
 def basic(client_id: str, secret: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
 

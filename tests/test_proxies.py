@@ -8,6 +8,7 @@ for 127.0.0.1, so it is read from ``Set-Cookie`` and sent back by hand.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import pytest
 from forwardauth import users
 
 from . import http
-from .conftest import PASSWORD, Stack
+from .conftest import PASSWORD, Stack, wait_until
 
 PROXIES = ["nginx", "traefik", "caddy"]
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -44,9 +45,10 @@ def login_url(stack: Stack) -> str:
     return stack.url + "/forwardauth/login"
 
 
-def form_login(stack: Stack, user: users.User, rd: str = "", url: str | None = None) -> http.Response:
+def form_login(stack: Stack, user: users.User, rd: str = "", url: str | None = None,
+               headers: dict[str, str] | None = None) -> http.Response:
     return http.post_form(url or login_url(stack), {"username": user.username, "password": PASSWORD, "rd": rd},
-                          BROWSER)
+                          {**BROWSER, **(headers or {})})
 
 
 def bearer_token(stack: Stack, user: users.User) -> str:
@@ -126,7 +128,11 @@ def test_browser_is_sent_to_login_page_and_back(stack: Stack, make_user: MakeUse
     login = expect(stack, form_login(stack, user, rd=form.inputs["rd"], url=urljoin(location, form.action)), 303,
                    "form login")
     assert login.headers["Location"] == original
-    assert len(login.headers.get_all("Set-Cookie") or []) == 1
+    # The session cookie for the whole domain, after the expiry of any host-only one left from
+    # before FORWARDAUTH_COOKIE_DOMAIN was set (two cookies of one name would be refused).
+    stale, fresh = login.headers.get_all("Set-Cookie") or []
+    assert stale.startswith("forwardauth=;") and "Max-Age=0" in stale and "Domain" not in stale
+    assert "Domain=example.test" in fresh
     cookie = http.set_cookies(login)["forwardauth"]
     assert cookie["value"] and cookie["httponly"] == "flag" and cookie["samesite"] == "Lax", cookie
     assert cookie["path"] == "/"
@@ -271,6 +277,46 @@ def test_off_site_rd_lands_on_the_default_page(stack: Stack, make_user: MakeUser
         page = http.get(login_url(stack) + "?rd=" + quote(rd, safe=""), BROWSER)
         assert page.status == 200
         assert http.forms(page.text)[0].inputs["rd"] == "", rd
+
+
+# --- request ids ------------------------------------------------------------------------------------
+
+
+def test_nginx_names_the_auth_subrequest_in_forwardauths_logs(proxy_stack: Callable[..., Stack]) -> None:
+    """The shipped snippet sends nginx's $request_id, so forwardauth's lines join nginx's own."""
+    stack = proxy_stack("nginx", {"FORWARDAUTH_LOG_LEVEL": "DEBUG", "FORWARDAUTH_LOG_FORMAT": "json"})
+    expect(stack, http.get(stack.url + "/private/x", {**API, "X-Request-Id": "chosen-by-client"}), 401, "no token")
+
+    def auth_line() -> dict[str, Any] | None:
+        for line in stack.service.log.read_text().splitlines():
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("logger") == "forwardauth.access" and entry.get("path") == "/auth":
+                return entry
+        return None
+
+    entry = wait_until(auth_line, 10, "the /auth access line")
+    assert re.fullmatch(r"[0-9a-f]{32}", entry["request_id"]), entry  # nginx's, not the client's
+
+
+# --- cross-site form posts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", PROXIES)
+def test_the_own_origin_is_the_proxys_public_one(
+    proxy_stack: Callable[..., Stack], make_user: MakeUser, kind: str
+) -> None:
+    """Neither the issuer nor the allowed domains name the stack's address here: a form post from
+    its own page passes only because the proxy says (X-Forwarded-Host/-Proto) where the browser is."""
+    stack = proxy_stack(kind, {"FORWARDAUTH_ISSUER": "https://auth.example.test",
+                               "FORWARDAUTH_ALLOWED_DOMAINS": "example.test"})
+    user = make_user()
+    expect(stack, form_login(stack, user, headers={"Origin": stack.url}), 303, "form login from our own page")
+    expect(stack, form_login(stack, user, headers={"Referer": login_url(stack)}), 303, "with a Referer only")
+    for origin in ("https://evil.test", "null", stack.url.replace("http:", "https:")):
+        refused = expect(stack, form_login(stack, user, headers={"Origin": origin}), 403, f"Origin {origin}")
+        assert refused.headers.get("Set-Cookie") is None
+    logout = http.request("POST", stack.url + "/forwardauth/logout", {"Origin": "https://evil.test"})
+    expect(stack, logout, 403, "cross-site logout")
 
 
 # --- access rules (policy file) ----------------------------------------------------------------------

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,16 +11,13 @@ from typing import Any
 import jwt
 import pytest
 import redis
-from cryptography.hazmat.primitives import serialization
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
-from multidict import CIMultiDict
 
 from forwardauth import config, users
 from forwardauth.connections import Database
 from forwardauth.constants import RedisKeys
 from forwardauth.passwords import Passwords
-from forwardauth.tokens import TokenService
 from forwardauth.web import SERVICES, Services, create_app
 
 from .conftest import PASSWORD, REDIS_URL, free_port
@@ -77,11 +72,35 @@ async def test_json_login_returns_tokens(client: Client, make_user: MakeUser) ->
 
 
 async def test_username_is_case_and_width_insensitive(client: Client, make_user: MakeUser) -> None:
-    user = make_user()
-    for variant in (user.username.upper(), "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c
-                                                    for c in user.username)):
+    """Names are NFKC-normalised and case-folded at creation and at login: one account however typed."""
+    tag = secrets.token_hex(3)
+    user = make_user(name=f"Straße-Élan-K-{tag}")
+    assert user.username == f"strasse-élan-k-{tag}"
+    for variant in (
+        user.username.upper(),
+        "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in user.username),  # full width
+        f"STRASSE-E\u0301LAN-\u212a-{tag}",  # a combining accent; the Kelvin sign
+        f"\U0001d42c\U0001d42d\U0001d42b\U0001d41a\U0001d42c\U0001d42c\U0001d41e-élan-k-{tag}",  # bold letters
+        f"straße-élan-k-{tag}",
+    ):
         response = await client.post("/login", json={"username": variant, "password": PASSWORD})
         assert response.status == 200, variant
+        claims = jwt.decode((await response.json())["access_token"], options={"verify_signature": False})
+        assert claims["sub"] == user.id
+
+
+async def test_lookalike_usernames_are_other_names(client: Client, make_user: MakeUser) -> None:
+    """Characters NFKC does not fold (other scripts, dotless i, invisible ones) make another name:
+    they do not sign in to the account they imitate."""
+    tag = secrets.token_hex(3)
+    user = make_user(name=f"alice-io-{tag}")
+    for lookalike in (f"\u0430lice-io-{tag}",  # Cyrillic a
+                      f"alice-\u0131o-{tag}",  # dotless i
+                      f"alice-i\u03bf-{tag}",  # Greek omicron
+                      f"al\u200bice-io-{tag}"):  # a zero-width space
+        response = await client.post("/login", json={"username": lookalike, "password": PASSWORD})
+        assert response.status == 401, lookalike
+    assert (await client.post("/login", json={"username": user.username, "password": PASSWORD})).status == 200
 
 
 async def test_failed_logins_look_the_same(client: Client, make_user: MakeUser, database: Database) -> None:
@@ -124,9 +143,11 @@ async def test_form_login_sets_cookie_and_redirects(client: Client, make_user: M
     )
     assert response.status == 303
     assert response.headers["Location"] == rd
-    cookie = response.headers["Set-Cookie"]
+    ours, stale = sorted(response.headers.getall("Set-Cookie"), key=lambda c: "Domain=" not in c)
     for attribute in ("HttpOnly", "SameSite=Lax", "Path=/", "Domain=example.test", "Max-Age=900"):
-        assert attribute in cookie
+        assert attribute in ours
+    # A host-only cookie of the same name, left from before the cookie domain was set, is expired.
+    assert stale.startswith("forwardauth=;") and "Max-Age=0" in stale and "Domain" not in stale
     token = response.cookies["forwardauth"].value
     auth = await client.get("/auth", cookies={"forwardauth": token})
     assert auth.status == 200 and auth.headers["X-Auth-User"] == user.username
@@ -139,6 +160,24 @@ async def test_form_login_ignores_unsafe_rd(client: Client, make_user: MakeUser,
         "/login", data={"username": user.username, "password": PASSWORD, "rd": rd}, allow_redirects=False
     )
     assert response.status == 303 and response.headers["Location"] == "/"
+
+
+async def test_login_always_issues_a_fresh_session(client: Client, make_user: MakeUser) -> None:
+    """No session fixation: a cookie the browser already holds (planted, or of an earlier login) is
+    never reused; each login mints a new token in a new session."""
+    user = make_user()
+    earlier = (await login(client, user))["access_token"]
+    planted = services_of(client).tokens.mint(user.identity, sid="chosen-by-the-attacker").token
+    for held in (earlier, planted, "not-even-a-token"):
+        response = await client.post("/login", data={"username": user.username, "password": PASSWORD},
+                                     headers={"Cookie": f"forwardauth={held}"}, allow_redirects=False)
+        assert response.status == 303
+        fresh = response.cookies["forwardauth"].value
+        assert fresh != held
+        sid = jwt.decode(fresh, options={"verify_signature": False})["sid"]
+        assert sid not in (jwt.decode(t, options={"verify_signature": False}).get("sid") for t in (earlier, planted))
+        assert await auth_status(client, fresh) == 200
+    assert await auth_status(client, planted) == 401  # never made live by a login
 
 
 async def test_secure_cookie_by_default(aiohttp_client: Any, env: dict[str, str], make_user: MakeUser) -> None:
@@ -156,40 +195,33 @@ async def test_form_login_failure_shows_the_form_again(client: Client, make_user
     rd = "https://app.example.test/x"
     response = await client.post("/login", data={"username": user.username, "password": "no", "rd": rd})
     assert response.status == 401
+    assert_page_headers(response)
     page = await response.text()
     assert "Wrong username or password." in page
     assert f'value="{rd}"' in page and f'value="{user.username}"' in page
 
 
+def assert_page_headers(response: Any) -> None:
+    """What every HTML page of ours sends: not cached, not framed, not sniffed, no Referer off site."""
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    csp = response.headers["Content-Security-Policy"]
+    for directive in ("default-src 'none'", "frame-ancestors 'none'", "form-action 'self'", "base-uri 'none'"):
+        assert directive in csp
+
+
 async def test_login_page(client: Client) -> None:
     response = await client.get("/login", params={"rd": 'https://app.example.test/"><script>'})
     assert response.status == 200
-    assert response.headers["Content-Type"].startswith("text/html")
-    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert_page_headers(response)
     page = await response.text()
     assert '<form method="post" action="/login">' in page
     assert "<script>" not in page and "&quot;&gt;&lt;script&gt;" in page
     evil = await client.get("/login", params={"rd": "https://evil.test/"})
     assert "evil.test" not in await evil.text()
-
-
-@pytest.mark.parametrize(
-    "kwargs,status",
-    [
-        ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400),
-        ({"json": ["a", "list"]}, 400),
-        ({"json": {"username": 5, "password": "x"}}, 400),
-        ({"json": {"username": "a"}}, 400),
-        ({"json": {"username": "a\x00b", "password": "x"}}, 400),
-        ({"json": {"username": "a" * 5000, "password": "x"}}, 400),
-        ({"data": b"username=a", "headers": {"Content-Type": "text/plain"}}, 415),
-        ({"data": b"x" * (70 * 1024), "headers": {"Content-Type": "application/json"}}, 413),
-        ({"data": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, 400),
-    ],
-)
-async def test_bad_login_input_is_a_client_error(client: Client, kwargs: dict[str, Any], status: int) -> None:
-    response = await client.post("/login", **kwargs)
-    assert response.status == status
 
 
 # --- /auth -------------------------------------------------------------------------------------
@@ -213,52 +245,6 @@ async def test_auth_without_email_sends_no_email_header(client: Client, make_use
     assert response.status == 200 and "X-Auth-Email" not in response.headers
 
 
-def b64(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
-def bad_tokens(services: Services, good: str) -> dict[str, str]:
-    """Tokens /auth must refuse, built from a good one and the app's own key."""
-    ring = services.tokens.ring
-    key = ring.current
-    payload = jwt.decode(good, options={"verify_signature": False})
-    header = {"alg": "none", "typ": "at+jwt", "kid": key.kid}
-    pem = key.verifying.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    hs_header = {"alg": "HS256", "typ": "at+jwt", "kid": key.kid}
-    signing_input = f"{b64(hs_header)}.{b64(payload)}"
-    mac = base64.urlsafe_b64encode(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()).rstrip(b"=")
-    settings = services.settings
-    other_aud = TokenService(ring, settings.issuer, "someone-else", 900, 0)
-    other_iss = TokenService(ring, "https://evil.test", settings.audience, 900, 0)
-    identity = services.tokens.verify(good).identity
-    expired = services.tokens.mint(identity, payload["sid"], now=int(time.time()) - 3600)
-    return {
-        "garbage": "not-a-token",
-        "three dots": "a.b.c.d",
-        "alg none": f"{b64(header)}.{b64(payload)}.",
-        "hs256 with public key": f"{signing_input}.{mac.decode()}",
-        "wrong aud": other_aud.mint(identity, payload["sid"]).token,
-        "wrong iss": other_iss.mint(identity, payload["sid"]).token,
-        "expired": expired.token,
-        "tampered": good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
-        "too long": "a" * 5000,
-    }
-
-
-async def test_auth_refuses_bad_tokens(client: Client, make_user: MakeUser) -> None:
-    good = (await login(client, make_user()))["access_token"]
-    for name, token in bad_tokens(services_of(client), good).items():
-        response = await client.get("/auth", headers={"Authorization": f"Bearer {token}"})
-        assert response.status == 401, name
-        assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"', name
-        assert "X-Auth-User" not in response.headers
-
-
-async def test_oversized_header_is_a_client_error(client: Client) -> None:
-    response = await client.get("/auth", headers={"Authorization": "Bearer " + "a" * 10000})
-    assert response.status == 400
-
-
 async def test_auth_without_token(client: Client) -> None:
     for headers in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}):
         response = await client.get("/auth", headers=headers)
@@ -271,13 +257,6 @@ async def test_auth_refuses_a_valid_signature_unknown_to_redis(client: Client, m
     services = services_of(client)
     token = services.tokens.mint(make_user().identity, sid="never-registered").token
     assert await auth_status(client, token) == 401
-
-
-async def test_two_authorization_headers_are_refused(client: Client, make_user: MakeUser) -> None:
-    token = (await login(client, make_user()))["access_token"]
-    headers = [("Authorization", f"Bearer {token}"), ("Authorization", "Bearer other")]
-    response = await client.get("/auth", headers=CIMultiDict(headers))
-    assert response.status == 401
 
 
 # --- behind proxies: the login redirect and Envoy ---------------------------------------------
