@@ -167,19 +167,13 @@ def core_flow(a: Service, b: Service, user: users.User, record_property: Callabl
         assert "Traceback" not in svc.log.read_text()
 
 
-def test_two_instances_on_a_redis_cluster(
-    redis_cluster: RedisClusterGroup, service: Callable[..., Service], tmp_path: Path,
+@pytest.mark.parametrize("group", ["redis_cluster", "redis_sentinel"])
+def test_two_instances(
+    group: str, request: pytest.FixtureRequest, service: Callable[..., Service], tmp_path: Path,
     make_user: Callable[..., users.User], record_property: Callable[[str, object], None],
 ) -> None:
-    a, b = two_instances(service, tmp_path, redis_cluster.url)
-    core_flow(a, b, make_user(), record_property)
-
-
-def test_two_instances_on_redis_sentinel(
-    redis_sentinel: RedisSentinelGroup, service: Callable[..., Service], tmp_path: Path,
-    make_user: Callable[..., users.User], record_property: Callable[[str, object], None],
-) -> None:
-    a, b = two_instances(service, tmp_path, redis_sentinel.url)
+    redis_group: RedisClusterGroup | RedisSentinelGroup = request.getfixturevalue(group)
+    a, b = two_instances(service, tmp_path, redis_group.url)
     core_flow(a, b, make_user(), record_property)
 
 
