@@ -279,6 +279,18 @@ def test_off_site_rd_lands_on_the_default_page(stack: Stack, make_user: MakeUser
         assert http.forms(page.text)[0].inputs["rd"] == "", rd
 
 
+# --- what the public may not reach ------------------------------------------------------------------
+
+
+def test_metrics_are_not_served_to_the_public(stack: Stack) -> None:
+    """Prometheus scrapes forwardauth directly; through the shipped configs /metrics is not there
+    (nginx and Caddy: 404; Traefik: the protected app's route, so a 401 without a token)."""
+    public = http.get(stack.url + "/forwardauth/metrics", API)
+    assert public.status in (401, 404), f"{stack.kind}: {public.status}"
+    assert "forwardauth_requests_total" not in public.text
+    assert "forwardauth_requests_total" in http.get(stack.service.base + "/metrics").text
+
+
 # --- request ids ------------------------------------------------------------------------------------
 
 
