@@ -154,6 +154,7 @@ class Settings:
     cookie_name: str = "forwardauth"
     cookie_domain: str | None = None
     cookie_secure: bool = True
+    remember_browser: bool = True
     login_url: str = ""
     allowed_domains: tuple[str, ...] = ()
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
@@ -224,6 +225,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("cookie_domain", lambda s: parse_domains(s)[0] if s else None, "(host only)",
              "Cookie Domain; must cover the login host and every protected host."),
     Variable("cookie_secure", parse_bool, "true", "Send the cookie over HTTPS only."),
+    Variable("remember_browser", parse_bool, "true",
+             "Keep browsers signed in for FORWARDAUTH_REFRESH_TTL: a refresh cookie, sent to forwardauth's "
+             "own paths only, renews the access cookie. false: sign in again when the access token expires."),
     Variable("login_url", parse_login_url, "ISSUER/login",
              "Login page as the browser reaches it: a URL, or a path on the protected host."),
     Variable("allowed_domains", parse_domains, "(cookie domain, else issuer host)",

@@ -25,6 +25,11 @@ ENVOY_PREFIX = "/auth/envoy"
 REFRESH_TOKEN_BYTES = 32
 # Longest token /auth will look at; anything longer is refused before parsing.
 MAX_TOKEN_LENGTH = 4096
+# The browser's refresh cookie is named after the access cookie with this suffix.
+REFRESH_COOKIE_SUFFIX = "_refresh"
+# A browser refresh token replaced this recently is a race between two tabs, not a copy: it is
+# refused without ending the session (the other tab holds the successor).
+BROWSER_REFRESH_GRACE = 30
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from .web import (
     json_response,
     posted_form,
     refuse_cross_site,
+    rotate_refresh,
     sign_in,
 )
 
@@ -180,16 +181,12 @@ async def refresh_grant(
 ) -> web.Response:
     if not form.get("refresh_token"):
         raise OAuthError("invalid_request", "refresh_token is required")
-    try:
-        session = await services.db.run(
-            sessions.rotate, form["refresh_token"], services.settings.refresh_ttl, request.remote, client.id,
-            narrower(form.get("scope")),
-        )
-    except sessions.RefreshError as exc:
-        if exc.reused_family:
-            await services.revocations.revoke_session(exc.reused_family)
-        raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked") from None
-    return token_response(services, await issue_access(services, session), session.refresh_token)
+    rotated = await rotate_refresh(services, form["refresh_token"], request.remote, client.id,
+                                   narrower(form.get("scope")))
+    if rotated is None:
+        raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked")
+    session, minted = rotated
+    return token_response(services, minted, session.refresh_token)
 
 
 async def client_credentials_grant(

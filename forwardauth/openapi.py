@@ -131,9 +131,14 @@ def document(settings: Settings) -> Schema:
             ),
             "/login": {
                 "get": {
-                    "summary": "The login form",
+                    "summary": "The login form, or a silent renewal with the browser's refresh cookie",
                     "parameters": [{"name": "rd", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": _text("HTML form", HTML)},
+                    "responses": {
+                        "200": _text("HTML form", HTML),
+                        "303": {"description": "Renewed with the refresh cookie; redirect to rd", "headers": {
+                            "Location": _header("rd"), "Set-Cookie": _header("New access and refresh cookies")}},
+                        "503": UNAVAILABLE,
+                    },
                 },
                 "post": {
                     "summary": "Log in (form: cookie and redirect; JSON: tokens)",
@@ -141,7 +146,7 @@ def document(settings: Settings) -> Schema:
                     "responses": {
                         "200": _json(_ref("Tokens"), "Tokens (JSON request)"),
                         "303": {"description": "Cookie set; redirect to rd", "headers": {
-                            "Location": _header("rd or /"), "Set-Cookie": _header("The access-token cookie")}},
+                            "Location": _header("rd or /"), "Set-Cookie": _header("The access and refresh cookies")}},
                         "400": BAD_REQUEST,
                         "401": {"description": "Wrong username or password", "content": {
                             JSON: {"schema": ERROR}, HTML: {"schema": {"type": "string"}}}},

@@ -74,27 +74,31 @@ def start(
 
 def rotate(
     conn: Connection, token: str, ttl: int, client_ip: str | None, client_id: str | None = None,
-    narrow_scope: Callable[[str | None], str | None] | None = None,
+    narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0,
 ) -> Session:
     """Exchange a refresh token for its successor in the same session.
 
     The token must have been issued to ``client_id`` (``None``: our own login, not OAuth2).
     ``narrow_scope`` may reduce the session's scope (RFC 6749 6); it raises to refuse.
+    A token replaced less than ``grace`` seconds ago is refused without revoking the session.
     """
     if not token or len(token) > MAX_REFRESH_TOKEN:
         raise RefreshError("malformed refresh token")
     with conn.cursor() as cur:
         cur.execute(
             "SELECT id, user_id::text, family_id, expires_at <= now(), revoked_at IS NOT NULL,"
-            " replaced_by IS NOT NULL, client_id, scope FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
-            (_digest(token),),
+            " replaced_by IS NOT NULL, client_id, scope, revoked_at > now() - make_interval(secs => %s)"
+            " FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
+            (grace, _digest(token)),
         )
         row = cur.fetchone()
     if row is None:
         raise RefreshError("unknown refresh token")
-    row_id, user_id, sid, expired, revoked, replaced, owner, scope = row
+    row_id, user_id, sid, expired, revoked, replaced, owner, scope, just_revoked = row
     if owner != client_id:
         raise RefreshError("refresh token was issued to another client")
+    if replaced and just_revoked:
+        raise RefreshError("refresh token was rotated a moment ago")
     if replaced:
         revoke_family(conn, sid, "reuse")
         record(conn, "refresh_reuse", user_id, None, client_ip, {"sid": sid})

@@ -25,15 +25,17 @@ from .cache import ClaimsCache, LiveTokens, Memo
 from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, OutageLog, RedisSettings
 from .constants import (
+    BROWSER_REFRESH_GRACE,
     ENVOY_PREFIX,
     HEADER_EMAIL,
     HEADER_ROLES,
     HEADER_SUBJECT,
     HEADER_USER,
     MAX_TOKEN_LENGTH,
+    REFRESH_COOKIE_SUFFIX,
     RedisKeys,
 )
-from .credentials import AmbiguousToken, access_token
+from .credentials import AmbiguousToken, access_token, cookie_value
 from .csrf import form_post_allowed, origin_of
 from .forwarding import AmbiguousRequest, OriginalRequest, Source, original_request, path_prefix, public_origin
 from .keys import RELOAD_SECONDS, KeyFileError, KeyRing, key_files, load_ring
@@ -308,6 +310,28 @@ async def issue_access(services: Services, session: sessions.Session) -> MintedT
     return minted
 
 
+async def rotate_refresh(
+    services: Services, token: str, client_ip: str | None, client_id: str | None = None,
+    narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0,
+) -> tuple[sessions.Session, MintedToken] | None:
+    """Spend a refresh token: its successor and a new access token, or None when it is refused
+    (a replayed token's session is revoked, in Redis too). See sessions.rotate.
+
+    Redis is asked first: the rotation commits in PostgreSQL, and if the new access token then
+    could not be registered, the old refresh token would be spent and the new one never handed
+    out, so the client's retry after an outage would look like a replay and end its session.
+    """
+    await services.revocations.ping()
+    try:
+        session = await services.db.run(sessions.rotate, token, services.settings.refresh_ttl, client_ip, client_id,
+                                        narrow_scope, grace)
+    except sessions.RefreshError as exc:
+        if exc.reused_family:
+            await services.revocations.revoke_session(exc.reused_family)
+        return None
+    return session, await issue_access(services, session)
+
+
 def token_body(services: Services, minted: MintedToken, refresh_token: str) -> dict[str, Any]:
     return {
         "access_token": minted.token,
@@ -317,24 +341,48 @@ def token_body(services: Services, minted: MintedToken, refresh_token: str) -> d
     }
 
 
+def put_cookie(response: web.StreamResponse, settings: Settings, name: str, value: str | None, max_age: int,
+               path: str = "/", domain: str | None = None) -> None:
+    """Set (or, with ``None``, clear) one of our cookies: always HttpOnly and SameSite=Lax."""
+    options: dict[str, Any] = {"path": path, "httponly": True, "samesite": "Lax", "secure": settings.cookie_secure}
+    if domain:
+        options["domain"] = domain
+    if value is None:
+        response.del_cookie(name, **options)
+    else:
+        response.set_cookie(name, value, max_age=max_age, **options)
+
+
 def set_access_cookie(response: web.StreamResponse, settings: Settings, token: str | None) -> None:
     """Set (or, with ``None``, clear) the access-token cookie."""
-    options: dict[str, Any] = {
-        "path": "/",
-        "httponly": True,
-        "samesite": "Lax",
-        "secure": settings.cookie_secure,
-    }
     if settings.cookie_domain:
-        options["domain"] = settings.cookie_domain
         # A host-only cookie of the same name (set before FORWARDAUTH_COOKIE_DOMAIN was) would be
         # sent beside ours, and two tokens are refused: expire it too, or that browser is stuck.
+        # A raw header: aiohttp keeps one Set-Cookie per name.
         response.headers.add(hdrs.SET_COOKIE, f"{settings.cookie_name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
                              + ("; Secure" if settings.cookie_secure else ""))
-    if token is None:
-        response.del_cookie(settings.cookie_name, **options)
-    else:
-        response.set_cookie(settings.cookie_name, token, max_age=settings.access_ttl, **options)
+    put_cookie(response, settings, settings.cookie_name, token, settings.access_ttl, domain=settings.cookie_domain)
+
+
+def set_refresh_cookie(response: web.StreamResponse, request: web.Request, settings: Settings,
+                       token: str | None) -> None:
+    """Set (or, with ``None``, clear) the browser's refresh cookie (FORWARDAUTH_REMEMBER_BROWSER).
+
+    Host-only and on forwardauth's own paths (the folder of the login page as the browser sees
+    it: ``/forwardauth/`` behind the shipped snippets), so the protected apps, which do get the
+    access cookie, never receive the long-lived token; /logout does, to end its session.
+    """
+    folder = path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/"
+    put_cookie(response, settings, settings.cookie_name + REFRESH_COOKIE_SUFFIX, token, settings.refresh_ttl,
+               path=folder)
+
+
+def refresh_cookie(request: web.Request, settings: Settings) -> str | None:
+    """The browser's refresh token, if it sent exactly one."""
+    try:
+        return cookie_value(request.headers.getall(hdrs.COOKIE, ()), settings.cookie_name + REFRESH_COOKIE_SUFFIX)
+    except AmbiguousToken:
+        return None
 
 
 class Throttled(Exception):
@@ -377,9 +425,36 @@ def login_action(request: web.Request, settings: Settings) -> str:
 
 
 async def login_form(request: web.Request) -> web.Response:
-    settings = request.app[SERVICES].settings
+    """The form; or, for a browser sent here by a protected app, a silent renewal (see renew)."""
+    services = request.app[SERVICES]
+    settings = services.settings
     rd = safe_redirect(request.query.get("rd"), settings.allowed_domains) or ""
+    if rd and settings.remember_browser:
+        renewed = await renew(request, services, rd)
+        if renewed is not None:
+            return renewed
     return html_page(login_page(action=login_action(request, settings), rd=rd))
+
+
+async def renew(request: web.Request, services: Services, rd: str) -> web.Response | None:
+    """Sign a browser whose access cookie expired back in with its refresh cookie: rotate it,
+    mint a new access cookie and go on to ``rd``. None (show the form) when that cannot be done.
+
+    Two tabs renewing at once present the same token: the one that comes second within
+    BROWSER_REFRESH_GRACE gets the form (the other tab has the new cookies), not a revoked
+    session. Later, a replaced token is a copy and ends the session, as on /refresh.
+    """
+    token = refresh_cookie(request, services.settings)
+    if token is None:
+        return None
+    rotated = await rotate_refresh(services, token, request.remote, grace=BROWSER_REFRESH_GRACE)
+    if rotated is None:
+        return None
+    session, minted = rotated
+    response = see_other(rd)
+    set_access_cookie(response, services.settings, minted.token)
+    set_refresh_cookie(response, request, services.settings, session.refresh_token)
+    return response
 
 
 def html_page(body: str, status: int = 200) -> web.Response:
@@ -426,21 +501,18 @@ async def login(request: web.Request) -> web.Response:
                              headers={"Cache-Control": "no-store"})
     response = see_other(safe_redirect(fields["rd"], settings.allowed_domains) or "/")
     set_access_cookie(response, settings, minted.token)
+    if settings.remember_browser:
+        set_refresh_cookie(response, request, settings, session.refresh_token)
     return response
 
 
 async def refresh(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     fields = await read_fields(request, ("refresh_token",))
-    try:
-        session = await services.db.run(
-            sessions.rotate, fields["refresh_token"], services.settings.refresh_ttl, request.remote
-        )
-    except sessions.RefreshError as exc:
-        if exc.reused_family:
-            await services.revocations.revoke_session(exc.reused_family)
+    rotated = await rotate_refresh(services, fields["refresh_token"], request.remote)
+    if rotated is None:
         return error_response(401, "invalid_grant", "refresh token is invalid, expired or revoked")
-    minted = await issue_access(services, session)
+    session, minted = rotated
     return json_response(token_body(services, minted, session.refresh_token),
                          headers={"Cache-Control": "no-store"})
 
@@ -457,18 +529,25 @@ async def logout(request: web.Request) -> web.Response:
             claims = services.tokens.verify(token, allow_expired=True)
         except TokenError:
             claims = None
-    sid = claims.sid if claims else None
-    if sid is None and fields["refresh_token"]:
-        sid = await services.db.run(sessions.family_of, fields["refresh_token"])
-    if sid is not None:
-        user_id, username = (claims.identity.subject, claims.identity.username) if claims else (None, None)
-        await services.db.run(sessions.logout, sid, user_id, username, request.remote)
+    # The token's session, else the posted refresh token's; and the browser's refresh cookie's,
+    # which may be another session (signed in again on this host since).
+    found: list[str | None] = [claims.sid if claims else None]
+    if claims is None and fields["refresh_token"]:
+        found.append(await services.db.run(sessions.family_of, fields["refresh_token"]))
+    browser_refresh = refresh_cookie(request, services.settings)
+    if browser_refresh:
+        found.append(await services.db.run(sessions.family_of, browser_refresh))
+    ended = {sid for sid in found if sid is not None}
+    for sid in ended:
+        who = (claims.identity.subject, claims.identity.username) if claims and claims.sid == sid else (None, None)
+        await services.db.run(sessions.logout, sid, *who, request.remote)
         await services.revocations.revoke_session(sid)
     if is_browser(request):  # a sign-out button: back to the login page
         response = see_other(login_action(request, services.settings))
     else:
-        response = json_response({"logged_out": sid is not None})
+        response = json_response({"logged_out": bool(ended)})
     set_access_cookie(response, services.settings, None)
+    set_refresh_cookie(response, request, services.settings, None)
     return response
 
 

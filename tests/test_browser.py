@@ -27,6 +27,7 @@ CHROMIUM_ARGS = [
 PROTECTED = "/private/page?x=1"
 LOGIN_PATH = "/forwardauth/login"
 COOKIE = "forwardauth"  # the default FORWARDAUTH_COOKIE_NAME
+REFRESH = "forwardauth_refresh"
 
 
 def require_chromium() -> str:
@@ -125,6 +126,27 @@ def test_login_redirects_back_to_the_protected_page(
     assert (tmp_path / "protected.png").stat().st_size > 0
 
 
+def test_an_expired_session_is_renewed_without_the_form(context: BrowserContext, stack: Stack,
+                                                         user: users.User) -> None:
+    page = context.new_page()
+    open_protected(page, stack)
+    sign_in(page, user.username, PASSWORD)
+    expect_protected_page(page, stack, user.username)
+    refresh = next(c for c in context.cookies(stack.url + "/forwardauth/") if c["name"] == REFRESH)
+    assert (refresh["path"], refresh["domain"], refresh["httpOnly"]) == ("/forwardauth/", "127.0.0.1", True)
+    with page.expect_request(stack.url + PROTECTED) as sent:
+        page.reload()
+    assert REFRESH not in (sent.value.all_headers().get("cookie") or "")  # the app never receives it
+
+    context.clear_cookies(name=COOKIE)  # the access cookie expired
+    logins: list[int] = []
+    page.on("response", lambda r: logins.append(r.status) if urlsplit(r.url).path == LOGIN_PATH else None)
+    page.goto(stack.url + PROTECTED)
+    expect_protected_page(page, stack, user.username)
+    assert logins == [303]  # through the login page, without its form
+    assert [c for c in context.cookies(stack.url) if c["name"] == COOKIE]
+
+
 def test_wrong_password_shows_the_error_and_keeps_the_username(
     context: BrowserContext, stack: Stack, user: users.User
 ) -> None:
@@ -204,8 +226,9 @@ def test_sign_out_revokes_the_session(context: BrowserContext, stack: Stack, use
     expect(page).to_have_url(stack.url + LOGIN_PATH)
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert not [c for c in context.cookies(stack.url) if c["name"] == COOKIE]
+    assert not [c for c in context.cookies(stack.url + "/forwardauth/") if c["name"] == REFRESH]
 
-    open_protected(page, stack)  # signed out: the login page again
+    open_protected(page, stack)  # signed out: the login page again, not a renewal
 
     # The cookie is gone, but the token itself must be dead too (revoked in Redis), not only forgotten.
     context.add_cookies([{"name": COOKIE, "value": token, "url": stack.url}])

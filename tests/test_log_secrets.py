@@ -49,7 +49,12 @@ def test_secrets_never_reach_the_log(
     tokens = keep(http.login(base, user.username, PASSWORD), 200).json()
     keep(http.login(base, user.username, wrong_password), 401)
     form = keep(http.post_form(base + "/login", {"username": user.username, "password": PASSWORD}), 303)
-    secret_values.append(http.set_cookies(form)["forwardauth"]["value"])
+    browser_refresh = http.set_cookies(form)["forwardauth_refresh"]["value"]
+    secret_values += [http.set_cookies(form)["forwardauth"]["value"], browser_refresh]
+    # a browser renewed with its refresh cookie
+    renewed = keep(http.get(base + "/login?rd=http%3A%2F%2Fapp.example.test%2F",
+                            http.cookie_header(forwardauth_refresh=browser_refresh)), 303)
+    secret_values += [c["value"] for c in http.set_cookies(renewed).values()]
     keep(http.post_form(base + "/login", {"username": user.username, "password": wrong_password}), 401)
     # refresh, right and wrong
     refreshed = keep(http.post_json(base + "/refresh", {"refresh_token": tokens["refresh_token"]}), 200).json()

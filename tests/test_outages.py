@@ -65,6 +65,8 @@ def test_redis_down_fails_closed_and_a_restarted_empty_redis_costs_no_login(
     refused = login(svc.base, user.username, PASSWORD)  # throttling state lives in Redis
     assert refused.status == 503 and refused.json()["error"] == "temporarily_unavailable"
     assert refused.headers["Retry-After"]
+    # A refresh during the outage is refused before it spends the refresh token (used below).
+    assert post_json(svc.base + "/refresh", {"refresh_token": kept["refresh_token"]}).status == 503
     # Reported once per interval, not once per request.
     assert 1 <= log_lines(svc, "redis unavailable") <= 2
 

@@ -130,7 +130,8 @@ def test_browser_is_sent_to_login_page_and_back(stack: Stack, make_user: MakeUse
     assert login.headers["Location"] == original
     # The session cookie for the whole domain, after the expiry of any host-only one left from
     # before FORWARDAUTH_COOKIE_DOMAIN was set (two cookies of one name would be refused).
-    stale, fresh = login.headers.get_all("Set-Cookie") or []
+    stale, fresh, refresh = login.headers.get_all("Set-Cookie") or []
+    assert refresh.startswith("forwardauth_refresh=") and "Path=/forwardauth/" in refresh  # test_renewal.py
     assert stale.startswith("forwardauth=;") and "Max-Age=0" in stale and "Domain" not in stale
     assert "Domain=example.test" in fresh
     cookie = http.set_cookies(login)["forwardauth"]
@@ -142,6 +143,25 @@ def test_browser_is_sent_to_login_page_and_back(stack: Stack, make_user: MakeUse
     assert seen["path"] == "/private/page?x=1&y=two%20words&z=%2F"
     assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user,ops",
                               "x-auth-subject": str(user.id), "x-auth-email": user.email}
+
+
+def test_an_expired_session_is_renewed_through_the_login_page(stack: Stack, make_user: MakeUser) -> None:
+    """The browser kept only its refresh cookie (sent on /forwardauth/ paths): the login page
+    renews the session and sends it back to the page, without the form."""
+    user = make_user()
+    original = stack.url + "/private/renew?x=1"
+    refresh = http.set_cookies(form_login(stack, user, rd=original))["forwardauth_refresh"]
+    assert refresh["path"] == "/forwardauth/" and "domain" not in refresh
+    first = expect(stack, http.get(original, BROWSER), 302, "the access cookie expired")
+    renewed = expect(stack, http.get(first.headers["Location"],
+                                     {**BROWSER, **http.cookie_header(forwardauth_refresh=refresh["value"])}),
+                     303, "renewal on the login page")
+    assert renewed.headers["Location"] == original
+    cookies = http.set_cookies(renewed)
+    assert cookies["forwardauth_refresh"]["value"] not in ("", refresh["value"])  # rotated
+    access = http.cookie_header(forwardauth=cookies["forwardauth"]["value"])
+    seen = upstream_saw(stack, http.get(original, {**API, **access}))
+    assert identity(seen)["x-auth-user"] == user.username
 
 
 def test_wrong_password_gives_no_session(stack: Stack, make_user: MakeUser) -> None:

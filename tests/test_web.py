@@ -143,9 +143,15 @@ async def test_form_login_sets_cookie_and_redirects(client: Client, make_user: M
     )
     assert response.status == 303
     assert response.headers["Location"] == rd
-    ours, stale = sorted(response.headers.getall("Set-Cookie"), key=lambda c: "Domain=" not in c)
+    cookies = response.headers.getall("Set-Cookie")
+    [refresh] = [c for c in cookies if c.startswith("forwardauth_refresh=")]
+    ours, stale = sorted((c for c in cookies if c != refresh), key=lambda c: "Domain=" not in c)
     for attribute in ("HttpOnly", "SameSite=Lax", "Path=/", "Domain=example.test", "Max-Age=900"):
         assert attribute in ours
+    # The browser's refresh cookie (tests/test_renewal.py): for forwardauth's host and paths only.
+    for attribute in ("HttpOnly", "SameSite=Lax", "Path=/", f"Max-Age={14 * 86400}"):
+        assert attribute in refresh
+    assert "Domain" not in refresh
     # A host-only cookie of the same name, left from before the cookie domain was set, is expired.
     assert stale.startswith("forwardauth=;") and "Max-Age=0" in stale and "Domain" not in stale
     token = response.cookies["forwardauth"].value

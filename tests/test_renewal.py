@@ -1,0 +1,165 @@
+"""Browser sessions renewed with the refresh cookie: the login page signs a browser back in
+without the form, once per refresh token, with a grace for two tabs renewing at the same time.
+
+Cookies are sent by hand (the test client's own jar is emptied first), as a browser would send
+them for the path asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+from urllib.parse import quote
+
+import jwt
+
+from forwardauth import config, users
+from forwardauth.connections import Database
+from forwardauth.constants import BROWSER_REFRESH_GRACE
+from forwardauth.web import create_app
+
+from .conftest import PASSWORD, AppServer
+from .test_web import MakeUser, auth_status
+
+Client = Any
+RD = "https://app.example.test/reports?page=2"
+REFRESH = "forwardauth_refresh"
+
+
+async def send(client: Client, method: str, path: str, cookies: dict[str, str] | None = None,
+               **kwargs: Any) -> Any:
+    """A request carrying exactly ``cookies``, answered without following redirects."""
+    client.session.cookie_jar.clear()
+    headers = {"Accept": "text/html", **kwargs.pop("headers", {})}
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    return await client.request(method, path, headers=headers, allow_redirects=False, **kwargs)
+
+
+def set_cookies(response: Any) -> dict[str, str]:
+    """name -> the whole Set-Cookie line (the last one of each name)."""
+    return {line.split("=", 1)[0]: line for line in response.headers.getall("Set-Cookie", [])}
+
+
+def value_of(line: str) -> str:
+    return line.split(";", 1)[0].split("=", 1)[1]
+
+
+async def form_login(client: Client, user: users.User) -> tuple[str, str]:
+    """Sign in with the form: (access token, refresh cookie value)."""
+    response = await send(client, "POST", "/login", data={"username": user.username, "password": PASSWORD, "rd": RD})
+    assert response.status == 303
+    cookies = set_cookies(response)
+    return value_of(cookies["forwardauth"]), value_of(cookies[REFRESH])
+
+
+async def renewal(client: Client, refresh: str, rd: str = RD) -> Any:
+    return await send(client, "GET", f"/login?rd={quote(rd, safe='')}", {REFRESH: refresh})
+
+
+def sid(token: str) -> str:
+    return str(jwt.decode(token, options={"verify_signature": False})["sid"])
+
+
+def age_rotation(database: Database, refresh: str, seconds: int) -> None:
+    """Pretend ``refresh`` was rotated ``seconds`` ago."""
+    def update(conn: users.Connection) -> None:
+        with conn.cursor() as cur:
+            cur.execute("UPDATE refresh_tokens SET revoked_at = now() - make_interval(secs => %s)"
+                        " WHERE token_hash = %s", (seconds, hashlib.sha256(refresh.encode()).digest()))
+    database.call(update)
+
+
+async def test_an_expired_access_cookie_is_renewed_without_the_form(client: Client, make_user: MakeUser) -> None:
+    user = make_user()
+    access, refresh = await form_login(client, user)
+    renewed = await renewal(client, refresh)  # the browser no longer has the access cookie
+    assert renewed.status == 303 and renewed.headers["Location"] == RD
+    cookies = set_cookies(renewed)
+    new_access, new_refresh = value_of(cookies["forwardauth"]), value_of(cookies[REFRESH])
+    assert await auth_status(client, new_access) == 200
+    assert sid(new_access) == sid(access)  # the same login session, not a new one
+    assert new_refresh != refresh
+    for attribute in ("HttpOnly", "SameSite=Lax", "Path=/"):
+        assert attribute in cookies[REFRESH]
+    assert "Domain" not in cookies[REFRESH] and "Domain=example.test" in cookies["forwardauth"]
+    # And again with the successor: a session lasts as long as the browser keeps coming back.
+    assert (await renewal(client, new_refresh)).status == 303
+
+
+async def test_a_refresh_cookie_presented_again_later_ends_the_session(
+    client: Client, make_user: MakeUser, database: Database
+) -> None:
+    user = make_user()
+    _, refresh = await form_login(client, user)
+    renewed = set_cookies(await renewal(client, refresh))
+    age_rotation(database, refresh, BROWSER_REFRESH_GRACE + 5)
+    replayed = await renewal(client, refresh)  # a copy of the old cookie, used elsewhere
+    assert replayed.status == 200 and "forwardauth" not in set_cookies(replayed)
+    assert "<form" in await replayed.text()
+    # The whole session is over: the renewed access token and the successor refresh token too.
+    assert await auth_status(client, value_of(renewed["forwardauth"])) == 401
+    assert (await renewal(client, value_of(renewed[REFRESH]))).status == 200
+
+
+async def test_two_tabs_renewing_at_once_keep_the_session(client: Client, make_user: MakeUser) -> None:
+    user = make_user()
+    _, refresh = await form_login(client, user)
+    first = await renewal(client, refresh)
+    second = await renewal(client, refresh)  # the other tab, a moment later, with the same cookie
+    assert first.status == 303 and second.status == 200
+    assert set_cookies(second) == {}  # it leaves the first tab's new cookies alone
+    kept = set_cookies(first)
+    assert await auth_status(client, value_of(kept["forwardauth"])) == 200
+    assert (await renewal(client, value_of(kept[REFRESH]))).status == 303
+
+
+async def test_the_form_without_a_safe_rd(client: Client, make_user: MakeUser) -> None:
+    """Opened by hand, or with an rd we would not follow, the page is the form, and the cookie is
+    not spent."""
+    _, refresh = await form_login(client, make_user())
+    for path in ("/login", "/login?rd=https%3A%2F%2Fevil.test%2F"):
+        response = await send(client, "GET", path, {REFRESH: refresh})
+        assert response.status == 200 and set_cookies(response) == {}
+    assert (await renewal(client, refresh)).status == 303
+
+
+async def test_a_disabled_user_is_not_renewed(client: Client, make_user: MakeUser, database: Database) -> None:
+    user = make_user()
+    _, refresh = await form_login(client, user)
+    database.call(users.set_disabled, user.username, True)
+    assert (await renewal(client, refresh)).status == 200
+
+
+async def test_logout_ends_the_refresh_cookies_session(client: Client, make_user: MakeUser) -> None:
+    user = make_user()
+    access, refresh = await form_login(client, user)
+    # Signing out after the access cookie expired: the refresh cookie alone names the session.
+    response = await send(client, "POST", "/logout", {REFRESH: refresh})
+    assert response.status == 303
+    cleared = set_cookies(response)
+    assert "Max-Age=0" in cleared[REFRESH] and "Path=/" in cleared[REFRESH]
+    assert "Max-Age=0" in cleared["forwardauth"]
+    assert (await renewal(client, refresh)).status == 200
+    assert await auth_status(client, access) == 401
+
+
+async def test_logout_with_both_cookies_ends_both_sessions(client: Client, make_user: MakeUser) -> None:
+    """The refresh cookie may name a later session than the access cookie (signed in again here)."""
+    user = make_user()
+    first_access, _ = await form_login(client, user)
+    second_access, second_refresh = await form_login(client, user)
+    response = await send(client, "POST", "/logout", {"forwardauth": first_access, REFRESH: second_refresh})
+    assert response.status == 303
+    assert await auth_status(client, first_access) == 401
+    assert await auth_status(client, second_access) == 401
+    assert (await renewal(client, second_refresh)).status == 200
+
+
+async def test_remember_browser_off(aiohttp_client: Any, settings: config.Settings, make_user: MakeUser) -> None:
+    client = await aiohttp_client(AppServer(create_app(dataclasses.replace(settings, remember_browser=False))))
+    user = make_user()
+    response = await send(client, "POST", "/login", data={"username": user.username, "password": PASSWORD, "rd": RD})
+    assert response.status == 303 and REFRESH not in set_cookies(response)
+    assert "forwardauth" in set_cookies(response)
