@@ -30,6 +30,10 @@ REFRESH_COOKIE_SUFFIX = "_refresh"
 # A browser refresh token replaced this recently is a race between two tabs, not a copy: it is
 # refused without ending the session (the other tab holds the successor).
 BROWSER_REFRESH_GRACE = 30
+# A browser back on the login page with a refresh cookie younger than this (and than half the
+# access-token lifetime) did not send the access cookie we just set: a redirect loop, not an
+# expired session. It is told so instead of being renewed again and again.
+RENEWAL_LOOP_SECONDS = 5
 
 
 @dataclass(frozen=True, slots=True)

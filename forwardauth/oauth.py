@@ -181,11 +181,11 @@ async def refresh_grant(
 ) -> web.Response:
     if not form.get("refresh_token"):
         raise OAuthError("invalid_request", "refresh_token is required")
-    rotated = await rotate_refresh(services, form["refresh_token"], request.remote, client.id,
-                                   narrower(form.get("scope")))
-    if rotated is None:
-        raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked")
-    session, minted = rotated
+    try:
+        session, minted = await rotate_refresh(services, form["refresh_token"], request.remote, client.id,
+                                               narrower(form.get("scope")))
+    except sessions.RefreshError:
+        raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked") from None
     return token_response(services, minted, session.refresh_token)
 
 

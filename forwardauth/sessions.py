@@ -28,10 +28,12 @@ MAX_REFRESH_TOKEN = 256
 class RefreshError(Exception):
     """The refresh token is unknown, expired, revoked or its user disabled."""
 
-    def __init__(self, message: str, reused_family: str | None = None) -> None:
+    def __init__(self, message: str, reused_family: str | None = None, too_soon: bool = False) -> None:
         super().__init__(message)
         # Set when a rotated token came back: the caller revokes that family's access tokens too.
         self.reused_family = reused_family
+        # Set when the token is younger than ``min_age``: not spent, and nothing revoked.
+        self.too_soon = too_soon
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,27 +76,29 @@ def start(
 
 def rotate(
     conn: Connection, token: str, ttl: int, client_ip: str | None, client_id: str | None = None,
-    narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0,
+    narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0, min_age: int = 0,
 ) -> Session:
     """Exchange a refresh token for its successor in the same session.
 
     The token must have been issued to ``client_id`` (``None``: our own login, not OAuth2).
     ``narrow_scope`` may reduce the session's scope (RFC 6749 6); it raises to refuse.
-    A token replaced less than ``grace`` seconds ago is refused without revoking the session.
+    A token replaced less than ``grace`` seconds ago is refused without revoking the session, and
+    so is a live token issued less than ``min_age`` seconds ago (``too_soon``: it stays valid).
     """
     if not token or len(token) > MAX_REFRESH_TOKEN:
         raise RefreshError("malformed refresh token")
     with conn.cursor() as cur:
         cur.execute(
             "SELECT id, user_id::text, family_id, expires_at <= now(), revoked_at IS NOT NULL,"
-            " replaced_by IS NOT NULL, client_id, scope, revoked_at > now() - make_interval(secs => %s)"
+            " replaced_by IS NOT NULL, client_id, scope, revoked_at > now() - make_interval(secs => %s),"
+            " created_at > now() - make_interval(secs => %s)"
             " FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
-            (grace, _digest(token)),
+            (grace, min_age, _digest(token)),
         )
         row = cur.fetchone()
     if row is None:
         raise RefreshError("unknown refresh token")
-    row_id, user_id, sid, expired, revoked, replaced, owner, scope, just_revoked = row
+    row_id, user_id, sid, expired, revoked, replaced, owner, scope, just_revoked, young = row
     if owner != client_id:
         raise RefreshError("refresh token was issued to another client")
     if replaced and just_revoked:
@@ -106,6 +110,8 @@ def rotate(
         raise RefreshError("refresh token reused; session revoked", reused_family=sid)
     if revoked or expired:
         raise RefreshError("refresh token revoked or expired")
+    if young:
+        raise RefreshError("refresh token issued a moment ago", too_soon=True)
     user = get(conn, user_id)
     if user is None or user.disabled:
         raise RefreshError("user unknown or disabled")

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import hdrs, web
@@ -33,6 +34,7 @@ from .constants import (
     HEADER_USER,
     MAX_TOKEN_LENGTH,
     REFRESH_COOKIE_SUFFIX,
+    RENEWAL_LOOP_SECONDS,
     RedisKeys,
 )
 from .credentials import AmbiguousToken, access_token, cookie_value
@@ -312,10 +314,10 @@ async def issue_access(services: Services, session: sessions.Session) -> MintedT
 
 async def rotate_refresh(
     services: Services, token: str, client_ip: str | None, client_id: str | None = None,
-    narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0,
-) -> tuple[sessions.Session, MintedToken] | None:
-    """Spend a refresh token: its successor and a new access token, or None when it is refused
-    (a replayed token's session is revoked, in Redis too). See sessions.rotate.
+    narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0, min_age: int = 0,
+) -> tuple[sessions.Session, MintedToken]:
+    """Spend a refresh token: its successor and a new access token. Raises sessions.RefreshError
+    when it is refused, after revoking a replayed token's session in Redis too (see sessions.rotate).
 
     Redis is asked first: the rotation commits in PostgreSQL, and if the new access token then
     could not be registered, the old refresh token would be spent and the new one never handed
@@ -324,11 +326,11 @@ async def rotate_refresh(
     await services.revocations.ping()
     try:
         session = await services.db.run(sessions.rotate, token, services.settings.refresh_ttl, client_ip, client_id,
-                                        narrow_scope, grace)
+                                        narrow_scope, grace, min_age)
     except sessions.RefreshError as exc:
         if exc.reused_family:
             await services.revocations.revoke_session(exc.reused_family)
-        return None
+        raise
     return session, await issue_access(services, session)
 
 
@@ -442,18 +444,32 @@ async def renew(request: web.Request, services: Services, rd: str) -> web.Respon
 
     Two tabs renewing at once present the same token: the one that comes second within
     BROWSER_REFRESH_GRACE gets the form (the other tab has the new cookies), not a revoked
-    session. Later, a replaced token is a copy and ends the session, as on /refresh.
+    session. Later, a replaced token is a copy and ends the session, as on /refresh. A token
+    only just issued means the access cookie did not reach ``rd``: the page says so, rather than
+    renewing in a loop until the browser gives up.
     """
-    token = refresh_cookie(request, services.settings)
+    settings = services.settings
+    token = refresh_cookie(request, settings)
     if token is None:
         return None
-    rotated = await rotate_refresh(services, token, request.remote, grace=BROWSER_REFRESH_GRACE)
-    if rotated is None:
-        return None
-    session, minted = rotated
+    loop_window = min(RENEWAL_LOOP_SECONDS, settings.access_ttl // 2)
+    try:
+        session, minted = await rotate_refresh(services, token, request.remote, grace=BROWSER_REFRESH_GRACE,
+                                               min_age=loop_window)
+    except sessions.RefreshError as exc:
+        if not exc.too_soon:
+            return None
+        host = urlsplit(rd).hostname
+        log.warning("redirect loop: a browser signed in moments ago is back on the login page for %s; the access "
+                    "cookie (FORWARDAUTH_COOKIE_DOMAIN=%s, FORWARDAUTH_COOKIE_SECURE=%s) does not reach it",
+                    host, settings.cookie_domain or "(host only)", str(settings.cookie_secure).lower())
+        error = (f"You are signed in, but your browser did not send the sign-in cookie to {host}. "
+                 "FORWARDAUTH_COOKIE_DOMAIN must cover that host (and with FORWARDAUTH_COOKIE_SECURE the site "
+                 "must use HTTPS).")
+        return html_page(login_page(action=login_action(request, settings), rd=rd, error=error))
     response = see_other(rd)
-    set_access_cookie(response, services.settings, minted.token)
-    set_refresh_cookie(response, request, services.settings, session.refresh_token)
+    set_access_cookie(response, settings, minted.token)
+    set_refresh_cookie(response, request, settings, session.refresh_token)
     return response
 
 
@@ -509,10 +525,10 @@ async def login(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     fields = await read_fields(request, ("refresh_token",))
-    rotated = await rotate_refresh(services, fields["refresh_token"], request.remote)
-    if rotated is None:
+    try:
+        session, minted = await rotate_refresh(services, fields["refresh_token"], request.remote)
+    except sessions.RefreshError:
         return error_response(401, "invalid_grant", "refresh token is invalid, expired or revoked")
-    session, minted = rotated
     return json_response(token_body(services, minted, session.refresh_token),
                          headers={"Cache-Control": "no-store"})
 

@@ -149,6 +149,16 @@ def make_user(database: Database, settings: config.Settings) -> Callable[..., us
     return make
 
 
+def backdate_sessions(database: Database, user: users.User, seconds: int = 60) -> None:
+    """Backdate the user's refresh tokens, as for a browser whose access cookie has since
+    expired: one issued a moment ago makes the login page suspect a redirect loop."""
+    def backdate(conn: users.Connection) -> None:
+        with conn.cursor() as cur:
+            cur.execute("UPDATE refresh_tokens SET created_at = created_at - make_interval(secs => %s)"
+                        " WHERE user_id = %s", (seconds, user.id))
+    database.call(backdate)
+
+
 MakeClient = Callable[..., tuple[clients.Client, str | None]]
 
 

@@ -16,8 +16,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from forwardauth import users
+from forwardauth.connections import Database
 
-from .conftest import PASSWORD, Stack, require_program
+from .conftest import PASSWORD, Stack, backdate_sessions, require_program
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -127,7 +128,7 @@ def test_login_redirects_back_to_the_protected_page(
 
 
 def test_an_expired_session_is_renewed_without_the_form(context: BrowserContext, stack: Stack,
-                                                         user: users.User) -> None:
+                                                         user: users.User, database: Database) -> None:
     page = context.new_page()
     open_protected(page, stack)
     sign_in(page, user.username, PASSWORD)
@@ -138,13 +139,31 @@ def test_an_expired_session_is_renewed_without_the_form(context: BrowserContext,
         page.reload()
     assert REFRESH not in (sent.value.all_headers().get("cookie") or "")  # the app never receives it
 
-    context.clear_cookies(name=COOKIE)  # the access cookie expired
+    context.clear_cookies(name=COOKIE)  # the access cookie expired...
+    backdate_sessions(database, user)  # ...some time after the login
     logins: list[int] = []
     page.on("response", lambda r: logins.append(r.status) if urlsplit(r.url).path == LOGIN_PATH else None)
     page.goto(stack.url + PROTECTED)
     expect_protected_page(page, stack, user.username)
     assert logins == [303]  # through the login page, without its form
     assert [c for c in context.cookies(stack.url) if c["name"] == COOKIE]
+
+
+def test_a_cookie_that_cannot_reach_the_app_is_explained_not_looped(
+    context: BrowserContext, proxy_stack: Callable[..., Stack], user: users.User
+) -> None:
+    """The classic misconfiguration: a cookie domain that does not cover the protected host (here
+    the browser refuses Domain=example.test from 127.0.0.1). Instead of bouncing between the app
+    and the login page until the browser gives up, the login page says what is wrong."""
+    require_program("nginx")
+    stack = proxy_stack("nginx", {"FORWARDAUTH_COOKIE_DOMAIN": "example.test",
+                                  "FORWARDAUTH_ALLOWED_DOMAINS": "127.0.0.1"})
+    page = context.new_page()
+    open_protected(page, stack)
+    sign_in(page, user.username, PASSWORD)
+    expect(page).to_have_url(on_login_page(stack))
+    expect(page.get_by_role("alert")).to_contain_text("did not send the sign-in cookie to 127.0.0.1")
+    assert "redirect loop" in stack.service.log.read_text()
 
 
 def test_wrong_password_shows_the_error_and_keeps_the_username(

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from forwardauth import users
+from forwardauth.connections import Database
 
 from . import http
-from .conftest import PASSWORD, MakeClient, Service
+from .conftest import PASSWORD, MakeClient, Service, backdate_sessions
 from .test_oauth import basic
 
 MakeUser = Callable[..., users.User]
@@ -26,7 +27,8 @@ def key_material(data_dir: Path) -> list[str]:
 
 
 def test_secrets_never_reach_the_log(
-    service: Callable[..., Service], make_user: MakeUser, make_client: MakeClient, env: dict[str, str]
+    service: Callable[..., Service], make_user: MakeUser, make_client: MakeClient, env: dict[str, str],
+    database: Database,
 ) -> None:
     svc = service(extra={"FORWARDAUTH_LOG_LEVEL": "DEBUG"})
     base = svc.base
@@ -51,7 +53,8 @@ def test_secrets_never_reach_the_log(
     form = keep(http.post_form(base + "/login", {"username": user.username, "password": PASSWORD}), 303)
     browser_refresh = http.set_cookies(form)["forwardauth_refresh"]["value"]
     secret_values += [http.set_cookies(form)["forwardauth"]["value"], browser_refresh]
-    # a browser renewed with its refresh cookie
+    # a browser renewed with its refresh cookie, once its access cookie expired
+    backdate_sessions(database, user)
     renewed = keep(http.get(base + "/login?rd=http%3A%2F%2Fapp.example.test%2F",
                             http.cookie_header(forwardauth_refresh=browser_refresh)), 303)
     secret_values += [c["value"] for c in http.set_cookies(renewed).values()]

@@ -19,9 +19,10 @@ from urllib.parse import quote, urljoin, urlsplit
 import pytest
 
 from forwardauth import users
+from forwardauth.connections import Database
 
 from . import http
-from .conftest import PASSWORD, Stack, wait_until
+from .conftest import PASSWORD, Stack, backdate_sessions, wait_until
 
 PROXIES = ["nginx", "traefik", "caddy"]
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -145,12 +146,15 @@ def test_browser_is_sent_to_login_page_and_back(stack: Stack, make_user: MakeUse
                               "x-auth-subject": str(user.id), "x-auth-email": user.email}
 
 
-def test_an_expired_session_is_renewed_through_the_login_page(stack: Stack, make_user: MakeUser) -> None:
+def test_an_expired_session_is_renewed_through_the_login_page(
+    stack: Stack, make_user: MakeUser, database: Database
+) -> None:
     """The browser kept only its refresh cookie (sent on /forwardauth/ paths): the login page
     renews the session and sends it back to the page, without the form."""
     user = make_user()
     original = stack.url + "/private/renew?x=1"
     refresh = http.set_cookies(form_login(stack, user, rd=original))["forwardauth_refresh"]
+    backdate_sessions(database, user)  # the access cookie has expired since
     assert refresh["path"] == "/forwardauth/" and "domain" not in refresh
     first = expect(stack, http.get(original, BROWSER), 302, "the access cookie expired")
     renewed = expect(stack, http.get(first.headers["Location"],

@@ -1,5 +1,6 @@
 """Browser sessions renewed with the refresh cookie: the login page signs a browser back in
-without the form, once per refresh token, with a grace for two tabs renewing at the same time.
+without the form, once per refresh token, with a grace for two tabs renewing at the same time,
+and says so when the browser is back at once (the access cookie does not reach the app).
 
 Cookies are sent by hand (the test client's own jar is emptied first), as a browser would send
 them for the path asked for.
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jwt
+import pytest
 
 from forwardauth import config, users
 from forwardauth.connections import Database
@@ -54,8 +56,25 @@ async def form_login(client: Client, user: users.User) -> tuple[str, str]:
     return value_of(cookies["forwardauth"]), value_of(cookies[REFRESH])
 
 
-async def renewal(client: Client, refresh: str, rd: str = RD) -> Any:
+async def back_at_once(client: Client, refresh: str, rd: str = RD) -> Any:
+    """The login page with ``rd``, for a browser that has only its refresh cookie."""
     return await send(client, "GET", f"/login?rd={quote(rd, safe='')}", {REFRESH: refresh})
+
+
+Renewal = Any  # async (client, refresh) -> response
+
+
+@pytest.fixture
+def renewal(database: Database) -> Renewal:
+    """The login page for a browser back after its access cookie expired (its tokens backdated)."""
+    async def renew(client: Client, refresh: str, rd: str = RD) -> Any:
+        def backdate(conn: users.Connection) -> None:
+            with conn.cursor() as cur:
+                cur.execute("UPDATE refresh_tokens SET created_at = created_at - interval '1 minute'"
+                            " WHERE token_hash = %s", (hashlib.sha256(refresh.encode()).digest(),))
+        database.call(backdate)
+        return await back_at_once(client, refresh, rd)
+    return renew
 
 
 def sid(token: str) -> str:
@@ -71,7 +90,9 @@ def age_rotation(database: Database, refresh: str, seconds: int) -> None:
     database.call(update)
 
 
-async def test_an_expired_access_cookie_is_renewed_without_the_form(client: Client, make_user: MakeUser) -> None:
+async def test_an_expired_access_cookie_is_renewed_without_the_form(
+    client: Client, renewal: Renewal, make_user: MakeUser
+) -> None:
     user = make_user()
     access, refresh = await form_login(client, user)
     renewed = await renewal(client, refresh)  # the browser no longer has the access cookie
@@ -89,7 +110,7 @@ async def test_an_expired_access_cookie_is_renewed_without_the_form(client: Clie
 
 
 async def test_a_refresh_cookie_presented_again_later_ends_the_session(
-    client: Client, make_user: MakeUser, database: Database
+    client: Client, renewal: Renewal, make_user: MakeUser, database: Database
 ) -> None:
     user = make_user()
     _, refresh = await form_login(client, user)
@@ -103,7 +124,9 @@ async def test_a_refresh_cookie_presented_again_later_ends_the_session(
     assert (await renewal(client, value_of(renewed[REFRESH]))).status == 200
 
 
-async def test_two_tabs_renewing_at_once_keep_the_session(client: Client, make_user: MakeUser) -> None:
+async def test_two_tabs_renewing_at_once_keep_the_session(
+    client: Client, renewal: Renewal, make_user: MakeUser
+) -> None:
     user = make_user()
     _, refresh = await form_login(client, user)
     first = await renewal(client, refresh)
@@ -115,7 +138,23 @@ async def test_two_tabs_renewing_at_once_keep_the_session(client: Client, make_u
     assert (await renewal(client, value_of(kept[REFRESH]))).status == 303
 
 
-async def test_the_form_without_a_safe_rd(client: Client, make_user: MakeUser) -> None:
+async def test_a_browser_back_at_once_is_told_the_cookie_does_not_reach_the_app(
+    client: Client, renewal: Renewal, make_user: MakeUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Signed in a moment ago and back on the login page: the access cookie did not reach rd (a
+    cookie domain that does not cover it, Secure over http...). Renewing again would loop until
+    the browser gives up, so the page says what is wrong."""
+    _, refresh = await form_login(client, make_user())
+    response = await back_at_once(client, refresh)
+    assert response.status == 200 and set_cookies(response) == {}
+    text = await response.text()
+    assert "did not send the sign-in cookie to app.example.test" in text and "FORWARDAUTH_COOKIE_DOMAIN" in text
+    assert "redirect loop" in caplog.text and refresh not in caplog.text
+    # Not spent: a browser back later (its access cookie expired) is renewed with the same cookie.
+    assert (await renewal(client, refresh)).status == 303
+
+
+async def test_the_form_without_a_safe_rd(client: Client, renewal: Renewal, make_user: MakeUser) -> None:
     """Opened by hand, or with an rd we would not follow, the page is the form, and the cookie is
     not spent."""
     _, refresh = await form_login(client, make_user())
@@ -125,14 +164,16 @@ async def test_the_form_without_a_safe_rd(client: Client, make_user: MakeUser) -
     assert (await renewal(client, refresh)).status == 303
 
 
-async def test_a_disabled_user_is_not_renewed(client: Client, make_user: MakeUser, database: Database) -> None:
+async def test_a_disabled_user_is_not_renewed(
+    client: Client, renewal: Renewal, make_user: MakeUser, database: Database
+) -> None:
     user = make_user()
     _, refresh = await form_login(client, user)
     database.call(users.set_disabled, user.username, True)
     assert (await renewal(client, refresh)).status == 200
 
 
-async def test_logout_ends_the_refresh_cookies_session(client: Client, make_user: MakeUser) -> None:
+async def test_logout_ends_the_refresh_cookies_session(client: Client, renewal: Renewal, make_user: MakeUser) -> None:
     user = make_user()
     access, refresh = await form_login(client, user)
     # Signing out after the access cookie expired: the refresh cookie alone names the session.
@@ -145,7 +186,9 @@ async def test_logout_ends_the_refresh_cookies_session(client: Client, make_user
     assert await auth_status(client, access) == 401
 
 
-async def test_logout_with_both_cookies_ends_both_sessions(client: Client, make_user: MakeUser) -> None:
+async def test_logout_with_both_cookies_ends_both_sessions(
+    client: Client, renewal: Renewal, make_user: MakeUser
+) -> None:
     """The refresh cookie may name a later session than the access cookie (signed in again here)."""
     user = make_user()
     first_access, _ = await form_login(client, user)
