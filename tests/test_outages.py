@@ -68,7 +68,7 @@ def test_redis_down_fails_closed_and_a_restarted_empty_redis_costs_no_login(
     # A refresh during the outage is refused before it spends the refresh token (used below).
     assert post_json(svc.base + "/refresh", {"refresh_token": kept["refresh_token"]}).status == 503
     # Reported once per interval, not once per request.
-    assert 1 <= log_lines(svc, "redis unavailable") <= 2
+    assert log_lines(svc, "redis unavailable") in (1, 2)
 
     own_redis.start()  # it kept nothing: every access token is gone with it
     wait_until(lambda: auth_status(svc, kept["access_token"]) == 401, 10, "/auth to answer again")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import jwt
@@ -64,30 +64,26 @@ async def back_at_once(client: Client, refresh: str, rd: str = RD) -> Any:
 Renewal = Any  # async (client, refresh) -> response
 
 
+def backdate(database: Database, refresh: str, column: Literal["created_at", "revoked_at"], seconds: int) -> None:
+    """Move the time ``refresh`` was issued (``created_at``) or rotated (``revoked_at``) into the past."""
+    def update(conn: users.Connection) -> None:
+        with conn.cursor() as cur:
+            cur.execute(f"UPDATE refresh_tokens SET {column} = {column} - make_interval(secs => %s)"  # noqa: S608
+                        " WHERE token_hash = %s", (seconds, hashlib.sha256(refresh.encode()).digest()))
+    database.call(update)
+
+
 @pytest.fixture
 def renewal(database: Database) -> Renewal:
-    """The login page for a browser back after its access cookie expired (its tokens backdated)."""
+    """The login page for a browser back after its access cookie expired (its token backdated)."""
     async def renew(client: Client, refresh: str, rd: str = RD) -> Any:
-        def backdate(conn: users.Connection) -> None:
-            with conn.cursor() as cur:
-                cur.execute("UPDATE refresh_tokens SET created_at = created_at - interval '1 minute'"
-                            " WHERE token_hash = %s", (hashlib.sha256(refresh.encode()).digest(),))
-        database.call(backdate)
+        backdate(database, refresh, "created_at", 60)
         return await back_at_once(client, refresh, rd)
     return renew
 
 
 def sid(token: str) -> str:
     return str(jwt.decode(token, options={"verify_signature": False})["sid"])
-
-
-def age_rotation(database: Database, refresh: str, seconds: int) -> None:
-    """Pretend ``refresh`` was rotated ``seconds`` ago."""
-    def update(conn: users.Connection) -> None:
-        with conn.cursor() as cur:
-            cur.execute("UPDATE refresh_tokens SET revoked_at = now() - make_interval(secs => %s)"
-                        " WHERE token_hash = %s", (seconds, hashlib.sha256(refresh.encode()).digest()))
-    database.call(update)
 
 
 async def test_an_expired_access_cookie_is_renewed_without_the_form(
@@ -115,7 +111,7 @@ async def test_a_refresh_cookie_presented_again_later_ends_the_session(
     user = make_user()
     _, refresh = await form_login(client, user)
     renewed = set_cookies(await renewal(client, refresh))
-    age_rotation(database, refresh, BROWSER_REFRESH_GRACE + 5)
+    backdate(database, refresh, "revoked_at", BROWSER_REFRESH_GRACE + 5)
     replayed = await renewal(client, refresh)  # a copy of the old cookie, used elsewhere
     assert replayed.status == 200 and "forwardauth" not in set_cookies(replayed)
     assert "<form" in await replayed.text()
