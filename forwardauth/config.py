@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .constants import REFRESH_COOKIE_SUFFIX
+
 PREFIX = "FORWARDAUTH_"
 ALGORITHMS = ("RS256", "ES256", "EdDSA", "HS256")
 MIN_HMAC_SECRET_BYTES = 32
@@ -181,6 +183,11 @@ class Settings:
     def embedded(self) -> bool:
         """True when forwardauth must start its own PostgreSQL and Redis."""
         return self.database_url is None or self.redis_url is None
+
+    @property
+    def refresh_cookie_name(self) -> str:
+        """The browser's refresh cookie: the access cookie's name with a suffix."""
+        return self.cookie_name + REFRESH_COOKIE_SUFFIX
 
     @property
     def key_directory(self) -> Path:

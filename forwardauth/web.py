@@ -33,7 +33,6 @@ from .constants import (
     HEADER_SUBJECT,
     HEADER_USER,
     MAX_TOKEN_LENGTH,
-    REFRESH_COOKIE_SUFFIX,
     RENEWAL_LOOP_SECONDS,
     RedisKeys,
 )
@@ -375,14 +374,14 @@ def set_refresh_cookie(response: web.StreamResponse, request: web.Request, setti
     access cookie, never receive the long-lived token; /logout does, to end its session.
     """
     folder = path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/"
-    put_cookie(response, settings, settings.cookie_name + REFRESH_COOKIE_SUFFIX, token, settings.refresh_ttl,
+    put_cookie(response, settings, settings.refresh_cookie_name, token, settings.refresh_ttl,
                path=folder)
 
 
 def refresh_cookie(request: web.Request, settings: Settings) -> str | None:
     """The browser's refresh token, if it sent exactly one."""
     try:
-        return cookie_value(request.headers.getall(hdrs.COOKIE, ()), settings.cookie_name + REFRESH_COOKIE_SUFFIX)
+        return cookie_value(request.headers.getall(hdrs.COOKIE, ()), settings.refresh_cookie_name)
     except AmbiguousToken:
         return None
 
