@@ -2,41 +2,68 @@
 
 Each proxy describes the request it is asking about in its own way:
 
-- nginx ``auth_request``: ``X-Original-URL`` / ``X-Original-URI`` / ``X-Original-Method`` (set by
-  our snippet), client in ``X-Forwarded-For`` / ``X-Real-IP``;
+- nginx ``auth_request``: ``X-Original-URL`` (``$scheme://$http_host$request_uri``, what the
+  browser asked for), ``X-Original-Host`` (``$host``, the virtual host nginx routed on),
+  ``X-Original-URI`` / ``X-Original-Method``; client in ``X-Forwarded-For``;
 - Traefik ``forwardAuth`` and Caddy ``forward_auth``: ``X-Forwarded-Method/-Proto/-Host/-Uri/-For``;
-- Envoy ``ext_authz`` (HTTP service): the request line itself, under our path prefix.
+- Envoy ``ext_authz`` (HTTP service): the request line itself, under our path prefix, and ``Host``.
 
-These headers are believed only from a trusted proxy address; from anyone else they are ignored,
-because a spoofed ``X-Forwarded-Uri`` must never change what is being authorised.
+Nothing is guessed: a value that does not parse, a header the protocol needs that is missing, or
+two values that disagree (``X-Original-Host`` and ``X-Original-URL``'s host, after an absolute-form
+request line) are refused with a 400, never replaced by another header, ``localhost`` or our own
+address. The headers are believed only from a trusted proxy; from anyone else they are refused
+too (``UntrustedSender``), loudly, because a wrong ``FORWARDAUTH_TRUSTED_PROXIES`` would otherwise
+silently judge ``/auth`` itself instead of the request, and every path rule would be off.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlsplit
+
+from . import hosts
+from .refusals import Refused
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_METHOD = re.compile(r"^[A-Z]{1,16}$")
-_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]{1,253})(:\d{1,5})?$")
-_URI_CHARS = re.compile(r"^/[\x21-\x7e]*$")
+_METHOD = re.compile(r"[A-Z][A-Z_-]{0,31}")  # as sent: "get" is not GET to every backend
+_URI_CHARS = re.compile(r"/[\x21-\x7e]*")
+_ABSOLUTE_URL = re.compile(r"(?i)(https?)://([^/?#]*)(/.*)")
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 MAX_URI = 8192
+TRUSTED_VARIABLE = "FORWARDAUTH_TRUSTED_PROXIES"
+
+# Headers that describe the request being authorised (or how we are reached): believed from a
+# trusted proxy only, refused from anyone else.
+DESCRIBING = ("X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Original-Host", "X-Forwarded-Uri",
+              "X-Forwarded-Method", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix")
 
 
-class AmbiguousRequest(ValueError):
-    """The subrequest describes the original request in two protocols' terms at once.
+class BadDescription(Refused):
+    """The proxy's description of the request is missing a value it needs, or one does not parse."""
 
-    A proxy sets one family (nginx: X-Original-*, Traefik/Caddy: X-Forwarded-Uri/-Method); the
-    other came from the client, and guessing which is which would let it choose what is
-    authorised. Refused, never guessed.
-    """
+    reason = "malformed description"
+
+
+class AmbiguousRequest(BadDescription):
+    """The subrequest describes the original request two ways: in two protocols' terms at once
+    (nginx: X-Original-*, Traefik/Caddy: X-Forwarded-Uri/-Method; the other came from the
+    client), or with two values that disagree. Refused, never guessed."""
+
+    reason = "ambiguous description"
+
+
+class UntrustedSender(Refused):
+    """Describing headers (or the Envoy route) from an address not in FORWARDAUTH_TRUSTED_PROXIES:
+    a proxy left out of it would have every path rule silently ignored, so it is an error."""
+
+    reason = "describing headers from an untrusted address"
+    level = logging.ERROR
 
 
 class Source(Enum):
@@ -45,7 +72,7 @@ class Source(Enum):
     NGINX = "nginx"  # cannot pass a 302 on: answer 401 with Location for error_page
     FORWARDED = "forwarded"  # Traefik, Caddy: our response goes back as is, 302 works
     ENVOY = "envoy"  # ext_authz: only 200 passes; 401 with Location
-    DIRECT = "direct"  # no proxy headers (or an untrusted sender)
+    DIRECT = "direct"  # no describing headers: the /auth request itself is judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +80,8 @@ class OriginalRequest:
     source: Source
     method: str
     scheme: str
-    host: str  # as the client sent it, port included
-    uri: str  # path and query
+    host: str  # as the client sent it (lower case), port included
+    uri: str  # path and query, as sent
     client_ip: str | None
 
     @property
@@ -96,80 +123,144 @@ def client_address(forwarded_for: str | None, remote: str | None, trusted: tuple
     return hops[0] if hops else remote
 
 
-def _method(value: str | None) -> str | None:
-    return value.upper() if value and _METHOD.match(value.upper()) else None
+def refuse_untrusted(headers: Mapping[str, str], remote: str | None, trusted: tuple[Network, ...],
+                     envoy: bool = False) -> None:
+    """Raise ``UntrustedSender`` when a sender outside ``trusted`` describes a request (or calls
+    the Envoy route, which is a description by itself)."""
+    if is_trusted(remote, trusted):
+        return
+    sender = remote or "an unknown address"
+    if envoy:
+        raise UntrustedSender(f"the Envoy route is for a trusted proxy, and {sender} is not in {TRUSTED_VARIABLE}: "
+                              "add the proxy's address to it")
+    sent = [name for name in DESCRIBING if headers.get(name)]
+    if sent:
+        raise UntrustedSender(f"{', '.join(sent)} sent by {sender}, which is not in {TRUSTED_VARIABLE}: add the "
+                              "proxy's address to it (describing headers from anyone else are refused, not ignored)")
 
 
-def _scheme(value: str | None) -> str | None:
-    return value.lower() if value and value.lower() in ("http", "https") else None
+def _method(value: str | None, what: str) -> str:
+    if not value:
+        raise BadDescription(f"{what} is missing")
+    if not _METHOD.fullmatch(value):
+        raise BadDescription(f"{what} is not an upper-case method name")
+    return value
 
 
-def _host(value: str | None) -> str | None:
-    return value.lower() if value and _HOST.match(value) else None
+_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}  # Traefik says ws(s) for WebSockets
 
 
-def _uri(value: str | None) -> str | None:
-    return value if value and len(value) <= MAX_URI and _URI_CHARS.match(value) else None
+def _scheme(value: str | None, what: str = "X-Forwarded-Proto") -> str:
+    """The scheme, ``http`` when the proxy does not say; a value that is not http(s) (or ws(s),
+    the same origin) is refused."""
+    if not value:
+        return "http"
+    scheme = _SCHEMES.get(value.lower())
+    if scheme is None:
+        raise BadDescription(f"{what} is neither http nor https")
+    return scheme
+
+
+def host_value(value: str | None, what: str) -> str:
+    if not value:
+        raise BadDescription(f"{what} is missing: the host cannot be known")
+    host = hosts.parse(value)
+    if host is None:
+        raise BadDescription(f"{what} is not a valid host[:port] ({value[:100]!r})")
+    return host
+
+
+def uri_value(value: str | None, what: str) -> str:
+    if not value:
+        raise BadDescription(f"{what} is missing")
+    if len(value) > MAX_URI or not _URI_CHARS.fullmatch(value):
+        raise BadDescription(f"{what} is not a path (from /, printable ASCII, at most {MAX_URI} characters)")
+    return value
 
 
 def original_request(
     method: str,
-    path_qs: str,
+    target: str,
     headers: Mapping[str, str],
     remote: str | None,
     trusted: tuple[Network, ...],
     envoy_prefix: str | None = None,
 ) -> OriginalRequest:
-    """What the proxy is asking about; ``envoy_prefix`` is set on the ext_authz route."""
-    host_header = _host(headers.get("Host")) or "localhost"
+    """What the proxy is asking about. ``target`` is our own request's target as sent (path and
+    query); ``envoy_prefix`` is set on the ext_authz route. Raises a ``Refused`` for anything it
+    cannot describe exactly (see the module's docstring)."""
+    refuse_untrusted(headers, remote, trusted, envoy_prefix is not None)
     if not is_trusted(remote, trusted):
-        return OriginalRequest(Source.DIRECT, method.upper(), "http", host_header, path_qs, remote)
+        return OriginalRequest(Source.DIRECT, _method(method, "the method"), "http",
+                               host_value(headers.get("Host"), "Host"), uri_value(target, "the request target"), remote)
     client = client_address(headers.get("X-Forwarded-For") or headers.get("X-Real-IP"), remote, trusted)
-    scheme = _scheme(headers.get("X-Forwarded-Proto")) or "http"
     if envoy_prefix is not None:
-        tail = path_qs[len(envoy_prefix):] if path_qs.startswith(envoy_prefix) else path_qs
-        return OriginalRequest(Source.ENVOY, method.upper(), scheme, host_header, _uri(tail) or "/", client)
-    original_url = headers.get("X-Original-URL")
-    nginx_style = bool(original_url or headers.get("X-Original-URI") or headers.get("X-Original-Method"))
+        if not target.startswith(envoy_prefix):
+            raise BadDescription(f"the Envoy request does not start with {envoy_prefix} as sent")
+        return OriginalRequest(Source.ENVOY, _method(method, "the method"), _scheme(headers.get("X-Forwarded-Proto")),
+                               host_value(headers.get("Host"), "Host"),
+                               uri_value(target[len(envoy_prefix):], f"the path after {envoy_prefix}"), client)
+    url, uri = headers.get("X-Original-URL"), headers.get("X-Original-URI")
+    routed, original_method = headers.get("X-Original-Host"), headers.get("X-Original-Method")
+    nginx_style = bool(url or uri or original_method or routed)
     forwarded_style = bool(headers.get("X-Forwarded-Uri") or headers.get("X-Forwarded-Method"))
     if nginx_style and forwarded_style:
         raise AmbiguousRequest("both X-Original-* and X-Forwarded-Uri/-Method: the proxy must strip the client's")
     if nginx_style:
-        parts = urlsplit(original_url) if original_url else None
-        uri: str | None = headers.get("X-Original-URI")
-        if uri is None and parts is not None:
-            uri = parts.path + (f"?{parts.query}" if parts.query else "")
-        return OriginalRequest(
-            Source.NGINX,
-            _method(headers.get("X-Original-Method")) or "GET",
-            _scheme(parts.scheme if parts else None) or scheme,
-            _host(parts.netloc if parts else None) or _host(headers.get("X-Forwarded-Host")) or host_header,
-            _uri(uri) or "/",
-            client,
-        )
+        return _nginx(url, uri, routed, original_method, headers, client)
     if forwarded_style:
         return OriginalRequest(
             Source.FORWARDED,
-            _method(headers.get("X-Forwarded-Method")) or "GET",
-            scheme,
-            _host(headers.get("X-Forwarded-Host")) or host_header,
-            _uri(headers.get("X-Forwarded-Uri")) or "/",
+            _method(headers.get("X-Forwarded-Method"), "X-Forwarded-Method"),
+            _scheme(headers.get("X-Forwarded-Proto")),
+            host_value(headers.get("X-Forwarded-Host"), "X-Forwarded-Host"),
+            uri_value(headers.get("X-Forwarded-Uri"), "X-Forwarded-Uri"),
             client,
         )
-    return OriginalRequest(Source.DIRECT, method.upper(), scheme, host_header, path_qs, client)
+    return OriginalRequest(Source.DIRECT, _method(method, "the method"), _scheme(headers.get("X-Forwarded-Proto")),
+                           host_value(headers.get("Host"), "Host"), uri_value(target, "the request target"), client)
+
+
+def _nginx(url: str | None, uri: str | None, routed: str | None, method: str | None, headers: Mapping[str, str],
+           client: str | None) -> OriginalRequest:
+    """nginx's description: the host from X-Original-URL, which must name the host nginx routed
+    on (X-Original-Host) when both are given; the path from X-Original-URI, which must be the URL's."""
+    scheme = host = None
+    if url:
+        parts = _ABSOLUTE_URL.fullmatch(url)
+        if parts is None:
+            raise BadDescription("X-Original-URL is not an absolute http(s) URL with a path")
+        scheme, host, tail = parts[1].lower(), host_value(parts[2], "the host of X-Original-URL"), parts[3]
+        if uri and uri != tail:
+            raise AmbiguousRequest("X-Original-URI is not the path of X-Original-URL")
+        uri = tail
+    if routed:
+        routed = host_value(routed, "X-Original-Host")
+        if host is not None and hosts.name_of(routed) != hosts.name_of(host):
+            raise AmbiguousRequest(f"X-Original-Host {routed!r} (the virtual host nginx routed on) is not the host of "
+                                   f"X-Original-URL {host!r}: an absolute-form request line names another host")
+        host = host or routed
+    if host is None:
+        raise BadDescription("X-Original-URL (or X-Original-Host) is missing: the host cannot be known")
+    return OriginalRequest(Source.NGINX, _method(method, "X-Original-Method"),
+                           scheme or _scheme(headers.get("X-Forwarded-Proto")), host, uri_value(uri, "X-Original-URI"),
+                           client)
 
 
 def public_origin(scheme: str, headers: Mapping[str, str], remote: str | None,
                   trusted: tuple[Network, ...]) -> str | None:
     """``scheme://host[:port]`` as the client addressed us: through a trusted proxy its
-    ``X-Forwarded-Proto`` / ``X-Forwarded-Host``, else our own scheme and ``Host``.
+    ``X-Forwarded-Proto`` / ``X-Forwarded-Host``, else our own scheme and ``Host``. ``None`` when
+    a value given does not parse: never another value in its place.
     """
     host = headers.get("Host")
     if is_trusted(remote, trusted):
-        scheme = _scheme(headers.get("X-Forwarded-Proto")) or scheme
+        proto = headers.get("X-Forwarded-Proto")
+        if proto:
+            scheme = proto
         host = headers.get("X-Forwarded-Host") or host
-    host = _host(host)
-    if host is None or _scheme(scheme) is None:
+    host = hosts.parse(host)
+    if host is None or scheme.lower() not in ("http", "https"):
         return None
     default_port = ":443" if scheme.lower() == "https" else ":80"
     return f"{scheme.lower()}://{host.removesuffix(default_port)}"

@@ -5,10 +5,13 @@ As in Authelia's authorizer, a ``Subject`` (user, roles, client address) and an 
 default applies when none does. Rules are compiled once (patterns pre-built, hosts split into
 exact names and suffixes), so evaluating them on every ``/auth`` costs little.
 
-Paths are matched after normalisation (percent-decoding until stable, backslashes as slashes,
-duplicate slashes folded, ``.``/``..`` resolved), so ``/admin`` cannot be reached as
-``/public/../admin``, ``/%61dmin`` or ``//admin``: what a rule sees is at least as plain as what
-any backend will see.
+A path is never judged in one reading when backends read it in several (see paths): paths they
+cannot agree on (``..`` segments, encoded slashes, ...) are refused with ``AmbiguousPath``; every
+other path is matched in each of its readings (decoded once and until stable, ``;params``
+stripped, ``//`` folded, case-folded against case-folded rules) and the strictest answer wins:
+deny over restricted over authenticated over bypass, and a subject must satisfy every restricted
+rule that some reading matched. ``Policy.judge`` is that one decision (``/auth`` memoises it per
+raw request; ``forwardauth policy explain`` prints it), ``decide`` applies it to a subject.
 """
 
 from __future__ import annotations
@@ -20,22 +23,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote
+from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
 
 import yaml
 
+from . import hosts, paths
 from .forwarding import Network, address_in
+from .paths import Reading
 from .users import normalise_username
 
-RULE_KEYS = {"host", "path", "path_regex", "methods", "networks", "policy", "roles", "users"}
-MAX_DECODE_ROUNDS = 8
+RULE_KEYS = {"host", "path", "path_regex", "methods", "networks", "policy", "roles", "users", "clients",
+             "client_roles"}
 
 
 class Effect(Enum):
     BYPASS = "bypass"  # public: passes without a token, no identity headers
     AUTHENTICATED = "authenticated"  # any valid token
-    RESTRICTED = "restricted"  # a valid token of one of the listed users or roles
+    RESTRICTED = "restricted"  # a valid token of one of the listed users, roles, clients or client roles
     DENY = "deny"
 
 
@@ -45,9 +50,11 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    user: str
+    user: str  # "" for a client acting for itself
     roles: tuple[str, ...] = ()
     client_ip: str | None = None
+    client: str | None = None  # set for a client's own token (client_credentials): no user
+    client_roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,38 +66,26 @@ class Object:
 
     @classmethod
     def of(cls, scheme: str, host: str, uri: str, method: str) -> Object:
-        return cls(scheme, normalise_host(host), normalise_path(uri), method.upper())
+        """``uri``'s path as sent (its readings are worked out by ``Policy.judge``), the host's name."""
+        return cls(scheme, normalise_host(host), uri.split("?", 1)[0], method.upper())
 
 
 def normalise_host(host: str) -> str:
-    """Lower case, without port or trailing dot (``[::1]:8080`` keeps its brackets)."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0].rstrip(".") if ":" in host else host.rstrip(".")
+    """Lower case, without port or trailing dot (``[::1]:8080`` is ``[::1]``)."""
+    return hosts.name_of(host)
 
 
-def normalise_path(uri: str) -> str:
-    """The path of ``uri`` as plainly as any backend could read it."""
-    path = uri.split("?", 1)[0].split("#", 1)[0]
-    for _ in range(MAX_DECODE_ROUNDS):
-        decoded = unquote(path)
-        if decoded == path:
-            break
-        path = decoded
-    path = path.replace("\\", "/")
-    trailing = path.endswith("/") and len(path) > 1
-    resolved: list[str] = []
-    for segment in path.split("/"):
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        resolved.append(segment)
-    normal = "/" + "/".join(resolved)
-    return normal + "/" if trailing and normal != "/" else normal
+def rule_prefix(prefix: str) -> str:
+    """A rule's ``path`` as it is matched: percent-decoded once, ``//`` folded. A prefix no
+    accepted request can have (``..``, a backslash, ...) is an error, not a rule that never matches."""
+    if not prefix.startswith("/"):
+        raise ValueError(f"path {prefix!r} must start with /")
+    try:
+        paths.readings(prefix)  # refused as a request path would be: then no request could match it
+        decoded = unquote_to_bytes(prefix).decode("utf-8")
+    except (UnicodeDecodeError, paths.AmbiguousPath) as exc:
+        raise ValueError(f"path {prefix!r}: {exc}") from None
+    return re.sub("//+", "/", decoded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,23 +102,36 @@ class Rule:
     networks: tuple[Network, ...] = ()
     users: frozenset[str] = frozenset()
     roles: frozenset[str] = frozenset()
+    clients: frozenset[str] = frozenset()
+    client_roles: frozenset[str] = frozenset()
+    # For case-folded readings: the prefixes case-folded, the patterns ignoring case.
+    folded_prefixes: tuple[str, ...] = ()
+    folded_patterns: tuple[re.Pattern[str], ...] = ()
 
-    def matches(self, obj: Object, client_ip: str | None) -> bool:
+    def matches(self, obj: Object, client_ip: str | None, reading: Reading | None = None) -> bool:
+        """Whether the rule matches ``obj`` with its path read as ``reading`` (default: as sent)."""
         if (self.exact_hosts or self.host_suffixes) and not (
             obj.host in self.exact_hosts or obj.host.endswith(self.host_suffixes)
         ):
             return False
         if self.methods and obj.method not in self.methods:
             return False
-        if (self.path_prefixes or self.path_patterns) and not (
-            any(_under(obj.path, p) for p in self.path_prefixes)
-            or any(p.search(obj.path) for p in self.path_patterns)
-        ):
-            return False
+        if self.path_prefixes or self.path_patterns:
+            path = obj.path if reading is None else reading.path
+            prefixes, patterns = (self.folded_prefixes, self.folded_patterns) if reading is not None \
+                and reading.folded else (self.path_prefixes, self.path_patterns)
+            if not (any(_under(path, p) for p in prefixes) or any(p.search(path) for p in patterns)):
+                return False
         return not self.networks or address_in(client_ip, self.networks)
 
     def allows(self, subject: Subject) -> bool:
-        """For a restricted rule: is this subject one of the named users, or in a named role?"""
+        """For a restricted rule: is this subject one of the named users, or in a named role?
+
+        Users and clients are matched apart: ``users``/``roles`` never admit a client, and
+        ``clients``/``client_roles`` never admit a user, whatever their names.
+        """
+        if subject.client is not None:
+            return subject.client in self.clients or not self.client_roles.isdisjoint(subject.client_roles)
         return subject.user in self.users or not self.roles.isdisjoint(subject.roles)
 
 
@@ -145,35 +153,81 @@ class Policy:
     # candidates, not every rule.
     _by_host: dict[str, tuple[Rule, ...]] = field(init=False, repr=False)
     _anywhere: tuple[Rule, ...] = field(init=False, repr=False)
+    # Rules with upper case in a path or pattern: a lower-case path needs its folded reading too.
+    _cased: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_rule", Rule(number=0, effect=self.default))
         anywhere = tuple(r for r in self.rules if not r.exact_hosts or r.host_suffixes)
-        hosts = {h for r in self.rules for h in r.exact_hosts}
-        by_host = {h: tuple(r for r in self.rules if r in anywhere or h in r.exact_hosts) for h in hosts}
+        names = {h for r in self.rules for h in r.exact_hosts}
+        by_host = {h: tuple(r for r in self.rules if r in anywhere or h in r.exact_hosts) for h in names}
         object.__setattr__(self, "_anywhere", anywhere)
         object.__setattr__(self, "_by_host", by_host)
+        object.__setattr__(self, "_cased", any(
+            paths.fold(text) != text for r in self.rules
+            for text in (*r.path_prefixes, *(p.pattern for p in r.path_patterns))))
 
-    def match(self, obj: Object, client_ip: str | None) -> Rule:
-        """The first rule matching ``obj`` (rule 0 stands for the default)."""
+    def match(self, obj: Object, client_ip: str | None, reading: Reading | None = None) -> Rule:
+        """The first rule matching ``obj`` in one reading of its path (rule 0 stands for the default)."""
         for rule in self._by_host.get(obj.host, self._anywhere):
-            if rule.matches(obj, client_ip):
+            if rule.matches(obj, client_ip, reading):
                 return rule
         return self.default_rule
 
+    def judge(self, obj: Object, client_ip: str | None) -> Verdict:
+        """The decision for ``obj`` before any token is looked at: the strictest over every
+        reading of its path. Raises ``paths.AmbiguousPath`` for a path that is refused."""
+        found = paths.readings(obj.path, self._cased)
+        if len(found) == 1:  # the common case: one reading, one scan
+            rule = self.match(obj, client_ip, found[0])
+            return Verdict(rule.effect, (rule,), found, (rule,))
+        matched = tuple(self.match(obj, client_ip, reading) for reading in found)
+        effect = max((rule.effect for rule in matched), key=STRICTNESS.__getitem__)
+        deciding = tuple({id(rule): rule for rule in matched if rule.effect is effect}.values())
+        return Verdict(effect, deciding, found, matched)
 
-def decide(rule: Rule, subject: Subject | None) -> Effect | None:
+
+# Which answer wins when readings disagree: the strictest.
+STRICTNESS = {Effect.BYPASS: 0, Effect.AUTHENTICATED: 1, Effect.RESTRICTED: 2, Effect.DENY: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the rules say about a request, before the token: ``effect`` is the strictest over the
+    readings; ``rules`` decided it (for RESTRICTED, the subject must satisfy each); ``matched`` is
+    the first matching rule of each of ``readings``."""
+
+    effect: Effect
+    rules: tuple[Rule, ...]
+    readings: tuple[Reading, ...]
+    matched: tuple[Rule, ...]
+
+    def allows(self, subject: Subject) -> bool:
+        return all(rule.allows(subject) for rule in self.rules)
+
+
+class Decides(Protocol):
+    """A Verdict, or one Rule on its own."""
+
+    @property
+    def effect(self) -> Effect: ...
+
+    def allows(self, subject: Subject) -> bool: ...
+
+
+def decide(verdict: Decides, subject: Subject | None) -> Effect | None:
     """What to answer: ``None`` allows; otherwise the effect that refuses.
 
     ``AUTHENTICATED`` as a result means "a valid token is needed" (401); ``DENY`` means 403.
     """
-    if rule.effect is Effect.BYPASS:
+    effect = verdict.effect
+    if effect is Effect.BYPASS:
         return None
-    if rule.effect is Effect.DENY:
+    if effect is Effect.DENY:
         return Effect.DENY
     if subject is None:
         return Effect.AUTHENTICATED
-    if rule.effect is Effect.RESTRICTED and not rule.allows(subject):
+    if effect is Effect.RESTRICTED and not verdict.allows(subject):
         return Effect.DENY
     return None
 
@@ -206,22 +260,22 @@ def compile_rule(number: int, data: Any) -> Rule:
         raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(RULE_KEYS))})")
     users = frozenset(_strings(data["users"], "users")) if "users" in data else frozenset()
     roles = frozenset(_strings(data["roles"], "roles")) if "roles" in data else frozenset()
+    clients = frozenset(_strings(data["clients"], "clients")) if "clients" in data else frozenset()
+    client_roles = frozenset(_strings(data["client_roles"], "client_roles")) if "client_roles" in data \
+        else frozenset()
     if "policy" in data:
-        if users or roles:
-            raise ValueError("give either policy or roles/users, not both")
+        if users or roles or clients or client_roles:
+            raise ValueError("give either policy or roles/users/clients/client_roles, not both")
         effect = _effect(data["policy"], "policy", (Effect.BYPASS, Effect.AUTHENTICATED, Effect.DENY))
-    elif users or roles:
+    elif users or roles or clients or client_roles:
         effect = Effect.RESTRICTED
     else:
-        raise ValueError("a rule needs policy (bypass, authenticated, deny) or roles/users")
-    hosts = [normalise_host(h) for h in _strings(data["host"], "host")] if "host" in data else []
-    for host in hosts:
+        raise ValueError("a rule needs policy (bypass, authenticated, deny) or roles/users/clients/client_roles")
+    host_names = [normalise_host(h) for h in _strings(data["host"], "host")] if "host" in data else []
+    for host in host_names:
         if "*" in host.removeprefix("*.") or not host.removeprefix("*."):
             raise ValueError(f"host {host!r}: use an exact name or *.domain")
-    prefixes = _strings(data["path"], "path") if "path" in data else []
-    for prefix in prefixes:
-        if not prefix.startswith("/"):
-            raise ValueError(f"path {prefix!r} must start with /")
+    prefixes = [rule_prefix(p) for p in _strings(data["path"], "path")] if "path" in data else []
     try:
         patterns = tuple(re.compile(p) for p in _strings(data["path_regex"], "path_regex")) \
             if "path_regex" in data else ()
@@ -236,14 +290,18 @@ def compile_rule(number: int, data: Any) -> Rule:
     return Rule(
         number=number,
         effect=effect,
-        exact_hosts=frozenset(h for h in hosts if not h.startswith("*.")),
-        host_suffixes=tuple(h[1:] for h in hosts if h.startswith("*.")),
-        path_prefixes=tuple(normalise_path(p) for p in prefixes),
+        exact_hosts=frozenset(h for h in host_names if not h.startswith("*.")),
+        host_suffixes=tuple(h[1:] for h in host_names if h.startswith("*.")),
+        path_prefixes=tuple(prefixes),
         path_patterns=patterns,
+        folded_prefixes=tuple(paths.fold(p) for p in prefixes),
+        folded_patterns=tuple(re.compile(p.pattern, re.IGNORECASE) for p in patterns),
         methods=methods,
         networks=networks,
         users=frozenset(normalise_username(u) for u in users),
         roles=roles,
+        clients=clients,
+        client_roles=client_roles,
     )
 
 

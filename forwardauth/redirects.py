@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, unquote, urlsplit
 
+from . import hosts
+
 MAX_RD_LENGTH = 2048
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
 # A host as DNS and browsers agree on it: ASCII names, IPv4, IPv6 (bracketed in the URL). Nothing
@@ -49,13 +51,19 @@ def safe_redirect(rd: str | None, allowed_domains: tuple[str, ...]) -> str | Non
 
 
 def login_location(login_url: str, scheme: str, host: str, original_url: str,
-                   allowed_domains: tuple[str, ...]) -> str:
+                   allowed_domains: tuple[str, ...]) -> str | None:
     """Where to send a browser that is not signed in, with ``rd`` when it may come back.
 
     ``login_url`` may be a path (``/forwardauth/login``): it is then on the host the browser
-    asked for, which is how a login page served on every protected host works.
+    asked for, which is how a login page served on every protected host works. That host must
+    parse (``None`` otherwise: no redirect at all, never one to another host in its place).
     """
-    base = f"{scheme}://{host}{login_url}" if login_url.startswith("/") else login_url
+    if login_url.startswith("/"):
+        if hosts.parse(host) is None or scheme not in ("http", "https"):
+            return None
+        base = f"{scheme}://{host}{login_url}"
+    else:
+        base = login_url
     rd = safe_redirect(original_url, allowed_domains)
     if rd is None:
         return base
