@@ -8,8 +8,10 @@ own ``$variables`` are left alone.
 
 from __future__ import annotations
 
+import grp
 import html
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -96,12 +98,14 @@ class Proxy:
     listen_port: int
     forwardauth_addr: str
     app_addr: str
+    listen_host: str = "127.0.0.1"  # a demo or a test is for this machine only
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
     @property
     def values(self) -> dict[str, str]:
         return {
+            "LISTEN_HOST": self.listen_host,
             "LISTEN_PORT": str(self.listen_port),
             "FORWARDAUTH_ADDR": self.forwardauth_addr,
             "APP_ADDR": self.app_addr,
@@ -139,6 +143,10 @@ class Proxy:
 
     def start(self) -> subprocess.Popen[bytes]:
         self.configure()
+        return self.launch()
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Run the proxy on the files ``configure`` wrote (a test may have edited them since)."""
         log = open(self.workdir / f"{self.kind}.log", "wb")  # noqa: SIM115 (the child holds it)
         with log:
             return subprocess.Popen(  # noqa: S603
@@ -147,16 +155,29 @@ class Proxy:
             )
 
 
+def _unprivileged_user() -> str:
+    """nginx's ``user`` directive for workers started by root: nobody and its own group."""
+    nobody = pwd.getpwnam("nobody")
+    return f"user nobody {grp.getgrgid(nobody.pw_gid).gr_name};\n"
+
+
 def _nginx_main(workdir: Path) -> str:
-    """The top of nginx.conf: everything in ``workdir``, then the example site."""
-    user = "user root;\n" if os.geteuid() == 0 else ""
+    """The top of nginx.conf: everything in ``workdir``, then the example site.
+
+    Started by root (``make run`` as root, CI), the master keeps root for the ports and files
+    and the workers, which parse what clients send, run as nobody. They keep request and
+    response bodies in memory (up to 1 MiB), as ``workdir`` may be private to root.
+    """
+    user = _unprivileged_user() if os.geteuid() == 0 else ""
     temp = "\n".join(f"    {kind}_temp_path {workdir}/{kind}_temp;"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return (
         f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\n"
         f"error_log {workdir}/error.log warn;\n"
         "events { worker_connections 1024; }\n"
-        f"http {{\n    access_log off;\n{temp}\n    include site.conf;\n}}\n"
+        f"http {{\n    access_log off;\n{temp}\n"
+        "    client_body_buffer_size 1m;\n    proxy_max_temp_file_size 0;\n"
+        "    include site.conf;\n}\n"
     )
 
 
@@ -165,7 +186,9 @@ def _nginx_main(workdir: Path) -> str:
 
 def start_upstream(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     """The echo upstream in a process of its own."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    from .safefiles import private_dir  # the data folder too, if this makes it: 0700 whatever the umask
+
+    private_dir(workdir)
     with open(workdir / "upstream.log", "wb") as log:
         return subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "forwardauth.demo", str(port)], stdout=log, stderr=subprocess.STDOUT,
@@ -211,21 +234,33 @@ def wait_for_http(url: str, timeout: float, process: subprocess.Popen[bytes] | N
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def run_stack(port: int, proxy: str, workdir: Path) -> None:
-    """Proxy on ``port`` in front of the echo upstream, forwardauth behind it; until Ctrl-C."""
+def banner(lines: list[str]) -> str:
+    """Lines framed so they stand out among the log lines around them."""
+    rule = "=" * max(len(line) for line in lines)
+    return "\n".join(["", rule, *lines, rule, ""])
+
+
+def run_stack(port: int, proxy: str, workdir: Path, greeting: str = "") -> None:
+    """Proxy on ``port`` in front of the echo upstream, forwardauth behind it; until Ctrl-C.
+
+    Every child runs in a session of its own: the terminal's Ctrl-C reaches this process only,
+    which then stops them in order (a child dying of it first would look like a crash).
+    """
     forwardauth_port, app_port = _free_port(), _free_port()
-    env = {**os.environ, **stack_environment(port), "FORWARDAUTH_HOST": "127.0.0.1",
-           "FORWARDAUTH_PORT": str(forwardauth_port)}
+    env = {"FORWARDAUTH_LOG_FORMAT": "text", **os.environ, **stack_environment(port),
+           "FORWARDAUTH_HOST": "127.0.0.1", "FORWARDAUTH_PORT": str(forwardauth_port)}
     upstream = start_upstream(app_port, workdir)
-    service = subprocess.Popen([sys.executable, "-m", "forwardauth", "serve"], env=env)
+    service = subprocess.Popen([sys.executable, "-m", "forwardauth", "serve"], env=env, start_new_session=True)
     processes = [upstream, service]
     try:
         wait_for_http(f"http://127.0.0.1:{forwardauth_port}/healthz", 60, service)
         front = Proxy(proxy, workdir / proxy, port, f"127.0.0.1:{forwardauth_port}", f"127.0.0.1:{app_port}")
         processes.append(front.start())
         wait_for_http(f"http://127.0.0.1:{port}/forwardauth/healthz", 30, processes[-1])
-        print(f"\nforwardauth demo behind {proxy}: open http://127.0.0.1:{port}/ and sign in as 'demo'.\n"
-              f"(forwardauth itself: http://127.0.0.1:{forwardauth_port}; Ctrl-C stops everything)\n", flush=True)
+        print(banner([f"forwardauth demo behind {proxy}: open http://127.0.0.1:{port}/ and sign in as 'demo'.",
+                      *([greeting] if greeting else []),
+                      f"(forwardauth itself: http://127.0.0.1:{forwardauth_port}; Ctrl-C stops everything)"]),
+              flush=True)
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
@@ -233,6 +268,7 @@ def run_stack(port: int, proxy: str, workdir: Path) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         for process in reversed(processes):
             if process.poll() is None:
                 process.terminate()

@@ -286,3 +286,150 @@ def proxy_stack(service: Callable[..., Service], tmp_path: Path) -> Iterator[Cal
     yield start
     for process in reversed(processes):
         stop_process(process)
+
+
+# --- real backends behind the shipped proxies (tests/test_boundary.py, tests/test_vhosts.py) ---------
+
+# deploy/policy.example.yml's shape on the test hosts: a public area and health checks without a
+# token, admin paths and an admin-only virtual host for role admin, any signed-in user elsewhere.
+BOUNDARY_POLICY = """\
+default: authenticated
+rules:
+  - host: secret.example.test
+    roles: [admin]
+  - path: /public
+    policy: bypass
+  - path: /healthz
+    methods: [GET, HEAD]
+    policy: bypass
+  - path: /admin
+    roles: [admin]
+  - path_regex: "^/api/v[0-9]+/admin(/|$)"
+    roles: [admin]
+"""
+
+
+@pytest.fixture(scope="session")
+def real_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Any]]:
+    """``real_backends("echo" | "php" | "tomcat")``: that backend, started once per run."""
+    from . import backends
+
+    root = tmp_path_factory.mktemp("backends")
+    cache = tmp_path_factory.getbasetemp().parent / "forwardauth-backend-cache"  # kept across runs
+    started: dict[str, backends.Backend] = {}
+
+    def get(kind: str) -> backends.Backend:
+        if kind not in started:
+            reason = backends.missing(kind)
+            if reason is not None:
+                if os.environ.get("CI"):
+                    pytest.fail(reason + " (.ci/run installs it)")
+                pytest.skip(reason)
+            started[kind] = backends.start(kind, free_port(), root / kind, cache)
+        return started[kind]
+
+    yield get
+    for backend in started.values():
+        stop_process(backend.process)
+
+
+@pytest.fixture(scope="session")
+def boundary_service(
+    database_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """One ``forwardauth serve`` with BOUNDARY_POLICY behind every proxy of the boundary tests."""
+    root = tmp_path_factory.mktemp("boundary")
+    policy = root / "policy.yml"
+    policy.write_text(BOUNDARY_POLICY)
+    env = {
+        "FORWARDAUTH_DATABASE_URL": database_url,
+        "FORWARDAUTH_REDIS_URL": REDIS_URL,
+        "FORWARDAUTH_REDIS_PREFIX": redis_prefix,
+        "FORWARDAUTH_DATA_DIR": str(root / "data"),
+        "FORWARDAUTH_ISSUER": "http://auth.example.test/forwardauth",
+        "FORWARDAUTH_LOGIN_URL": "/forwardauth/login",
+        "FORWARDAUTH_ALLOWED_DOMAINS": "example.test",
+        "FORWARDAUTH_COOKIE_DOMAIN": "example.test",
+        "FORWARDAUTH_COOKIE_SECURE": "false",
+        "FORWARDAUTH_LOG_LEVEL": "WARNING",
+        "FORWARDAUTH_LOGIN_MAX_FAILURES": "100000",
+        "FORWARDAUTH_POLICY_FILE": str(policy),
+        **FAST_ARGON2,
+    }
+    svc = Service(env, free_port(), cwd=root)
+    try:
+        svc.wait_ready()
+        yield svc
+    finally:
+        svc.stop()
+
+
+class Caller:
+    """A user of the boundary tests with a live access token (None: no token at all)."""
+
+    def __init__(self, name: str, user: users.User | None, token: str | None) -> None:
+        self.name, self.user, self.token = name, user, token
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user is not None and "admin" in self.user.roles
+
+    def headers(self, **extra: str) -> list[tuple[str, str]]:
+        """``Accept: application/json`` (API client), the bearer token if any, then ``extra``."""
+        found = [("Accept", "application/json")]
+        if self.token:
+            found.append(("Authorization", f"Bearer {self.token}"))
+        return found + list(extra.items())
+
+
+@pytest.fixture(scope="session")
+def boundary_callers(boundary_service: Service, database_url: str) -> dict[str, Caller]:
+    """``none``, ``user`` (role user) and ``admin`` (roles admin, user), logged in once per run."""
+    from . import http
+
+    settings = config.load({"FORWARDAUTH_DATABASE_URL": database_url, "FORWARDAUTH_REDIS_URL": REDIS_URL,
+                            **FAST_ARGON2})
+    db = Database(database_url, 1)
+    try:
+        callers = {"none": Caller("none", None, None)}
+        for name, roles in (("user", ("user",)), ("admin", ("admin", "user"))):
+            username = f"{name}-{secrets.token_hex(4)}"
+            user = db.call(users.create, Passwords.from_settings(settings), username, PASSWORD, roles, None)
+            answer = http.login(boundary_service.base, username, PASSWORD)
+            assert answer.status == 200, answer.text
+            callers[name] = Caller(name, user, str(answer.json()["access_token"]))
+        return callers
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def front(boundary_service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+    """``front(kind, app_addr, edit=None, name="")``: a proxy from deploy/ (nginx, Traefik, Caddy)
+    in front of ``app_addr`` and ``boundary_service``, once per module; returns its base URL.
+
+    ``edit(proxy)`` may rewrite the files ``Proxy.configure`` wrote before the proxy starts
+    (``name`` then tells such variants apart).
+    """
+    root = tmp_path_factory.mktemp("front")
+    started: dict[tuple[str, str, str], str] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def get(kind: str, app_addr: str, edit: Callable[[demo.Proxy], None] | None = None, name: str = "") -> str:
+        key = (kind, app_addr, name)
+        if key not in started:
+            require_program(kind)
+            port = free_port()
+            proxy = demo.Proxy(kind, root / f"{kind}-{port}", port, f"127.0.0.1:{boundary_service.port}", app_addr)
+            proxy.configure()
+            if edit is not None:
+                edit(proxy)
+            processes.append(proxy.launch())
+            url = f"http://127.0.0.1:{port}"
+            demo.wait_for_http(url + "/forwardauth/healthz", 30, processes[-1])
+            started[key] = url
+        return started[key]
+
+    yield get
+    for process in reversed(processes):
+        stop_process(process)
