@@ -11,12 +11,16 @@ from dataclasses import dataclass
 # JWT header `typ` of access tokens (RFC 9068), checked on /auth so no other token kind passes.
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 
-# Response headers /auth sets on 2xx for the proxy to hand upstream.
+# Response headers /auth sets on 2xx for the proxy to hand upstream. A user's token gets the
+# user's name and roles; a client's own token (client_credentials) gets the client's id and roles
+# under names of their own, never X-Auth-User / X-Auth-Roles: a client is never taken for a user.
 HEADER_USER = "X-Auth-User"
 HEADER_ROLES = "X-Auth-Roles"
 HEADER_EMAIL = "X-Auth-Email"
 HEADER_SUBJECT = "X-Auth-Subject"
-IDENTITY_HEADERS = (HEADER_USER, HEADER_ROLES, HEADER_EMAIL, HEADER_SUBJECT)
+HEADER_CLIENT = "X-Auth-Client"
+HEADER_CLIENT_ROLES = "X-Auth-Client-Roles"
+IDENTITY_HEADERS = (HEADER_USER, HEADER_ROLES, HEADER_EMAIL, HEADER_SUBJECT, HEADER_CLIENT, HEADER_CLIENT_ROLES)
 
 # Envoy ext_authz (HTTP service) calls this prefix followed by the original path.
 ENVOY_PREFIX = "/auth/envoy"
@@ -30,6 +34,10 @@ REFRESH_COOKIE_SUFFIX = "_refresh"
 # A browser refresh token replaced this recently is a race between two tabs, not a copy: it is
 # refused without ending the session (the other tab holds the successor).
 BROWSER_REFRESH_GRACE = 30
+# A refresh token rotated this recently, presented again once by the same client (address, and
+# OAuth2 client) while its successor is unused, gets a fresh pair of the same session: the answer
+# to the first was lost (a dropped connection, a store refusing the write after the rotation).
+REFRESH_RETRY_GRACE = 30
 # A browser back on the login page with a refresh cookie younger than this (and than half the
 # access-token lifetime) did not send the access cookie we just set: a redirect loop, not an
 # expired session. It is told so instead of being renewed again and again.
@@ -53,6 +61,14 @@ class RedisKeys:
     def failures(self, subject: str) -> str:
         """Sorted set of recent failed logins of a subject (pair, address or username)."""
         return f"{self.prefix}fail:{subject}"
+
+    def known_clients(self, username: str) -> str:
+        """Sorted set of the addresses and browsers that signed in as ``username`` lately (by time)."""
+        return f"{self.prefix}known:{username}"
+
+    def write_probe(self) -> str:
+        """A key written (and expiring at once) to learn whether Redis accepts writes right now."""
+        return f"{self.prefix}probe"
 
     def revocations_channel(self) -> str:
         """Pub/sub channel announcing every revocation ("sid" or "sid jti") to every worker."""

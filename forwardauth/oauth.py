@@ -8,28 +8,26 @@ Errors are exactly RFC 6749 5.2: ``{"error", "error_description"}``, 400, or 401
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from . import clients, sessions
+from .accounts import end_user_sessions
 from .config import Settings
-from .tokens import Identity, MintedToken, TokenError, new_id
+from .signin import Throttled, client_address, sign_in
+from .tokens import Identity, MintedToken, TokenError
 from .web import (
     MAX_FIELD,
     SERVICES,
     BadInput,
     Services,
-    Throttled,
     bearer_or_cookie,
-    issue_access,
     json_response,
     posted_form,
     refuse_cross_site,
     rotate_refresh,
-    sign_in,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -79,7 +77,7 @@ def client_credentials(request: web.Request, form: dict[str, str]) -> tuple[str 
             raise OAuthError("invalid_request", "use one client authentication method, not two")
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), not ASCII (bytes not UTF-8), not UTF-8 once decoded
             raise OAuthError("invalid_client", "malformed Basic credentials", 401) from None
         client_id, sep, secret = decoded.partition(":")
         if not sep:
@@ -167,13 +165,16 @@ async def password_grant(
         raise OAuthError("invalid_request", "username and password are required")
     scope = granted_scope(form.get("scope"), client.scopes)
     try:
-        session = await sign_in(services, form["username"], form["password"], request.remote, client.id, scope)
+        signed = await sign_in(services, form["username"], form["password"], client_address(request, services.settings),
+                               client.id, scope)
     except Throttled as exc:
         return json_response({"error": "too_many_attempts", "error_description": str(exc)}, status=429,
                              headers={**NO_STORE, "Retry-After": str(exc.retry_after)})
-    if session is None:
+    except sessions.ClientDisabled:  # disabled while this request was under way
+        raise OAuthError("invalid_client", "unknown client, wrong secret or disabled client", 401) from None
+    if signed is None:
         raise OAuthError("invalid_grant", "wrong username or password")
-    return token_response(services, await issue_access(services, session), session.refresh_token)
+    return token_response(services, signed.access, signed.session.refresh_token)
 
 
 async def refresh_grant(
@@ -182,7 +183,8 @@ async def refresh_grant(
     if not form.get("refresh_token"):
         raise OAuthError("invalid_request", "refresh_token is required")
     try:
-        session, minted = await rotate_refresh(services, form["refresh_token"], request.remote, client.id,
+        session, minted = await rotate_refresh(services, form["refresh_token"],
+                                               client_address(request, services.settings), client.id,
                                                narrower(form.get("scope")))
     except sessions.RefreshError:
         raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked") from None
@@ -192,14 +194,23 @@ async def refresh_grant(
 async def client_credentials_grant(
     services: Services, form: dict[str, str], client: clients.Client, settings: Settings
 ) -> web.Response:
-    """A token for the client itself (no user, no refresh token: RFC 6749 4.4.3)."""
+    """A token for the client itself (no user, no refresh token: RFC 6749 4.4.3).
+
+    It speaks for no user (``sub`` is ``client:<id>``, no ``preferred_username``), and its session
+    id groups it with the client's other tokens of the hour, so disabling the client finds it.
+    """
     if client.public:
         raise OAuthError("unauthorized_client", "a public client cannot use client_credentials")
     scope = granted_scope(form.get("scope"), client.scopes)
-    identity = Identity(subject=f"client:{client.id}", username=client.id, roles=client.roles)
-    sid = new_id()
-    minted = services.tokens.mint(identity, sid, scope=scope, client_id=client.id)
+    sid = clients.own_session(client.id)
+    minted = services.tokens.mint(Identity.of_client(client.id, client.roles), sid, scope=scope, client_id=client.id)
     await services.revocations.register(sid, minted.claims.jti, settings.access_ttl)
+    # A disable that committed since the client was read has revoked its sessions in Redis, maybe
+    # before this token was registered: look again, now that it is, and take it back if so.
+    current = await services.db.run(clients.find, client.id)
+    if current is None or current.disabled:
+        await services.revocations.revoke(sid, minted.claims.jti)
+        raise OAuthError("invalid_client", "unknown client, wrong secret or disabled client", 401)
     return token_response(services, minted, None)
 
 
@@ -230,18 +241,27 @@ async def revoke(request: web.Request) -> web.Response:
         if claims.client_id == client.id:
             await services.revocations.revoke(claims.sid, claims.jti)
     else:
-        sid = await services.db.run(sessions.revoke_by_token, token_value, client.id, request.remote)
-        if sid is not None:  # its access tokens go with it
-            await services.revocations.revoke_session(sid)
+        sid = await services.db.run(sessions.revoke_by_token, token_value, client.id,
+                                    client_address(request, services.settings))
+        if sid is not None:  # its access tokens go with it (when Redis takes writes again, if it refuses now)
+            await services.revocations.revoke_or_queue([sid])
     return web.Response(status=200, headers=NO_STORE)
 
 
 async def introspect(request: web.Request) -> web.Response:
-    """RFC 7662, for confidential clients: ``{"active": false}`` unless the token is live."""
+    """RFC 7662, for confidential clients: ``{"active": false}`` unless the token is live and the
+    caller may know about it.
+
+    A client may introspect only tokens issued to itself (RFC 7662 2.1 lets the server decide):
+    another client's token, live or not, is ``{"active": false}``, so a stolen refresh token cannot
+    be tested here without spending it (and setting off reuse detection). A client marked as a
+    resource server may introspect access tokens issued to anyone, but refresh tokens, which no
+    resource server ever receives, still only its own.
+    """
     services = request.app[SERVICES]
     settings = services.settings
     try:
-        _, token_value = await token_request(services, request, confidential=True)
+        caller, token_value = await token_request(services, request, confidential=True)
     except OAuthError as exc:
         return error_response(exc)
     inactive = json_response({"active": False}, headers=NO_STORE)
@@ -250,19 +270,23 @@ async def introspect(request: web.Request) -> web.Response:
     except TokenError:
         claims = None
     if claims is not None:
+        if claims.client_id != caller.id and not caller.resource_server:
+            return inactive
         if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
             return inactive
         identity = claims.identity
         body: dict[str, Any] = {
-            "active": True, "token_type": "Bearer", "sub": identity.subject, "username": identity.username,
-            "roles": list(identity.roles), "exp": claims.expires_at, "iat": claims.issued_at,
-            "nbf": claims.issued_at, "iss": settings.issuer, "aud": settings.audience, "jti": claims.jti,
+            "active": True, "token_type": "Bearer", "sub": identity.subject, "roles": list(identity.roles),
+            "exp": claims.expires_at, "iat": claims.issued_at, "nbf": claims.issued_at, "iss": settings.issuer,
+            "aud": settings.audience, "jti": claims.jti,
         }
-        optional = {"scope": claims.scope, "client_id": claims.client_id, "email": identity.email}
+        # A client's own token has no username: its id is client_id only (never taken for a user's name).
+        optional = {"username": identity.username, "scope": claims.scope, "client_id": claims.client_id,
+                    "email": identity.email}
         body.update({k: v for k, v in optional.items() if v})
         return json_response(body, headers=NO_STORE)
     info = await services.db.run(sessions.describe, token_value)
-    if info is None:
+    if info is None or info.client_id != caller.id:
         return inactive
     body = {
         "active": True, "token_type": "refresh_token", "sub": info.user.id, "username": info.user.username,
@@ -284,16 +308,15 @@ async def logout_everywhere(request: web.Request) -> web.Response:
     if claims is None or not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
         return json_response({"error": "invalid_token", "error_description": "a live access token is required"},
                              status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    count = await end_all_sessions(services, claims.identity.subject, request.remote)
+    if claims.identity.client is not None:  # a client's own token: there is no user to log out
+        return json_response({"error": "invalid_request",
+                              "error_description": "a client's own token has no user sessions to end"},
+                             status=400, headers=NO_STORE)
+    count, revoked = await end_user_sessions(services, claims.identity.subject,
+                                             client_address(request, services.settings))
+    if not revoked:  # PostgreSQL ended them; Redis will, once it takes writes again
+        return json_response({"sessions_revoked": count, "revocation_pending": True}, status=202, headers=NO_STORE)
     return json_response({"sessions_revoked": count}, headers=NO_STORE)
-
-
-async def end_all_sessions(services: Services, user_id: str, client_ip: str | None) -> int:
-    settings = services.settings
-    recent = settings.access_ttl + settings.leeway + 60
-    sids = await services.db.run(sessions.revoke_user, user_id, recent, client_ip)
-    await services.revocations.revoke_sessions(sids)
-    return len(sids)
 
 
 def metadata(settings: Settings) -> dict[str, Any]:

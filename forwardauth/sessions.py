@@ -4,6 +4,12 @@ A refresh token is 256 random bits handed to the client once; only its SHA-256 i
 use rotates it: the old row is marked replaced and a new one joins the same family (the login
 session, ``sid`` in access tokens). Presenting a token that was already replaced means it was
 copied, so the whole family is revoked (RFC 6819 5.2.2.3, OAuth 2.0 Security BCP 4.14).
+
+Lock order, so that a revocation and a session being opened or rotated never cross: the client's
+row (shared), then the user's (shared), then the token's (for update). A password change, a
+disable or "log out everywhere" locks the user's (or client's) row for update before revoking, so
+it either waits for a rotation in flight and then revokes the token that rotation wrote, or
+commits first and the rotation finds its token revoked.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 
 import psycopg2.extensions
 
+from . import clients
 from .audit import record
 from .constants import REFRESH_TOKEN_BYTES
 from .tokens import new_id
@@ -23,6 +30,12 @@ from .users import User, get
 
 Connection = psycopg2.extensions.connection
 MAX_REFRESH_TOKEN = 256
+# revoke_reason of a rotated token, of one rotated again for a retry, and of a successor it superseded
+ROTATED, RETRIED, SUPERSEDED = "rotated", "retried", "superseded"
+
+
+class ClientDisabled(Exception):
+    """The OAuth2 client was disabled while its session was being opened: no session."""
 
 
 class RefreshError(Exception):
@@ -68,7 +81,10 @@ def _insert(
 def start(
     conn: Connection, user: User, ttl: int, client_id: str | None = None, scope: str | None = None
 ) -> Session:
-    """A new login session with its first refresh token."""
+    """A new login session with its first refresh token (the caller has checked the password,
+    with the user's row locked: ``users.authenticate``)."""
+    if client_id is not None and not clients.lock_enabled(conn, client_id):
+        raise ClientDisabled(client_id)
     sid = new_id()
     _, token = _insert(conn, user.id, sid, ttl, client_id, scope)
     return Session(user=user, sid=sid, refresh_token=token, client_id=client_id, scope=scope)
@@ -77,6 +93,7 @@ def start(
 def rotate(
     conn: Connection, token: str, ttl: int, client_ip: str | None, client_id: str | None = None,
     narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0, min_age: int = 0,
+    retry: int = 0,
 ) -> Session:
     """Exchange a refresh token for its successor in the same session.
 
@@ -84,48 +101,89 @@ def rotate(
     ``narrow_scope`` may reduce the session's scope (RFC 6749 6); it raises to refuse.
     A token replaced less than ``grace`` seconds ago is refused without revoking the session, and
     so is a live token issued less than ``min_age`` seconds ago (``too_soon``: it stays valid).
+    A token rotated less than ``retry`` seconds ago, by this ``client_ip``, whose successor is unused,
+    may be presented once more: the answer to its rotation was lost, so that successor (which nobody
+    received) is superseded and a new one issued. A superseded token presented later did reach
+    someone, so the retry was a copy's: that is reuse, and revokes the session.
     """
     if not token or len(token) > MAX_REFRESH_TOKEN:
         raise RefreshError("malformed refresh token")
+    # Locks in the module's order: client, user, then the token itself.
+    if client_id is not None and not clients.lock_enabled(conn, client_id):
+        raise RefreshError("client unknown or disabled")
+    with conn.cursor() as cur:
+        cur.execute("SELECT user_id::text FROM refresh_tokens WHERE token_hash = %s", (_digest(token),))
+        owner_row = cur.fetchone()
+    if owner_row is None:
+        raise RefreshError("unknown refresh token")
+    user = get(conn, owner_row[0], lock=True)
     with conn.cursor() as cur:
         cur.execute(
             "SELECT id, user_id::text, family_id, expires_at <= now(), revoked_at IS NOT NULL,"
-            " replaced_by IS NOT NULL, client_id, scope, revoked_at > now() - make_interval(secs => %s),"
-            " created_at > now() - make_interval(secs => %s)"
+            " replaced_by, client_id, scope, revoked_at > now() - make_interval(secs => %s),"
+            " created_at > now() - make_interval(secs => %s), revoke_reason,"
+            " revoked_at > now() - make_interval(secs => %s) AND rotated_by IS NOT DISTINCT FROM %s"
             " FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
-            (grace, min_age, _digest(token)),
+            (grace, min_age, retry, client_ip, _digest(token)),
         )
         row = cur.fetchone()
     if row is None:
         raise RefreshError("unknown refresh token")
-    row_id, user_id, sid, expired, revoked, replaced, owner, scope, just_revoked, young = row
+    row_id, user_id, sid, expired, revoked, successor, owner, scope, just_revoked, young, reason, same_client = row
     if owner != client_id:
         raise RefreshError("refresh token was issued to another client")
-    if replaced and just_revoked:
+    # A rotated token back, or a superseded one (its successor went to a retry: it reached someone).
+    replaced = successor is not None or reason == SUPERSEDED
+    retrying = bool(replaced and reason == ROTATED and same_client and _supersede(conn, successor))
+    if replaced and not retrying and just_revoked:
         raise RefreshError("refresh token was rotated a moment ago")
-    if replaced:
+    if replaced and not retrying:
         revoke_family(conn, sid, "reuse")
         record(conn, "refresh_reuse", user_id, None, client_ip, {"sid": sid})
         conn.commit()  # the revocation must stand although we raise (which rolls back)
         raise RefreshError("refresh token reused; session revoked", reused_family=sid)
-    if revoked or expired:
+    if (revoked and not retrying) or expired:
         raise RefreshError("refresh token revoked or expired")
     if young:
         raise RefreshError("refresh token issued a moment ago", too_soon=True)
-    user = get(conn, user_id)
     if user is None or user.disabled:
         raise RefreshError("user unknown or disabled")
     if narrow_scope is not None:
         scope = narrow_scope(scope)
     new_row, new_token = _insert(conn, user_id, sid, ttl, client_id, scope)
     with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = 'rotated', replaced_by = %s"
-            " WHERE id = %s",
-            (new_row, row_id),
-        )
-    record(conn, "refresh", user_id, user.username, client_ip, {"sid": sid})
+        if retrying:  # keeps its rotation time: the retry window does not start again
+            cur.execute("UPDATE refresh_tokens SET revoke_reason = %s, replaced_by = %s WHERE id = %s",
+                        (RETRIED, new_row, row_id))
+        else:
+            cur.execute(
+                "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = %s, replaced_by = %s, rotated_by = %s"
+                " WHERE id = %s",
+                (ROTATED, new_row, client_ip, row_id),
+            )
+    record(conn, "refresh", user_id, user.username, client_ip, {"sid": sid, **({"retry": True} if retrying else {})})
     return Session(user=user, sid=sid, refresh_token=new_token, client_id=client_id, scope=scope)
+
+
+def _supersede(conn: Connection, successor: int) -> bool:
+    """Revoke a rotation's successor for a retry, if nobody has used it (nor it ran out)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = %s"
+            " WHERE id = %s AND revoked_at IS NULL AND expires_at > now()",
+            (SUPERSEDED, successor),
+        )
+        return cur.rowcount == 1
+
+
+def discard(conn: Connection, sid: str, client_ip: str | None) -> None:
+    """Take back a session just opened whose tokens never reached the client (Redis refused the
+    access token): its refresh token is deleted, and the audit says why."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM refresh_tokens WHERE family_id = %s RETURNING user_id::text", (sid,))
+        rows = cur.fetchall()
+    if rows:
+        record(conn, "revoke", rows[0][0], None, client_ip, {"sid": sid, "reason": "not_delivered"})
 
 
 def revoke_family(conn: Connection, sid: str, reason: str) -> int:
@@ -202,23 +260,33 @@ def describe(conn: Connection, token: str) -> RefreshInfo | None:
     return RefreshInfo(user=user, sid=row[1], client_id=row[2], scope=row[3], expires_at=row[4], issued_at=row[5])
 
 
-def revoke_user(conn: Connection, user_id: str, recent_seconds: int, client_ip: str | None) -> list[str]:
-    """End every session of a user ("log out everywhere").
+def revoke_user(
+    conn: Connection, user_id: str, recent_seconds: int, client_ip: str | None, reason: str = "logout_all",
+    except_sid: str | None = None,
+) -> list[str]:
+    """End every session of a user ("log out everywhere", a password change, a disable).
 
-    Revokes all their refresh tokens and returns the sessions that may still hold a live access
-    token (those that minted one within ``recent_seconds``), for the caller to revoke in Redis.
+    Revokes all their refresh tokens, but those of session ``except_sid`` (the one a user changing
+    their own password keeps), and returns the sessions that may still hold a live access token
+    (those that minted one within ``recent_seconds``), for the caller to revoke in Redis. The
+    user's row is locked first (see the module's docstring on lock order).
     """
     with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
         cur.execute(
-            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = 'logout_all'"
-            " WHERE user_id = %s AND revoked_at IS NULL",
-            (user_id,),
+            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = %s"
+            " WHERE user_id = %s AND revoked_at IS NULL AND family_id IS DISTINCT FROM %s",
+            (reason, user_id, except_sid),
         )
         cur.execute(
             "SELECT DISTINCT family_id FROM refresh_tokens"
-            " WHERE user_id = %s AND created_at > now() - make_interval(secs => %s)",
-            (user_id, recent_seconds),
+            " WHERE user_id = %s AND created_at > now() - make_interval(secs => %s)"
+            " AND family_id IS DISTINCT FROM %s",
+            (user_id, recent_seconds, except_sid),
         )
         sids = [str(row[0]) for row in cur.fetchall()]
-    record(conn, "revoke", user_id, None, client_ip, {"all_sessions": True, "sessions": len(sids)})
+    detail: dict[str, object] = {"all_sessions": True, "sessions": len(sids), "reason": reason}
+    if except_sid is not None:
+        detail["kept_sid"] = except_sid
+    record(conn, "revoke", user_id, None, client_ip, detail)
     return sids

@@ -24,14 +24,27 @@ class TokenError(Exception):
     """The token is not a valid access token; the message says why (for logs, not clients)."""
 
 
+# ``sub`` of a token a client got for itself (client_credentials). User ids are UUIDs, so no user's
+# ``sub`` can take this form, and a client's id is never put where a username goes.
+CLIENT_SUBJECT_PREFIX = "client:"
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a token speaks for."""
+    """Who a token speaks for: a user, or a client acting for itself (``client`` set).
 
-    subject: str  # stable user id
-    username: str
-    roles: tuple[str, ...] = ()
+    The two never share a field, so a client named ``bob`` is never taken for the user ``bob``.
+    """
+
+    subject: str  # a user's stable id, or ``client:<id>``
+    username: str  # "" for a client
+    roles: tuple[str, ...] = ()  # the user's roles, or the client's
     email: str | None = None
+    client: str | None = None  # the client's id when no user is involved
+
+    @classmethod
+    def of_client(cls, client_id: str, roles: tuple[str, ...]) -> Identity:
+        return cls(subject=CLIENT_SUBJECT_PREFIX + client_id, username="", roles=roles, client=client_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +87,15 @@ class TokenService:
         issued = int(time.time()) if now is None else now
         claims = AccessClaims(identity=identity, jti=new_id(), sid=sid, expires_at=issued + self.ttl,
                               issued_at=issued, scope=scope, client_id=client_id)
+        if identity.client is not None:  # a client's own token: no username, its id in client_id
+            if client_id != identity.client or identity.subject != CLIENT_SUBJECT_PREFIX + identity.client:
+                raise ValueError("a client's own token must be issued to that client")
+        elif not identity.username or identity.subject.startswith(CLIENT_SUBJECT_PREFIX):
+            raise ValueError("a user's token needs a username and a user id")
         payload: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": identity.subject,
-            "preferred_username": identity.username,
             "roles": list(identity.roles),
             "iat": issued,
             "nbf": issued,
@@ -86,6 +103,8 @@ class TokenService:
             "jti": claims.jti,
             "sid": sid,
         }
+        if identity.client is None:
+            payload["preferred_username"] = identity.username
         if identity.email:
             payload["email"] = identity.email
         if scope:
@@ -132,14 +151,18 @@ class TokenService:
 
 
 def _claims(payload: dict[str, Any]) -> AccessClaims:
-    """Typed claims, refusing a token whose claims have the wrong shapes."""
+    """Typed claims, refusing a token whose claims have the wrong shapes.
+
+    A ``sub`` of the form ``client:<id>`` is a client's own token: it must name the same client in
+    ``client_id`` and carries no user (a ``preferred_username`` in it is ignored).
+    """
     roles = payload.get("roles", [])
     email = payload.get("email")
     scope = payload.get("scope")
     client_id = payload.get("client_id")
-    strings = (payload["sub"], payload.get("preferred_username"), payload["jti"], payload["sid"])
+    subject = payload["sub"]
     if (
-        not all(isinstance(v, str) and v for v in strings)
+        not all(isinstance(v, str) and v for v in (subject, payload["jti"], payload["sid"]))
         or not isinstance(roles, list)
         or not all(isinstance(r, str) for r in roles)
         or not all(v is None or isinstance(v, str) for v in (email, scope, client_id))
@@ -147,8 +170,14 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         or not isinstance(payload["iat"], int)
     ):
         raise TokenError("claims of the wrong type")
-    identity = Identity(
-        subject=payload["sub"], username=payload["preferred_username"], roles=tuple(roles), email=email
-    )
+    if subject.startswith(CLIENT_SUBJECT_PREFIX):
+        if not client_id or subject != CLIENT_SUBJECT_PREFIX + client_id or email is not None:
+            raise TokenError("a client's token must name that client in client_id, and no user")
+        identity = Identity.of_client(client_id, tuple(roles))
+    else:
+        username = payload.get("preferred_username")
+        if not isinstance(username, str) or not username:
+            raise TokenError("a user's token needs preferred_username")
+        identity = Identity(subject=subject, username=username, roles=tuple(roles), email=email)
     return AccessClaims(identity=identity, jti=payload["jti"], sid=payload["sid"], expires_at=payload["exp"],
                         issued_at=payload["iat"], scope=scope, client_id=client_id)

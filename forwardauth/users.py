@@ -6,8 +6,10 @@ Usernames are normalised (NFKC, case-folded) on the way in, at creation and at l
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -61,7 +63,7 @@ def check_username(name: str) -> str:
 
 def check_roles(roles: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     for role in roles:
-        if not _ROLE.match(role):
+        if not _ROLE.fullmatch(role):
             raise UserError(f"role {role!r}: use letters, digits and _ . : - (at most 64)")
     return tuple(dict.fromkeys(roles))
 
@@ -91,9 +93,16 @@ def find(conn: Connection, username: str) -> User | None:
         return _row_to_user(cur.fetchone())
 
 
-def get(conn: Connection, user_id: str) -> User | None:
+def get(conn: Connection, user_id: str, lock: bool = False) -> User | None:
+    """The user, by id. With ``lock``, its row is share-locked until the transaction ends.
+
+    Logins and refreshes take that lock before they write a session, and a password change or a
+    disable locks the row for update before it revokes the sessions: one waits for the other, so
+    no session is opened or rotated with the old password or state past the revocation.
+    """
+    query = f"SELECT {_COLUMNS} FROM users WHERE id = %s" + (" FOR SHARE" if lock else "")  # noqa: S608
     with conn.cursor() as cur:
-        cur.execute(f"SELECT {_COLUMNS} FROM users WHERE id = %s", (user_id,))  # noqa: S608
+        cur.execute(query, (user_id,))
         return _row_to_user(cur.fetchone())
 
 
@@ -106,13 +115,13 @@ def create(
     email: str | None = None,
 ) -> User:
     name = check_username(username)
-    password_hash = passwords.hash(check_password(password))
+    password_hash = passwords.hash_new(check_password(password), name, email)  # the policy, then Argon2id
     try:
         with conn.cursor() as cur:
             cur.execute(
                 f"INSERT INTO users (username, password_hash, roles, email) VALUES (%s, %s, %s, %s)"  # noqa: S608
                 f" RETURNING {_COLUMNS}",
-                (name, password_hash, list(check_roles(roles)), email or None),
+                (name, password_hash, list(check_roles(roles)), check_email(email)),
             )
             user = _row_to_user(cur.fetchone())
     except psycopg2.errors.UniqueViolation:
@@ -145,7 +154,7 @@ def set_disabled(conn: Connection, username: str, disabled: bool) -> User:
 
 
 def set_password(conn: Connection, passwords: Passwords, username: str, password: str) -> User:
-    return _update(conn, username, "password_hash", passwords.hash(check_password(password)))
+    return _update(conn, username, "password_hash", passwords.hash_new(check_password(password), username))
 
 
 def authenticate(
@@ -158,6 +167,13 @@ def authenticate(
     """
     user = find(conn, username)
     verdict = passwords.verify(user.password_hash if user else None, password)
+    if user is not None and verdict.ok:
+        # What was verified must still hold under the lock: a password change or a disable that
+        # committed meanwhile makes this a failure, not a session that outlives the change.
+        locked = get(conn, user.id, lock=True)
+        if locked is None or locked.password_hash != user.password_hash:
+            verdict = dataclasses.replace(verdict, ok=False, new_hash=None)
+        user = locked or user
     if user is None or not verdict.ok or user.disabled:
         reason = "unknown user" if user is None else "disabled" if verdict.ok else "wrong password"
         record(conn, "login_failure", user.id if user else None, normalise_username(username)[:MAX_USERNAME],
@@ -170,4 +186,52 @@ def authenticate(
                 (verdict.new_hash, user.id),
             )
     record(conn, "login_success", user.id, user.username, client_ip)
+    return user
+
+
+MAX_EMAIL = 254
+
+
+def check_email(email: str | None) -> str | None:
+    """The address (``None`` for none), or ``UserError``: it is sent to apps as ``X-Auth-Email``."""
+    if not email:
+        return None
+    local, at, domain = email.rpartition("@")
+    bad = any(c.isspace() or unicodedata.category(c).startswith("C") for c in email)
+    if len(email) > MAX_EMAIL or bad or not (at and local and domain):
+        raise UserError(f"e-mail must look like name@example.com (at most {MAX_EMAIL} characters, no spaces)")
+    return email
+
+
+def modify(
+    conn: Connection, username: str, edit_roles: Callable[[tuple[str, ...]], Sequence[str]] | None,
+    email: str | None, set_email: bool,
+) -> tuple[User, User]:
+    """Change a user's roles (``edit_roles(current)``) and/or e-mail in one transaction; (before, after)."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM users WHERE lower(username) = %s FOR UPDATE",  # noqa: S608
+                    (normalise_username(username),))
+        before = _row_to_user(cur.fetchone())
+        if before is None:
+            raise UserError(f"no user {normalise_username(username)!r}")
+        roles = check_roles(tuple(edit_roles(before.roles))) if edit_roles else before.roles
+        new_email = check_email(email) if set_email else before.email
+        cur.execute(f"UPDATE users SET roles = %s, email = %s, updated_at = now() WHERE id = %s"  # noqa: S608
+                    f" RETURNING {_COLUMNS}", (list(roles), new_email, before.id))
+        after = _row_to_user(cur.fetchone())
+    assert after is not None
+    record(conn, "user_change", after.id, after.username, None,
+           {"action": "modify", "roles": list(after.roles), "email_changed": after.email != before.email})
+    return before, after
+
+
+def delete(conn: Connection, username: str) -> User:
+    """Remove a user (its refresh tokens go with it; its audit events stay, user id cleared)."""
+    with conn.cursor() as cur:
+        cur.execute(f"DELETE FROM users WHERE lower(username) = %s RETURNING {_COLUMNS}",  # noqa: S608
+                    (normalise_username(username),))
+        user = _row_to_user(cur.fetchone())
+    if user is None:
+        raise UserError(f"no user {normalise_username(username)!r}")
+    record(conn, "user_change", None, user.username, None, {"action": "delete", "user_id": user.id})
     return user

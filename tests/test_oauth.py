@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from forwardauth import clients, users
+from forwardauth import clients, policy, users
 from forwardauth.connections import Database
 
 from .conftest import PASSWORD, MakeClient
@@ -175,7 +175,8 @@ async def test_refresh_reuse_revokes_the_family(
     refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
     status, second = await token(client, refresh, basic(app.id, secret))
     assert status == 200
-    status, body = await token(client, refresh, basic(app.id, secret))  # replayed: theft
+    thief = {**basic(app.id, secret), "X-Forwarded-For": "203.0.113.66"}  # not the same client retrying
+    status, body = await token(client, refresh, thief)  # replayed: theft
     assert status == 400 and body["error"] == "invalid_grant"
     assert await auth_status(client, second["access_token"]) == 401
     assert await auth_status(client, first["access_token"]) == 401
@@ -193,8 +194,66 @@ async def test_client_credentials(client: Client, make_client: MakeClient) -> No
     assert status == 200 and "refresh_token" not in body and body["scope"] == "metrics"
     response = await client.get("/auth", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert response.status == 200
-    assert response.headers["X-Auth-User"] == app.id and response.headers["X-Auth-Roles"] == "service"
+    # The client's own headers, never a user's: no X-Auth-User, X-Auth-Roles nor X-Auth-Email.
+    assert response.headers["X-Auth-Client"] == app.id and response.headers["X-Auth-Client-Roles"] == "service"
     assert response.headers["X-Auth-Subject"] == f"client:{app.id}"
+    assert not {"X-Auth-User", "X-Auth-Roles", "X-Auth-Email"} & set(response.headers)
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["sub"] == f"client:{app.id}" and claims["client_id"] == app.id
+    assert "preferred_username" not in claims
+
+
+async def auth_as(client: Client, path: str, access_token: str) -> tuple[int, dict[str, str]]:
+    """/auth for ``path`` (described as Envoy does), with the X-Auth-* headers of the answer."""
+    response = await client.get("/auth/envoy" + path, headers={"Authorization": f"Bearer {access_token}"})
+    return response.status, {k: v for k, v in response.headers.items() if k.lower().startswith("x-auth-")}
+
+
+async def test_a_client_named_like_a_user_is_never_that_user(
+    client: Client, make_user: MakeUser, database: Database
+) -> None:
+    """Issue 12.5: a client_credentials client ``bob`` passed as the user ``bob`` (header and rules)."""
+    name = f"bob-{secrets.token_hex(4)}"
+    user = make_user(name=name, roles=("service",), email=None)
+    app, secret = database.call(clients.create, name, ["client_credentials"], [], ["service"], False)
+    assert user.username == app.id == name and secret is not None
+    services_of(client).use_policy(policy.from_data({"default": "deny", "rules": [
+        {"path": "/users", "users": [name]},
+        {"path": "/roles", "roles": ["service"]},
+        {"path": "/clients", "clients": [name]},
+        {"path": "/client-roles", "client_roles": ["service"]},
+        {"path": "/any", "policy": "authenticated"},
+    ]}, "test"))
+    as_user = (await password_grant_login(client, user))["access_token"]
+    status, body = await token(client, {"grant_type": "client_credentials"}, basic(app.id, secret))
+    assert status == 200
+    as_client = body["access_token"]
+
+    user_headers = {"X-Auth-User": name, "X-Auth-Roles": "service", "X-Auth-Subject": user.id}
+    client_headers = {"X-Auth-Client": name, "X-Auth-Client-Roles": "service", "X-Auth-Subject": f"client:{name}"}
+    for path in ("/users", "/roles", "/any"):
+        assert await auth_as(client, path, as_user) == (200, user_headers), path
+    for path in ("/clients", "/client-roles"):
+        assert (await auth_as(client, path, as_user))[0] == 403, path
+    for path in ("/clients", "/client-roles", "/any"):
+        assert await auth_as(client, path, as_client) == (200, client_headers), path
+    for path in ("/users", "/roles"):
+        assert (await auth_as(client, path, as_client))[0] == 403, path
+
+
+async def password_grant_login(client: Client, user: users.User) -> dict[str, Any]:
+    response = await client.post("/login", json={"username": user.username, "password": PASSWORD})
+    assert response.status == 200
+    return await response.json()  # type: ignore[no-any-return]
+
+
+async def test_a_clients_own_token_cannot_log_out_everywhere(client: Client, make_client: MakeClient) -> None:
+    """There is no user behind it: a clear 400, not a 500 (its id is no user id)."""
+    app, secret = make_client(grants=("client_credentials",))
+    body = (await token(client, {"grant_type": "client_credentials"}, basic(app.id, secret or "")))[1]
+    response = await client.post("/logout/all", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert response.status == 400 and (await response.json())["error"] == "invalid_request"
+    assert await auth_status(client, body["access_token"]) == 200
 
 
 async def test_public_clients_cannot_be_created_for_client_credentials(database: Database) -> None:
@@ -266,6 +325,50 @@ async def test_introspection(client: Client, make_client: MakeClient, make_user:
     assert body["active"] is True and body["token_type"] == "refresh_token" and body["client_id"] == app.id
     await revoke(client, app, secret, tokens["access_token"])
     assert (await introspect(client, app, secret, tokens["access_token"]))[1] == {"active": False}
+
+
+async def test_a_client_introspects_only_its_own_tokens(
+    client: Client, make_client: MakeClient, make_user: MakeUser
+) -> None:
+    """Issue 21.8: app2 learned that app1's refresh token was live without spending it."""
+    app1, secret1 = make_client()
+    app2, secret2 = make_client(grants=("client_credentials",))
+    assert secret1 is not None and secret2 is not None
+    user = make_user()
+    tokens = await password_grant(client, app1, secret1, user)
+    browser = await password_grant_login(client, user)
+    own = (await token(client, {"grant_type": "client_credentials"}, basic(app2.id, secret2)))[1]["access_token"]
+    for value in (tokens["access_token"], tokens["refresh_token"], browser["access_token"],
+                  browser["refresh_token"]):
+        assert await introspect(client, app2, secret2, value) == (200, {"active": False})
+    for value in (tokens["access_token"], tokens["refresh_token"]):
+        assert (await introspect(client, app1, secret1, value))[1]["active"] is True
+    for value in (browser["access_token"], browser["refresh_token"], own):
+        assert await introspect(client, app1, secret1, value) == (200, {"active": False})
+    status, body = await introspect(client, app2, secret2, own)  # its own client_credentials token
+    assert status == 200 and body["active"] is True and body["client_id"] == app2.id
+    assert body["sub"] == f"client:{app2.id}" and "username" not in body
+    # Nothing was spent: the refresh token still rotates, once.
+    assert (await token(client, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+                        basic(app1.id, secret1)))[0] == 200
+
+
+async def test_a_resource_server_introspects_any_access_token_but_no_foreign_refresh_token(
+    client: Client, make_client: MakeClient, make_user: MakeUser, database: Database
+) -> None:
+    resource, secret = database.call(clients.create, f"api-{secrets.token_hex(4)}", ["client_credentials"], [], [],
+                                     False, True)
+    assert resource.resource_server and secret is not None
+    app, app_secret = make_client()
+    user = make_user()
+    tokens = await password_grant(client, app, app_secret, user)
+    browser = await password_grant_login(client, user)
+    status, body = await introspect(client, resource, secret, tokens["access_token"])
+    assert status == 200 and body["active"] is True and body["client_id"] == app.id
+    assert body["username"] == user.username
+    assert (await introspect(client, resource, secret, browser["access_token"]))[1]["active"] is True
+    for value in (tokens["refresh_token"], browser["refresh_token"]):
+        assert await introspect(client, resource, secret, value) == (200, {"active": False})
 
 
 async def test_introspection_of_dead_tokens(client: Client, make_client: MakeClient, make_user: MakeUser) -> None:

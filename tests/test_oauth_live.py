@@ -59,9 +59,11 @@ def test_password_refresh_revoke_introspect(
         info = oauth.introspect_token(live.base + "/oauth/introspect", token=second["access_token"]).json()
         assert info["active"] is True and info["username"] == user.username and info["client_id"] == client_id
 
-        # Reusing the rotated refresh token is theft: the whole family dies.
+        # Reusing the rotated refresh token from elsewhere is theft: the whole family dies.
         with pytest.raises(OAuthError) as reused:
-            oauth.refresh_token(token_url, refresh_token=first["refresh_token"])
+            oauth.refresh_token(token_url, refresh_token=first["refresh_token"],
+                                headers={"Accept": "application/json", "X-Forwarded-For": "203.0.113.66",
+                                         "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8"})
         assert reused.value.error == "invalid_grant"
         assert auth_status(live.base, second["access_token"]) == 401
 
@@ -82,8 +84,10 @@ def test_client_credentials_and_disabled_client(live: Service, env: dict[str, st
         tokens = oauth.fetch_token(token_url, grant_type="client_credentials")
         assert "refresh_token" not in tokens
         response = httpx.get(live.base + "/auth", headers={"Authorization": f"Bearer {tokens['access_token']}"})
-        assert response.status_code == 200 and response.headers["X-Auth-User"] == client_id
+        assert response.status_code == 200 and response.headers["X-Auth-Client"] == client_id
+        assert "X-Auth-User" not in response.headers  # a client is never taken for a user
     assert "disabled" in cli(env, "client", "disable", client_id)
+    assert auth_status(live.base, tokens["access_token"]) == 401  # its tokens are revoked at once
     assert f"{client_id}\tconfidential\tdisabled" in cli(env, "client", "list")
     with OAuth2Client(client_id, secret) as oauth, pytest.raises(OAuthError) as refused:
         oauth.fetch_token(token_url, grant_type="client_credentials")

@@ -181,3 +181,58 @@ def test_rotation_keeps_older_keys_verifying() -> None:
     token = before.mint(ALICE, "s").token
     assert after.verify(token).identity == ALICE
     assert jwt.get_unverified_header(after.mint(ALICE, "s").token)["kid"] == new.kid
+
+
+# --- a client's own token (client_credentials) is never a user's ------------------------------------
+
+ROBOT = Identity.of_client("bob", ("service",))
+
+
+def sign(service: TokenService, payload: dict[str, object]) -> str:
+    key = service.ring.current
+    return jwt.encode(payload, key.signing, algorithm=key.alg, headers={"kid": key.kid, "typ": "at+jwt"})
+
+
+def test_client_token_carries_no_username_and_reads_back_as_a_client(service: TokenService) -> None:
+    minted = service.mint(ROBOT, sid="client.bob.1", client_id="bob")
+    payload = jwt.decode(minted.token, options={"verify_signature": False})
+    assert payload["sub"] == "client:bob" and payload["client_id"] == "bob" and payload["roles"] == ["service"]
+    assert "preferred_username" not in payload and "email" not in payload
+    identity = service.verify(minted.token).identity
+    assert identity == ROBOT and identity.client == "bob" and identity.username == ""
+
+
+def test_a_client_token_must_be_issued_to_that_client(service: TokenService) -> None:
+    for client_id in (None, "alice"):
+        with pytest.raises(ValueError, match="issued to that client"):
+            service.mint(ROBOT, sid="s", client_id=client_id)
+    with pytest.raises(ValueError, match="username and a user id"):  # a user dressed as a client
+        service.mint(Identity(subject="client:bob", username="bob"), sid="s")
+
+
+@pytest.mark.parametrize("change", [
+    {"client_id": "alice"},  # sub names one client, client_id another
+    {"client_id": None},  # a client subject with no client
+    {"email": "bob@example.test"},  # a client has no user attributes
+])
+def test_inconsistent_client_claims_are_refused(service: TokenService, change: dict[str, object]) -> None:
+    payload = jwt.decode(service.mint(ROBOT, "s", client_id="bob").token, options={"verify_signature": False})
+    payload.update(change)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    with pytest.raises(TokenError, match="client"):
+        service.verify(sign(service, payload))
+
+
+def test_old_client_tokens_with_a_username_read_as_the_client_not_the_user(service: TokenService) -> None:
+    """Tokens minted before clients got their own form (sub client:bob, preferred_username bob)."""
+    payload = jwt.decode(service.mint(ROBOT, "s", client_id="bob").token, options={"verify_signature": False})
+    payload["preferred_username"] = "bob"
+    identity = service.verify(sign(service, payload)).identity
+    assert identity.client == "bob" and identity.username == ""
+
+
+def test_a_user_token_needs_a_username(service: TokenService) -> None:
+    payload = jwt.decode(service.mint(ALICE, "s").token, options={"verify_signature": False})
+    del payload["preferred_username"]
+    with pytest.raises(TokenError, match="preferred_username"):
+        service.verify(sign(service, payload))

@@ -1,0 +1,155 @@
+"""Account changes that end sessions at once: a password change, disabling a user or a client.
+
+Each is one PostgreSQL transaction (the change, the revocation of the refresh tokens and the audit
+event together), then the revocation in Redis of the access tokens those sessions still hold.
+Redis is asked first: while it is unreachable the change is refused before anything is written,
+rather than committed with access tokens that keep passing ``/auth`` until they expire.
+
+Revoked is revoked: enabling a user or a client again restores none of its old tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from . import clients, embedded, migrations, sessions, users
+from .audit import record
+from .config import Settings
+from .connections import REDIS_DOWN
+from .passwords import Passwords
+from .web import Services, build_services
+
+T = TypeVar("T")
+
+
+class AccountError(Exception):
+    """The change could not be made, or not completely; the message says what to do."""
+
+
+def recent_seconds(settings: Settings) -> int:
+    """How far back a session may have minted an access token that is still live."""
+    return settings.access_ttl + settings.leeway + 60
+
+
+async def _revoke_in_redis(services: Services, sids: list[str], what: str) -> int:
+    """Revoke sessions' access tokens after PostgreSQL committed; how many tokens were live."""
+    try:
+        return sum([await services.revocations.revoke_session(sid) for sid in sids])
+    except REDIS_DOWN as exc:
+        raise AccountError(
+            f"{what} is saved and its refresh tokens are revoked, but Redis became unreachable "
+            f"({type(exc).__name__}): access tokens issued in the last {recent_seconds(services.settings)} s "
+            "may pass until they expire; run the command again when Redis is back") from None
+
+
+async def _redis_up(services: Services) -> None:
+    try:
+        await services.revocations.ping()
+    except REDIS_DOWN as exc:
+        raise AccountError(f"Redis is unreachable ({type(exc).__name__}): nothing was changed") from None
+
+
+async def end_user_sessions(
+    services: Services, user_id: str, client_ip: str | None, reason: str = "logout_all", except_sid: str | None = None
+) -> tuple[int, bool]:
+    """End every session of a user (but ``except_sid``), for a request to the server: PostgreSQL,
+    then Redis, where a refused revocation is queued until Redis takes writes again. (How many
+    sessions, whether Redis revoked them now.)"""
+    sids = await services.db.run(sessions.revoke_user, user_id, recent_seconds(services.settings), client_ip, reason,
+                                 except_sid)
+    return len(sids), await services.revocations.revoke_or_queue(sids)
+
+
+async def revoke_user(services: Services, username: str) -> tuple[users.User, int]:
+    """``forwardauth user revoke``: every session of the user ends (nothing done while Redis is down)."""
+    await _redis_up(services)
+    user = await services.db.run(users.find, username)
+    if user is None:
+        raise users.UserError(f"no user {users.normalise_username(username)!r}")
+    sids = await services.db.run(sessions.revoke_user, user.id, recent_seconds(services.settings), None, "revoked")
+    await _revoke_in_redis(services, sids, f"revoking the sessions of {user.username}")
+    return user, len(sids)
+
+
+def change_password_in_db(
+    conn: users.Connection, passwords: Passwords, username: str, password: str, recent: int, client_ip: str | None,
+    except_sid: str | None,
+) -> tuple[users.User, list[str]]:
+    user = users.set_password(conn, passwords, username, password)  # the UPDATE locks the user's row
+    sids = sessions.revoke_user(conn, user.id, recent, client_ip, "password_change", except_sid)
+    record(conn, "user_change", user.id, user.username, client_ip,
+           {"action": "passwd", "sessions_revoked": len(sids), "kept_session": except_sid is not None})
+    return user, sids
+
+
+async def change_password(
+    services: Services, username: str, password: str, client_ip: str | None = None, except_sid: str | None = None,
+) -> tuple[users.User, int]:
+    """Set a user's password and end all their sessions but ``except_sid``.
+
+    ``except_sid`` is for a user changing their own password (a future self-service page): the
+    session they do it from may stay. The CLI keeps none.
+    """
+    await _redis_up(services)
+    user, sids = await services.db.run(change_password_in_db, services.passwords, username, password,
+                                       recent_seconds(services.settings), client_ip, except_sid)
+    await _revoke_in_redis(services, sids, f"the password of {user.username}")
+    return user, len(sids)
+
+
+def set_user_disabled_in_db(
+    conn: users.Connection, username: str, disabled: bool, recent: int, client_ip: str | None
+) -> tuple[users.User, list[str]]:
+    user = users.set_disabled(conn, username, disabled)  # the UPDATE locks the user's row
+    sids = sessions.revoke_user(conn, user.id, recent, client_ip, "user_disabled") if disabled else []
+    record(conn, "user_change", user.id, user.username, client_ip,
+           {"action": "disable" if disabled else "enable", "sessions_revoked": len(sids)})
+    return user, sids
+
+
+async def set_user_disabled(
+    services: Services, username: str, disabled: bool, client_ip: str | None = None
+) -> tuple[users.User, int]:
+    """Disable a user and end all their sessions, or enable them (no old session comes back)."""
+    if disabled:
+        await _redis_up(services)
+    user, sids = await services.db.run(set_user_disabled_in_db, username, disabled, recent_seconds(services.settings),
+                                       client_ip)
+    await _revoke_in_redis(services, sids, f"disabling {user.username}")
+    return user, len(sids)
+
+
+async def set_client_disabled(
+    services: Services, client_id: str, disabled: bool, client_ip: str | None = None
+) -> tuple[clients.Client, int]:
+    """Disable a client and revoke every token it holds (its users' sessions through it and its
+    own client_credentials tokens), or enable it (nothing comes back); how many access tokens
+    were live."""
+    settings = services.settings
+    if disabled:
+        await _redis_up(services)
+    client, sids = await services.db.run(clients.set_disabled, client_id, disabled, recent_seconds(settings),
+                                         client_ip)
+    if not disabled:
+        return client, 0
+    own = clients.own_sessions(client.id, recent_seconds(settings))
+    return client, await _revoke_in_redis(services, [*sids, *own], f"disabling client {client.id}")
+
+
+def run(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
+    """Run ``action`` for the command line, with the stores (embedded ones started if need be)."""
+
+    async def main(ready: Settings) -> T:
+        services = build_services(ready)
+        try:
+            return await action(services)
+        finally:
+            await services.revocations.close()
+            services.db.close()
+
+    with embedded.stores(settings) as ready:
+        assert ready.database_url is not None
+        migrations.migrate(ready.database_url)
+        return asyncio.run(main(ready))

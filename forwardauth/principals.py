@@ -1,0 +1,39 @@
+"""Who ``/auth`` says a request comes from: a user, or a client acting for itself.
+
+A ``client_credentials`` token speaks for no user, so it never gets ``X-Auth-User`` (a client
+``bob`` must not pass for the user ``bob``) nor ``X-Auth-Roles`` (a backend authorising by user
+roles must not admit a client): it gets ``X-Auth-Client`` and ``X-Auth-Client-Roles`` instead, and
+the access rules match it only by ``clients`` / ``client_roles``.
+"""
+
+from __future__ import annotations
+
+from .constants import (
+    HEADER_CLIENT,
+    HEADER_CLIENT_ROLES,
+    HEADER_EMAIL,
+    HEADER_ROLES,
+    HEADER_SUBJECT,
+    HEADER_USER,
+)
+from .policy import Subject
+from .tokens import Identity
+
+
+def subject_of(identity: Identity) -> Subject:
+    """The access rules' view of a token's identity."""
+    if identity.client is not None:
+        return Subject(user="", client=identity.client, client_roles=identity.roles)
+    return Subject(identity.username, identity.roles)
+
+
+def identity_headers(identity: Identity) -> dict[str, str]:
+    """The headers ``/auth`` answers 200 with, for the proxy to hand to the application."""
+    if identity.client is not None:
+        return {HEADER_CLIENT: identity.client, HEADER_CLIENT_ROLES: ",".join(identity.roles),
+                HEADER_SUBJECT: identity.subject}
+    headers = {HEADER_USER: identity.username, HEADER_ROLES: ",".join(identity.roles),
+               HEADER_SUBJECT: identity.subject}
+    if identity.email:
+        headers[HEADER_EMAIL] = identity.email
+    return headers
