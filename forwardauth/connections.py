@@ -27,6 +27,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -36,8 +37,10 @@ log = logging.getLogger("forwardauth.connections")
 
 OUTAGE_LOG_SECONDS = 10.0
 
-# Errors meaning "the store is unreachable right now": answered with 503, never 500.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# Errors meaning "the store is unreachable right now": answered with 503, never 500. For Redis also
+# "it refuses writes": out of memory under noeviction, a read-only replica (a failover under way),
+# a cluster without a master for the slot.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, OutOfMemoryError, ReadOnlyError, ClusterDownError)
 POSTGRES_DOWN = (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)
 
 

@@ -3,6 +3,10 @@
 A request that offers more than one candidate in the same place (two ``Authorization`` headers,
 the cookie twice) is refused rather than read: which one a proxy, a framework or we would pick
 differs, and an attacker who can add a cookie (a sibling subdomain can) would choose.
+
+A token is ASCII (base64url and dots; a refresh token base64url): a candidate with any other
+character (bytes that were not UTF-8 reach us as surrogates) is no token of ours and is refused
+here too, once, rather than failing wherever the text is encoded again later.
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ from collections.abc import Sequence
 
 
 class AmbiguousToken(ValueError):
-    """More than one token where one is expected."""
+    """More than one token where one is expected (or one that cannot be read: ``UnreadableToken``)."""
+
+
+class UnreadableToken(AmbiguousToken):
+    """A token candidate that is not ASCII text: refused as an ambiguous one is (401)."""
+
+
+UNREADABLE = "the token is not ASCII text"
 
 
 def access_token(authorization: Sequence[str], cookies: Sequence[str], cookie_name: str) -> str | None:
@@ -20,8 +31,11 @@ def access_token(authorization: Sequence[str], cookies: Sequence[str], cookie_na
         raise AmbiguousToken("more than one Authorization header")
     if authorization:
         scheme, _, value = authorization[0].partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+        token = value.strip()
+        if token and scheme.lower() == "bearer":
+            if not token.isascii():  # inline, not a call: this is /auth's hot path
+                raise UnreadableToken(UNREADABLE)
+            return token
     return cookie_value(cookies, cookie_name)
 
 
@@ -38,4 +52,6 @@ def cookie_value(headers: Sequence[str], name: str) -> str | None:
                 if found is not None:
                     raise AmbiguousToken(f"cookie {name} is given more than once")
                 found = pair[len(key):].strip()
+    if found and not found.isascii():
+        raise UnreadableToken(UNREADABLE)
     return found or None

@@ -2,12 +2,20 @@
 
 Three counters per failure: the (client address, username) pair, the address, and the username.
 The pair is the tightest (``max_failures``); the address may fail 4x as often (several users
-behind one NAT), the username 10x (so an attacker spraying from many addresses cannot lock the
-real user out for long, and never longer than the window). Over a limit, login answers 429 with
-``Retry-After`` until the oldest failure in the window ages out.
+behind one NAT), the username 10x. Over a limit, login answers 429 with ``Retry-After`` until the
+oldest failure in the window ages out. The address is the real client's (behind a trusted proxy,
+from ``X-Forwarded-For``), never the proxy's: one client must not lock everyone out.
 
-The three counters hash to different Redis Cluster slots; the pipelines are not transactions, so
-a cluster client splits them by node (one round trip per node) and nothing needs them together.
+The username counter stops an attacker spraying one account from many addresses, but on its own it
+would let that attacker lock the real user out for as long as the spraying goes on. So it counts
+only *unknown* clients, as OWASP's device-cookie design does: an address or a browser (its device
+cookie, see signin) that signed in as that user within ``KNOWN_SECONDS`` is exempt from it, and
+its failures do not feed it (they still count for its pair and its address). The trade-off: a user
+signing in from a new place while their name is being sprayed waits for the window, and an attacker
+sharing a known address (an office NAT) is held by the pair and address limits only.
+
+The counters hash to different Redis Cluster slots; the pipelines are not transactions, so a
+cluster client splits them by node (one round trip per node) and nothing needs them together.
 """
 
 from __future__ import annotations
@@ -20,12 +28,23 @@ from .constants import RedisKeys
 
 ADDRESS_FACTOR = 4
 USERNAME_FACTOR = 10
+KNOWN_SECONDS = 30 * 86400  # a client that signed in as a user this recently is known for that user
+KNOWN_MAX = 32  # the most recent known clients kept per user
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     allowed: bool
     retry_after: int = 0  # seconds, when not allowed
+    known: bool = False  # the client signed in as this user lately: the username counter spares it
+
+
+def _members(address: str | None, device: str | None) -> list[str]:
+    """The known-clients entries that stand for this client."""
+    members = [f"ip:{address}"] if address else []
+    if device:
+        members.append(f"dev:{device}")
+    return members
 
 
 class Regulation:
@@ -40,31 +59,48 @@ class Regulation:
         return (self._keys.failures(f"pair:{who}:{username}"), self._keys.failures(f"ip:{who}"),
                 self._keys.failures(f"user:{username}"))
 
-    async def check(self, username: str, address: str | None) -> Verdict:
-        """May this address try this username now?"""
+    async def check(self, username: str, address: str | None, device: str | None = None) -> Verdict:
+        """May this client (address, and browser ``device`` id if any) try this username now?"""
         now = time.time()
         counters = self._counters(username, address)
+        members = _members(address, device)
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in counters:
                 pipe.zremrangebyscore(key, 0, now - self._window)
                 pipe.zcount(key, now - self._window, "+inf")
                 pipe.zrange(key, 0, 0, withscores=True)
+            for member in members:
+                pipe.zscore(self._keys.known_clients(username), member)
             results = await pipe.execute()
+        known = any(score is not None and score > now - KNOWN_SECONDS for score in results[len(counters) * 3:])
         retry = 0
-        for index, limit in enumerate(self._limits):
+        for index, limit in enumerate(self._limits[:2] if known else self._limits):
             count, oldest = results[index * 3 + 1], results[index * 3 + 2]
             if count >= limit and oldest:
                 retry = max(retry, int(oldest[0][1] + self._window - now) + 1)
-        return Verdict(allowed=retry == 0, retry_after=retry)
+        return Verdict(allowed=retry == 0, retry_after=retry, known=known)
 
-    async def failed(self, username: str, address: str | None) -> None:
+    async def failed(self, username: str, address: str | None, known: bool = False) -> None:
+        """Count a failure; a known client's does not count against the username."""
         now = time.time()
+        counters = self._counters(username, address)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for key in self._counters(username, address):
+            for key in counters[:2] if known else counters:
                 pipe.zadd(key, {f"{now:.6f}": now})
                 pipe.expire(key, self._window)
             await pipe.execute()
 
-    async def succeeded(self, username: str, address: str | None) -> None:
-        """A right password clears the pair's failures (not the address's or the username's)."""
-        await self._redis.delete(self._counters(username, address)[0])
+    async def succeeded(self, username: str, address: str | None, device: str | None = None) -> None:
+        """A right password clears the pair's failures (not the address's or the username's), and
+        makes this address and browser known for the user."""
+        now = time.time()
+        known = self._keys.known_clients(username)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self._counters(username, address)[0])
+            members = _members(address, device)
+            if members:
+                pipe.zadd(known, dict.fromkeys(members, now))
+                pipe.zremrangebyscore(known, 0, now - KNOWN_SECONDS)
+                pipe.zremrangebyrank(known, 0, -KNOWN_MAX - 1)
+                pipe.expire(known, KNOWN_SECONDS)
+            await pipe.execute()

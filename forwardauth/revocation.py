@@ -8,6 +8,10 @@ Every revocation is also published. A worker that follows the channel may answer
 memory (``cache.LiveTokens``) and drops an entry the moment its revocation arrives; while it is
 not subscribed it asks Redis every time.
 
+A revocation that Redis refuses after PostgreSQL has ended the session (a logout, a replayed
+refresh token) is not dropped: it is queued in the worker and retried until Redis accepts it, so
+the ended session's access tokens stop passing as soon as Redis takes writes again.
+
 Revocations are Lua scripts, not MULTI/EXEC: a Redis Cluster client refuses PUBLISH in a
 transaction, and deleting a session's keys and publishing must stay one atomic step (a publisher
 dying in between would leave other workers remembering a revoked token). Each script touches only
@@ -60,6 +64,8 @@ class Revocations:
         self._channel = keys.revocations_channel()
         self.local = local
         self.lookups = 0  # live checks Redis answered (not the memory), for /metrics
+        self.pending: set[str] = set()  # sessions whose revocation Redis refused: retried until done
+        self._drainer: asyncio.Task[None] | None = None
 
     async def _eval(self, script: str, keys: list[str], args: list[str]) -> Any:
         """EVAL, routed by its keys. Not EVALSHA: on NOSCRIPT redis-py's cluster client loads the
@@ -105,6 +111,41 @@ class Revocations:
         token_prefix = self._keys.access_token(sid, "")
         return int(await self._eval(REVOKE_SESSION, [self._keys.session_tokens(sid)],
                                     [token_prefix, self._channel, sid]))
+
+    async def revoke_or_queue(self, sids: list[str]) -> bool:
+        """Revoke sessions now, or, if Redis refuses, queue them to be revoked when it accepts
+        writes again; True when all were revoked now. For revocations PostgreSQL has committed."""
+        for index, sid in enumerate(sids):
+            try:
+                await self.revoke_session(sid)
+            except REDIS_DOWN as exc:
+                self._queue(sids[index:], exc)
+                return False
+        return True
+
+    def _queue(self, sids: list[str], exc: BaseException) -> None:
+        self.pending.update(sids)
+        log.warning("Redis refused a revocation (%s): %d session(s) queued, revoked when it accepts writes "
+                    "again", type(exc).__name__, len(self.pending))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Retry the queued revocations until none is left (one session at a time, oldest first)."""
+        while self.pending:
+            await asyncio.sleep(RETRY_SECONDS)
+            for sid in list(self.pending):
+                try:
+                    await self.revoke_session(sid)
+                except REDIS_DOWN:
+                    break
+                self.pending.discard(sid)
+        log.warning("queued revocations done: Redis accepts writes again")
+
+    async def writable(self) -> None:
+        """Raise (one of REDIS_DOWN) unless Redis takes a write now: asked before a change that
+        would be spent for nothing if the write after it failed (a refresh token's rotation)."""
+        await self._redis.set(self._keys.write_probe(), b"1", px=1000)
 
     async def follow(self, stop: asyncio.Event) -> None:
         """Keep ``local`` in step with the revocation channel until ``stop`` is set.
@@ -169,4 +210,8 @@ class Revocations:
         return bool(await self._redis.ping())
 
     async def close(self) -> None:
+        if self._drainer is not None and not self._drainer.done():
+            self._drainer.cancel()
+            log.error("stopping with %d revocation(s) Redis never accepted: their access tokens pass until they "
+                      "expire", len(self.pending))
         await close(self._redis)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwardauth.credentials import AmbiguousToken, access_token, cookie_value
+from forwardauth.credentials import AmbiguousToken, UnreadableToken, access_token, cookie_value
 
 NAME = "forwardauth"
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -59,6 +59,9 @@ VALUES = st.from_regex(r"[A-Za-z0-9._~+/=-]{0,30}", fullmatch=True)
 def test_any_headers_give_a_token_none_or_a_refusal(authorization: list[str], cookies: list[str]) -> None:
     try:
         token = access_token(authorization, cookies, NAME)
+    except UnreadableToken:
+        assert not "".join(authorization + cookies).isascii()
+        return
     except AmbiguousToken:
         assert len(authorization) > 1 or sum(c.count(f"{NAME}=") for c in cookies) > 1
         return
@@ -84,3 +87,22 @@ def test_the_cookie_is_read_as_written(pairs: list[tuple[str, str]], headers: in
             cookie_value(texts, NAME)
     else:
         assert cookie_value(texts, NAME) == (ours[0] if ours and ours[0] else None)
+
+
+@pytest.mark.parametrize(
+    "authorization,cookies",
+    [
+        (["Bearer abc\udcff"], []),  # a byte that was not UTF-8, as aiohttp hands it on
+        (["Bearer \u00e9t\u00e9"], []),
+        ([], [f"a=\udcff; {NAME}=x\udce9y"]),
+        ([], [f"{NAME}=\u2603"]),
+    ],
+)
+def test_a_token_that_is_not_ascii_is_refused(authorization: list[str], cookies: list[str]) -> None:
+    """No token of ours has such a character: refused here, not left to fail when encoded later."""
+    with pytest.raises(UnreadableToken):
+        access_token(authorization, cookies, NAME)
+
+
+def test_other_cookies_may_hold_anything() -> None:
+    assert access_token([], [f"a=\udcff\u00e9; {NAME}=abc"], NAME) == "abc"

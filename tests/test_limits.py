@@ -88,3 +88,98 @@ async def test_malformed_requests_are_refused_without_logging_them(
     assert status_of(reply) == status and b'"error":"invalid_request"' in reply
     assert any(r.name == "forwardauth.limits" for r in caplog.records)  # it was logged, as one line
     assert "SECRET-TOKEN" not in caplog.text and "Traceback" not in caplog.text
+
+
+# --- the time a request head may take ------------------------------------------------------------
+
+HEAD_TIMEOUT = 1
+
+
+@pytest.fixture
+async def impatient(aiohttp_client: Any, settings: Any) -> Client:
+    """The application with FORWARDAUTH_HEADER_TIMEOUT=1."""
+    import dataclasses
+
+    from forwardauth.web import create_app
+
+    from .conftest import AppServer
+
+    return await aiohttp_client(AppServer(create_app(dataclasses.replace(settings, header_timeout=HEAD_TIMEOUT))))
+
+
+async def closed_after(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lines: list[bytes],
+                       every: float, deadline: float) -> tuple[float, bytes]:
+    """Send ``lines`` one by one, ``every`` seconds apart, until the server closes; (seconds, reply)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reply = b""
+    for line in lines:
+        try:
+            writer.write(line)
+            await writer.drain()
+        except ConnectionError:
+            break
+        try:
+            chunk = await asyncio.wait_for(reader.read(), every)
+        except TimeoutError:
+            continue
+        reply += chunk
+        break  # read() returned: the server closed
+    else:
+        reply = await asyncio.wait_for(reader.read(), deadline)
+    writer.close()
+    return loop.time() - started, reply
+
+
+async def test_a_head_trickled_line_by_line_is_cut_off(impatient: Client, caplog: pytest.LogCaptureFixture) -> None:
+    """A header line every 0.4 s would hold the connection for ever: the head is due within
+    FORWARDAUTH_HEADER_TIMEOUT of its first byte, then 408 and closed."""
+    caplog.set_level(logging.INFO)
+    reader, writer = await asyncio.open_connection(impatient.server.host, impatient.server.port)
+    lines = [b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n"] + [b"X-Slow: %d\r\n" % i for i in range(20)]
+    took, reply = await closed_after(reader, writer, lines, 0.4, 5)
+    assert reply.startswith(b"HTTP/1.1 408 ") and took < HEAD_TIMEOUT + 1.5
+    assert "no complete request head within 1 s (FORWARDAUTH_HEADER_TIMEOUT)" in caplog.text
+
+
+async def test_a_connection_that_never_sends_is_closed(impatient: Client) -> None:
+    reader, writer = await asyncio.open_connection(impatient.server.host, impatient.server.port)
+    reply = await asyncio.wait_for(reader.read(), HEAD_TIMEOUT + 5)
+    writer.close()
+    assert reply.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_keep_alive_and_a_slow_body_are_not_cut_off(impatient: Client) -> None:
+    """The clock runs for a head only: an idle keep-alive connection (no byte of a next request)
+    and a body that takes longer than the head timeout are aiohttp's business, as before."""
+    reader, writer = await asyncio.open_connection(impatient.server.host, impatient.server.port)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    writer.write(request)
+    first = await asyncio.wait_for(reader.readuntil(b'"ok"}'), 5)
+    assert first.startswith(b"HTTP/1.1 200 ")
+    await asyncio.sleep(HEAD_TIMEOUT * 1.5)  # idle for longer than a head may take
+    body = b'{"username": "nobody", "password": "wrong"}'
+    writer.write(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n" % len(body) + body[:10])
+    await writer.drain()
+    await asyncio.sleep(HEAD_TIMEOUT * 1.5)  # the body's rest, late
+    writer.write(body[10:])
+    second = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert second.startswith(b"HTTP/1.1 401 ")
+
+
+async def test_pipelined_requests_still_work(impatient: Client) -> None:
+    reply = await exchange(impatient, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                                      b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.count(b"HTTP/1.1 200 ") == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_bad_header_timeout_names_the_variable(value: str) -> None:
+    from forwardauth import config
+
+    with pytest.raises(config.ConfigError, match=r"^FORWARDAUTH_HEADER_TIMEOUT: "):
+        config.load({"FORWARDAUTH_HEADER_TIMEOUT": value, "FORWARDAUTH_DATABASE_URL": "postgresql://db/x",
+                     "FORWARDAUTH_REDIS_URL": "redis://r"})
+    assert config.load({"FORWARDAUTH_HEADER_TIMEOUT": "30s"}).header_timeout == 30
