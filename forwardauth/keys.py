@@ -4,10 +4,17 @@ Each key is pinned to one algorithm by its type (RSA -> RS256, P-256 -> ES256, E
 asks, so a token's ``alg`` header is never what chooses how it is checked. The newest key of the
 configured algorithm signs; every key in the folder verifies, which is what makes rotation work:
 add a key, and tokens signed by the previous one stay valid until they expire.
+
+A key file is trusted as OpenSSH trusts a private key: owned by the service's user, mode 0600 or
+stricter, in a folder no other user can write or replace (see safefiles). A folder holding any
+file the service refuses (unsafe, corrupt, of an unsupported type) is refused whole, at start
+with an error naming FORWARDAUTH_KEYS_DIR, on reload with a logged error while the workers keep
+the keys they have; ``forwardauth keys list`` and ``keys rotate`` report the same refusals.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -16,23 +23,34 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from .config import Settings
+from .safefiles import Throttle, UnsafePath, check_dir, private_dir, read_checked
 
+log = logging.getLogger("forwardauth.keys")
+
+VARIABLE = "FORWARDAUTH_KEYS_DIR"  # named in every refusal
 RSA_BITS = 2048
 STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
+MAX_KEY_BYTES = 64 * 1024
 # How often workers look for new or removed key files.
 RELOAD_SECONDS = 2.0
+# How often a worker records the key it signs with (a marker file's mtime; see prunable).
+MARK_SECONDS = RELOAD_SECONDS
+MARKER_PREFIX = ".signed-"
+REPORT_SECONDS = 60.0  # the same refusal is logged at most this often
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 
@@ -103,15 +121,28 @@ def generate_private(alg: str) -> PrivateKey:
 
 
 def _load_pem(path: Path) -> Key:
+    """One key file, as the service loads it: checked like an OpenSSH private key, then parsed."""
     try:
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not a readable unencrypted PEM private key ({exc})") from None
+        data = read_checked(path, VARIABLE, secret=True, max_bytes=MAX_KEY_BYTES)
+    except UnsafePath as exc:
+        raise KeyFileError(str(exc)) from None
+    try:
+        private = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyFileError(f"{VARIABLE} {path}: not a readable unencrypted PEM private key ({exc})") from None
     if isinstance(private, ec.EllipticCurvePrivateKey) and not isinstance(private.curve, ec.SECP256R1):
-        raise KeyFileError(f"{path}: only P-256 EC keys are supported (ES256)")
+        raise KeyFileError(f"{VARIABLE} {path}: only P-256 EC keys are supported (ES256), not {private.curve.name}")
     if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: only RSA, P-256 and Ed25519 keys are supported")
+        raise KeyFileError(f"{VARIABLE} {path}: only RSA, P-256 and Ed25519 keys are supported")
     return key_from_private(private)
+
+
+def check_folder(directory: Path) -> None:
+    """Refuse a key folder another user owns or can write, or could replace (see safefiles)."""
+    try:
+        check_dir(directory, VARIABLE)
+    except UnsafePath as exc:
+        raise KeyFileError(str(exc)) from None
 
 
 def key_files(directory: Path) -> list[Path]:
@@ -128,24 +159,105 @@ def created_at(path: Path) -> float:
         return path.stat().st_mtime
 
 
-def prunable(directory: Path, alg: str, retire_after: float, now: float | None = None) -> list[Path]:
-    """Keys no token can still need: replaced more than ``retire_after`` seconds ago.
+def arrived(path: Path) -> float:
+    """When a key file came into this folder: its ctime, which writing, copying, moving in or
+    changing a file sets and nothing can set back (unlike the name, or an mtime ``cp -p`` keeps)."""
+    info = path.stat()
+    return max(info.st_ctime, info.st_mtime)
 
-    A key is replaced when a newer key of the signing algorithm exists; tokens it signed live
-    at most the access-token lifetime after that (plus leeway and the workers' reload delay).
-    The newest key of the signing algorithm is never prunable.
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """Every key file of a folder: the keys the service can load, and why it refuses the others."""
+
+    keys: list[tuple[Path, Key]]
+    problems: list[str]
+
+
+def inspect(directory: Path) -> Inspection:
+    """Each file through the service's own loader; the folder, if any, must pass ``check_folder``."""
+    if not os.path.lexists(directory):
+        return Inspection([], [])
+    check_folder(directory)
+    keys, problems = [], []
+    for path in key_files(directory):
+        try:
+            keys.append((path, _load_pem(path)))
+        except KeyFileError as exc:
+            problems.append(str(exc))
+    return Inspection(keys, problems)
+
+
+def refusal(problems: list[str]) -> str:
+    return f"{len(problems)} key file(s) refused: " + "; ".join(problems)
+
+
+# --- which key signed when: what prune relies on --------------------------------------------
+
+
+def marker(directory: Path, kid: str) -> Path:
+    return directory / f"{MARKER_PREFIX}{kid}"
+
+
+def mark_signing(directory: Path, kid: str) -> None:
+    """Record that a worker signs with ``kid`` now: the marker's mtime."""
+    path = marker(directory, kid)
+    try:
+        os.utime(path, follow_symlinks=False)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+
+
+def last_signed(directory: Path, kid: str) -> float | None:
+    """The last time a worker recorded signing with ``kid``, if ever."""
+    try:
+        return os.lstat(marker(directory, kid)).st_mtime
+    except FileNotFoundError:
+        return None
+
+
+async def record_signing(directory: Path, current: Callable[[], Key]) -> None:
+    """Every MARK_SECONDS until cancelled, touch the marker of the key this worker signs with.
+
+    A worker that cannot reload keeps signing with its key, and its marker keeps that key from
+    being pruned. A read-only folder cannot be marked: it is said once, and prune (which cannot
+    run there either) then has only the files' times.
+    """
+    failing = False
+    while True:
+        try:
+            await asyncio.to_thread(mark_signing, directory, current().kid)
+            failing = False
+        except OSError as exc:
+            if not failing:
+                log.warning("%s %s: which key signs is not recorded (%s)", VARIABLE, directory, exc.strerror)
+            failing = True
+        await asyncio.sleep(MARK_SECONDS)
+
+
+def prunable(directory: Path, alg: str, retire_after: float, now: float | None = None) -> list[Path]:
+    """Keys no live token can need: none signed, or could have signed, in the last ``retire_after`` seconds.
+
+    A key stops signing once a newer key of the signing algorithm is in the folder, dated by when
+    that file arrived here (never by its name: a key generated elsewhere long ago and copied in
+    signs from the day it is copied). And a key some worker recorded signing with within
+    ``retire_after`` stays, whatever the files say. The newest key of the signing algorithm is
+    never prunable. A key file the service cannot load stops the whole prune (KeyFileError).
     """
     now = time.time() if now is None else now
-    signing = [p for p in key_files(directory) if _load_pem(p).alg == alg]
+    loaded = [(path, _load_pem(path)) for path in key_files(directory)]
+    signing = [index for index, (_, key) in enumerate(loaded) if key.alg == alg]
     if not signing:
         return []
-    newest = signing[-1]
+    newest_kid = loaded[signing[-1]][1].kid
     result = []
-    for path in key_files(directory):
-        if path == newest:
+    for index, (path, key) in enumerate(loaded):
+        if key.kid == newest_kid:
             continue
-        successors = [created_at(s) for s in signing if created_at(s) > created_at(path)]
-        if successors and min(successors) + retire_after < now:
+        successors = [arrived(loaded[i][0]) for i in signing if i > index]
+        used = last_signed(directory, key.kid)
+        if successors and min(successors) + retire_after < now and (used is None or used + retire_after < now):
             result.append(path)
     return result
 
@@ -155,6 +267,10 @@ def prune(directory: Path, alg: str, retire_after: float) -> list[Path]:
         removed = prunable(directory, alg, retire_after)
         for path in removed:
             path.unlink()
+        kept = {key.kid for _, key in inspect(directory).keys}
+        for stale in directory.glob(MARKER_PREFIX + "*"):
+            if stale.name.removeprefix(MARKER_PREFIX) not in kept:
+                stale.unlink(missing_ok=True)
     return removed
 
 
@@ -162,23 +278,29 @@ def prune(directory: Path, alg: str, retire_after: float) -> list[Path]:
 def _locked(directory: Path) -> Iterator[None]:
     """Serialise key creation between processes starting at once.
 
-    A read-only folder (keys mounted read-only, as shared keys often are) cannot be written
-    anyway, so it is read without the lock.
+    The folder (and any missing folder above it) is created 0700; an existing one must pass
+    ``check_folder``. A read-only folder (keys mounted read-only, as shared keys often are) cannot
+    be written anyway, so it is read without the lock.
     """
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = open(directory / ".lock", "w")  # noqa: SIM115 (closed below)
+        private_dir(directory)
     except OSError as exc:
-        if not directory.is_dir() or exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise KeyFileError(f"{directory}: cannot use the key folder ({exc.strerror})") from None
+        raise KeyFileError(f"{VARIABLE} {directory}: cannot create the key folder ({exc.strerror})") from None
+    check_folder(directory)
+    try:
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise KeyFileError(f"{VARIABLE} {directory}: cannot use the key folder ({exc.strerror})") from None
         yield
         return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o600)  # whatever the umask
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_new_key(directory: Path, alg: str) -> Key:
@@ -192,8 +314,9 @@ def write_new_key(directory: Path, alg: str) -> Key:
     path = directory / f"{stamp}-{key.kid[:12]}.pem"
     # Written under a temporary name, then renamed: a worker never reads half a key.
     partial = path.with_suffix(".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as out:
+        os.fchmod(fd, 0o600)  # whatever the umask
         out.write(pem)
         out.flush()
         os.fsync(out.fileno())
@@ -208,19 +331,40 @@ def rotate(directory: Path, alg: str) -> Key:
 
 
 def load_ring(settings: Settings, create: bool = True) -> KeyRing:
-    """The key ring for ``settings``; creates the first key when the folder has none."""
+    """The key ring for ``settings``; creates the first key when the folder has none.
+
+    Every key file must load: one the service refuses (unsafe ownership or mode, unsupported
+    type, corrupt) refuses the whole folder, so a worker keeps the keys it has (see reload_ring).
+    """
     if settings.signing_alg == "HS256":
         assert settings.hmac_secret is not None  # checked by config
         key = hmac_key(settings.hmac_secret)
         return KeyRing(current=key, by_kid={key.kid: key})
     directory = settings.key_directory
     with _locked(directory):
-        keys = [_load_pem(p) for p in key_files(directory)]
+        found = inspect(directory)
+        if found.problems:
+            raise KeyFileError(refusal(found.problems))
+        keys = [key for _, key in found.keys]
         usable = [k for k in keys if k.alg == settings.signing_alg]
         if not usable:
             if not create:
-                raise KeyFileError(f"{directory}: no {settings.signing_alg} key")
+                raise KeyFileError(f"{VARIABLE} {directory}: no {settings.signing_alg} key")
             new = write_new_key(directory, settings.signing_alg)
             keys.append(new)
             usable.append(new)
     return KeyRing(current=usable[-1], by_kid={k.kid: k for k in keys})
+
+
+REFUSED = Throttle(REPORT_SECONDS)
+
+
+def reload_ring(settings: Settings) -> KeyRing | None:
+    """The folder's keys again, or None when it is refused: the error is logged (at most once a
+    minute for the same error, as the reload is retried every RELOAD_SECONDS)."""
+    try:
+        return load_ring(settings, create=False)
+    except KeyFileError as exc:
+        if REFUSED.ready(str(exc)):
+            log.error("keys not reloaded, keeping the current ones: %s", exc)
+        return None

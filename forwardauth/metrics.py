@@ -7,7 +7,9 @@ stops, a worker writes its counters to a file of its own in a folder the supervi
 this server (write, then rename: a reader never sees half a file). ``GET /metrics`` brings the
 answering worker's own file up to date and adds up all the files, so the other workers' share
 is at most about a second old. A dead worker's file stays and its replacement writes a new one;
-files only grow, so no sum goes back, whichever worker answers.
+files only grow, so no sum goes back, whichever worker answers. Files are 0600 in a 0700 folder;
+one that is not this user's, is writable by others or holds anything but known series with
+non-negative counts is ignored (and logged once a minute), never a failed scrape.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 from bisect import bisect_left
@@ -33,6 +36,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .cache import ClaimsCache
 from .logs import request_frame
 from .revocation import Revocations
+from .safefiles import Throttle, UnsafePath, check_dir, read_checked, write_private
 
 log = logging.getLogger("forwardauth.metrics")
 access = logging.getLogger("forwardauth.access")
@@ -45,6 +49,8 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 UNMATCHED = "unmatched"  # the handler label of requests no route took (404, 405)
 STATUSES = 600  # HTTP status codes are 100 to 599 (RFC 9110)
 MAX_HANDLERS = 256  # a bound on the handler table, whatever aiohttp hands the middleware
+MAX_SNAPSHOT = 1 << 20  # bytes: a worker's file is a few kilobytes
+SKIPPED = Throttle(60.0)  # a bad snapshot file is met on every scrape: said once a minute
 
 Key = tuple[str, ...]  # a series: its name, then its label values
 
@@ -108,8 +114,50 @@ class Totals:
 
     @classmethod
     def loads(cls, data: bytes) -> Totals:
-        parsed = orjson.loads(data)
-        return cls({tuple(k): v for k, v in parsed["counters"]}, {tuple(k): v for k, v in parsed["histograms"]})
+        """A snapshot read back, or ``BadSnapshot``: every series must be one this code writes,
+        with the right labels, and every value a finite number, never negative."""
+        try:
+            parsed = orjson.loads(data)
+            counters, histograms = parsed["counters"], parsed["histograms"]
+            if not isinstance(counters, list) or not isinstance(histograms, list):
+                raise BadSnapshot("counters and histograms must be lists")
+            totals = cls()
+            for key, value in counters:
+                totals.counters[_counter_key(key)] = _amount(value)
+            for key, values in histograms:
+                if not isinstance(values, list) or len(values) != len(BUCKETS) + 2:
+                    raise BadSnapshot(f"a histogram has {len(BUCKETS) + 2} values")
+                totals.histograms[_histogram_key(key)] = [_amount(v) for v in values]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise BadSnapshot(str(exc) or type(exc).__name__) from None
+        return totals
+
+
+class BadSnapshot(ValueError):
+    """A snapshot file that is not what a worker writes: ignored whole."""
+
+
+def _amount(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise BadSnapshot(f"not a count: {str(value)[:40]!r}")
+    return value
+
+
+def _labels(key: object, size: int) -> tuple[str, ...]:
+    if not isinstance(key, list) or len(key) != size or not all(isinstance(p, str) and len(p) <= 100 for p in key):
+        raise BadSnapshot(f"a series key must be {size} short strings")
+    return tuple(key)
+
+
+def _counter_key(key: object) -> Key:
+    name = key[0] if isinstance(key, list) and key else None
+    if not isinstance(name, str) or name not in COUNTERS:
+        raise BadSnapshot(f"unknown counter {str(name)[:40]!r}")
+    return _labels(key, 1 + len(COUNTERS[name][2]))
+
+
+def _histogram_key(key: object) -> Key:
+    return _labels(key, 1)
 
 
 # Counter series: name in Totals -> (Prometheus name without _total, help, label names).
@@ -191,14 +239,26 @@ class Metrics:
             except OSError as exc:
                 log.warning("metrics snapshot not written: %s", exc)
         if self.directory is not None:
-            for path in self.directory.glob("worker-*.json"):
-                if path == self.file:
-                    continue
+            for path in self._others():
                 try:
-                    totals.add(Totals.loads(path.read_bytes()))
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    log.warning("metrics snapshot %s skipped: %s", path.name, exc)
+                    other = Totals.loads(read_checked(path, "metrics snapshot", secret=False, max_bytes=MAX_SNAPSHOT))
+                except (UnsafePath, BadSnapshot) as exc:
+                    if SKIPPED.ready(path.name):
+                        log.warning("metrics snapshot %s ignored: %s", path.name, exc)
+                    continue
+                totals.add(other)
         return totals
+
+    def _others(self) -> list[Path]:
+        """The other workers' snapshot files, when the folder is still this user's alone (0700)."""
+        assert self.directory is not None
+        try:
+            check_dir(self.directory, "metrics folder", private=True, allow_root=False)
+        except UnsafePath as exc:
+            if SKIPPED.ready(str(self.directory)):
+                log.error("other workers' metrics ignored: %s", exc)
+            return []
+        return [path for path in self.directory.glob("worker-*.json") if path != self.file]
 
     def exposition(self) -> bytes:
         """The Prometheus text format of :meth:`server_totals`."""
@@ -212,9 +272,7 @@ class Metrics:
 
     def _write(self, totals: Totals) -> None:
         assert self.file is not None
-        temporary = self.file.with_suffix(".tmp")
-        temporary.write_bytes(totals.dumps())
-        os.replace(temporary, self.file)  # readers see the old file or the new one, never half
+        write_private(self.file, totals.dumps())  # 0600; readers see the old file or the new one, never half
 
     async def publish(self) -> None:
         """Write a snapshot every SNAPSHOT_SECONDS until cancelled."""

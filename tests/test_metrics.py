@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from forwardauth import config, users
-from forwardauth.metrics import Totals
+from forwardauth.metrics import BadSnapshot, Totals
 from forwardauth.tokens import Identity
 from forwardauth.web import SERVICES, create_app
 
 from . import http
 from .conftest import PASSWORD, AppServer, Service, free_port, wait_until
+from .localuser import NOBODY
 from .test_serve import workers
 
 MakeUser = Callable[..., users.User]
@@ -203,9 +206,58 @@ async def test_store_outages_are_counted(aiohttp_client: Any, env: dict[str, str
 
 def test_snapshots_add_up() -> None:
     """What a worker writes, another reads back and adds: counters and histograms alike."""
-    one = Totals({("requests", "auth", "200"): 2}, {("auth",): [1, 0, 1, 0.5]})
+    zeros = [0] * 14  # 16 buckets (the last is +Inf), then the sum of seconds
+    one = Totals({("requests", "auth", "200"): 2}, {("auth",): [1, 0, *zeros, 0.5]})
     two = Totals.loads(Totals({("requests", "auth", "200"): 3, ("requests", "auth", "401"): 1},
-                              {("auth",): [0, 1, 0, 0.25]}).dumps())
+                              {("auth",): [0, 1, *zeros, 0.25]}).dumps())
     one.add(two)
     assert one.counters == {("requests", "auth", "200"): 5, ("requests", "auth", "401"): 1}
-    assert one.histograms == {("auth",): [1, 1, 1, 0.75]}
+    assert one.histograms == {("auth",): [1, 1, *zeros, 0.75]}
+
+
+BAD_SNAPSHOTS = {
+    "not json": b"{not json",
+    "not an object": b"[1, 2]",
+    "negative counter": b'{"counters": [[["requests", "auth", "200"], -5]], "histograms": []}',
+    "text counter": b'{"counters": [[["requests", "auth", "200"], "5"]], "histograms": []}',
+    "boolean counter": b'{"counters": [[["requests", "auth", "200"], true]], "histograms": []}',
+    "unknown series": b'{"counters": [[["bogus", "x"], 1]], "histograms": []}',
+    "missing label": b'{"counters": [[["requests", "auth"], 1]], "histograms": []}',
+    "short histogram": b'{"counters": [], "histograms": [[["auth"], [1, 2]]]}',
+    "negative histogram": b'{"counters": [], "histograms": [[["auth"], [-1' + b", 0" * 16 + b"]]]}",
+}
+
+
+@pytest.mark.parametrize("content", BAD_SNAPSHOTS.values(), ids=BAD_SNAPSHOTS.keys())
+def test_a_malformed_snapshot_is_refused_whole(content: bytes) -> None:
+    with pytest.raises(BadSnapshot):
+        Totals.loads(content)
+
+
+def test_bad_or_foreign_snapshot_files_never_break_a_scrape(service: Callable[..., Service], tmp_path: Path) -> None:
+    """One malformed file once made every scrape a 500, and negative counts were subtracted. Files
+    another user owns or can write are not this server's workers' either: all are ignored, and said."""
+    previous = os.umask(0)  # the service inherits it: what it writes is private all the same
+    try:
+        svc = two_workers(service, tmp_path)
+    finally:
+        os.umask(previous)
+    [folder] = tmp_path.glob("forwardauth-metrics-*")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in snapshots(tmp_path)} == {0o600}
+    huge = Totals({("auth_decisions", "deny", "no_token"): 1000}, {}).dumps()
+    for name, content in BAD_SNAPSHOTS.items():
+        (folder / f"worker-{name.replace(' ', '_')}.json").write_bytes(content)
+    open_file = folder / "worker-open.json"
+    open_file.write_bytes(huge)
+    open_file.chmod(0o666)
+    if os.geteuid() == 0:
+        foreign = folder / "worker-nobody.json"
+        foreign.write_bytes(huge)
+        os.chown(foreign, NOBODY.pw_uid, NOBODY.pw_gid)
+    assert auth_statuses(svc, {}, 7) == {401}
+    wait_until(lambda: all(decided(scrape(svc), "no_token") == 7 for _ in range(6)), timeout=10,
+               what="every scrape to count exactly the requests made")
+    logged = svc.log.read_text()
+    assert "worker-negative_counter.json ignored" in logged and "worker-open.json ignored" in logged
+    assert "Traceback" not in logged
