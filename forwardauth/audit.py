@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 import psycopg2.extensions
 
+from .safetext import row
+
 EVENTS = frozenset(
     {"login_success", "login_failure", "login_throttled", "logout", "refresh", "refresh_reuse", "revoke",
      "user_change"}
@@ -47,10 +49,14 @@ class Event:
     detail: dict[str, Any]
 
     def line(self) -> str:
-        """One line for a terminal: time, event, who, from where, detail."""
-        detail = orjson.dumps(self.detail, option=orjson.OPT_SORT_KEYS).decode() if self.detail else "-"
-        return "\t".join((self.at.isoformat(timespec="seconds"), self.event, self.username or "-",
-                          self.client_ip or "-", detail))
+        """One line for a terminal: time, event, who, from where, detail.
+
+        Usernames of failed logins come straight from the request: every field is escaped, so no
+        value can start a new line, shift a field or send the terminal a control sequence.
+        """
+        detail = orjson.dumps(self.detail, option=orjson.OPT_SORT_KEYS).decode() if self.detail else None
+        return row(self.at.isoformat(timespec="seconds"), self.event, self.username or None, self.client_ip or None,
+                   detail)
 
 
 _COLUMNS = "SELECT id, at, event, user_id::text, username, client_ip, detail FROM audit_events"

@@ -10,20 +10,23 @@ of the middleware that handles every request (registered with :func:`request_fra
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import CodeType, FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 from multidict import istr
 
 from .forwarding import Network, is_trusted
+from .safetext import escape, escape_json
 
 HEADER = istr("X-Request-Id")
 MAX_GIVEN = 128  # a longer or unprintable X-Request-Id is replaced by one of ours
@@ -101,17 +104,42 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return orjson.dumps(entry, default=str).decode()
+        try:
+            document = orjson.dumps(entry, default=str).decode()
+        except orjson.JSONEncodeError:  # a lone surrogate (from a request) somewhere: \udXXX, as json does
+            return json.dumps(entry, default=str, ensure_ascii=True)
+        return escape_json(document)  # DEL, C1, bidi controls, U+2028/9 as \uXXXX too
+
+
+def _continuation(text: str) -> str:
+    """A traceback or stack under a text line: each line indented and escaped, so none reads as a line of its own."""
+    return "\n".join("  " + escape(line) for line in text.split("\n"))  # not splitlines(): it splits at \x85...
 
 
 class TextFormatter(logging.Formatter):
-    """The classic line, with ``request_id=...`` appended inside a request."""
+    """The classic line, with ``request_id=...`` appended inside a request.
+
+    One record is one line: the message (with its arguments, which may come from a request) is
+    escaped (see :mod:`forwardauth.safetext`); a traceback follows on indented lines.
+    """
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)  # on format's copy
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return _continuation(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _continuation(super().formatStack(stack_info))
+
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        safe = copy.copy(record)  # escaped on a copy, for the other handlers
+        safe.exc_text = None  # a traceback another handler cached, raw, is formatted again here
+        line = super().format(safe)
         rid = current_request_id()
         return line if rid is None else f"{line} request_id={rid}"
 

@@ -368,11 +368,11 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
     try:
         db = Database(database_url, 1)
         name = f"perf-{secrets.token_hex(3)}"
-        db.call(users.create, Passwords(1, 1024, 1), name, "perf password", ("user",), None)
+        db.call(users.create, Passwords(1, 1024, 1), name, "perf bench passphrase", ("user",), None)
         db.close()
         delays = []
         for _ in range(100):
-            token = httpx.post(base + "/login", json={"username": name, "password": "perf password"}).json()[
+            token = httpx.post(base + "/login", json={"username": name, "password": "perf bench passphrase"}).json()[
                 "access_token"]
             for _ in range(4 * WORKERS):  # every worker remembers it as live
                 assert status_of(port, token) == 200
@@ -392,7 +392,7 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
             f"Revocation propagation ({WORKERS} workers, local cache on, 100 trials): the logout call took p50 "
             f"{calls[49]:.1f} ms (max {calls[-1]:.1f}); from its answer to {4 * WORKERS} consecutive 401s on new "
             f"connections (any worker): p50 {after[49]:.1f} ms, max {after[-1]:.1f} ms, those checks included")
-        login_env = {"LOGIN_USER": name, "LOGIN_PASSWORD": "perf password"}
+        login_env = {"LOGIN_USER": name, "LOGIN_PASSWORD": "perf bench passphrase"}
         logins = wrk(base + "/login", None, 10, 8, "login.lua", login_env)
         out["logins"] = (f"Login throughput, production Argon2id (t=3, m=64 MiB, p=4), {WORKERS} workers x "
                          f"{config.load({}).db_pool_size} threads, 8 connections: {logins['rps']:.1f} logins/s, "

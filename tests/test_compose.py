@@ -1,11 +1,16 @@
-"""docker-compose.yml cannot run here (no Docker engine), so it is checked by reading it."""
+"""docker-compose.yml cannot run here (no Docker engine), so it is checked by reading it, and
+against the Compose Specification's JSON schema (tests/data/compose-spec.json, from
+compose-spec/compose-spec, schema/compose-spec.json at 170098ba, Apache-2.0)."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import yaml
 
@@ -105,3 +110,58 @@ def test_dockerfile() -> None:
     for copied in re.findall(r"^COPY (.+) \S+$", dockerfile, re.MULTILINE):
         for source in copied.split():
             assert (ROOT / source).exists(), source
+
+
+def test_the_file_follows_the_compose_specification() -> None:
+    schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
+    errors = [f"{list(e.instance_path)}: {e.message}" for e in jsonschema_rs.validator_for(schema).iter_errors(COMPOSE)]
+    assert errors == []
+
+
+def test_published_ports_are_on_loopback_only() -> None:
+    """"localhost only" must be true: a port without an address is published on every interface."""
+    published = [(name, str(port)) for name, service in SERVICES.items() for port in service.get("ports", [])]
+    assert published, "nginx must be reachable on this machine"
+    for name, port in published:
+        assert port.startswith(("127.0.0.1:", "[::1]:")), f"{name} publishes {port} on every interface"
+
+
+def test_the_database_password_must_be_chosen() -> None:
+    """Compose refuses an unset or empty password; .env.example ships none; forwardauth refuses the old placeholder."""
+    for where in (SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"],
+                  SERVICES["forwardauth"]["environment"]["FORWARDAUTH_DATABASE_URL"]):
+        assert "${POSTGRES_PASSWORD:?" in where and "${POSTGRES_PASSWORD}" not in where
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example == {"POSTGRES_PASSWORD": ""}
+    url = SERVICES["forwardauth"]["environment"]["FORWARDAUTH_DATABASE_URL"]
+    placeholder = re.sub(r"\$\{POSTGRES_PASSWORD[^}]*\}", "change-me", url)
+    with pytest.raises(config.ConfigError, match=r"^FORWARDAUTH_DATABASE_URL: .*placeholder"):
+        config.load({**forwardauth_environment(), "FORWARDAUTH_DATABASE_URL": placeholder})
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://forwardauth:change-me@postgres:5432/forwardauth",
+    "postgres://u:CHANGEME@db/x",
+    "postgresql://u:change%2Dme@db/x",
+    "postgresql://u@db/x?password=change-me",
+])
+def test_forwardauth_refuses_the_placeholder_password(url: str) -> None:
+    with pytest.raises(config.ConfigError) as refused:
+        config.load({"FORWARDAUTH_DATABASE_URL": url})
+    assert str(refused.value).startswith("FORWARDAUTH_DATABASE_URL: ") and "set a password of your own" in str(
+        refused.value)
+    assert config.load({"FORWARDAUTH_DATABASE_URL": re.sub("(?i)change", "k3pt-s3cret", url)}).database_url
+
+
+def test_only_the_proxy_is_trusted() -> None:
+    """Not every private range: only nginx's fixed address, from which the other containers are kept."""
+    trusted = config.load(forwardauth_environment()).trusted_proxies
+    nginx = SERVICES["nginx"]["networks"]["default"]["ipv4_address"]
+    assert [str(n) for n in trusted] == [f"{nginx}/32"]
+    (pool,) = COMPOSE["networks"]["default"]["ipam"]["config"]
+    subnet, dynamic = ipaddress.ip_network(pool["subnet"]), ipaddress.ip_network(pool["ip_range"])
+    assert ipaddress.ip_address(nginx) in subnet and ipaddress.ip_address(nginx) not in dynamic
+    assert dynamic.subnet_of(subnet)  # type: ignore[arg-type]
+    for name, service in SERVICES.items():  # nobody else gets a fixed address, nor another network
+        assert name == "nginx" or "networks" not in service, name

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from forwardauth.logs import JsonFormatter, TextFormatter
+from forwardauth.safetext import UNSAFE
 
 from . import http
 from .conftest import Service, wait_until
@@ -84,3 +86,53 @@ def test_json_formatter_keeps_extras_and_the_traceback() -> None:
 def test_text_formatter_is_one_classic_line() -> None:
     first = TextFormatter().format(record("failed %s")).splitlines()[0]
     assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR \[\d+\] forwardauth\.test: failed x$", first)
+
+
+HOSTILE = ("bob\r\n2026-01-01 00:00:00,000 INFO [1] forwardauth.web: login ok for root"
+           "\x1b]0;pwned\x07\x1b[8m\u202e\u2028\x85\x7f")
+
+
+def through_logger(formatter: logging.Formatter, *args: Any, exc: bool = False) -> str:
+    """What a real logger writes to a stream with ``formatter``."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(f"forwardauth.test.{id(stream)}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        if exc:
+            try:
+                raise ValueError(f"bad name {args[0]}")
+            except ValueError:
+                logger.exception("login failed for %s", *args)
+        else:
+            logger.warning("login failed for %s", *args)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_text_log_escapes_control_characters_in_messages_and_arguments() -> None:
+    written = through_logger(TextFormatter(), HOSTILE)
+    assert written.count("\n") == 1  # one record, one line
+    assert not UNSAFE.search(written.rstrip("\n"))
+    assert written.rstrip("\n").endswith(
+        "login failed for bob\\r\\n2026-01-01 00:00:00,000 INFO [1] forwardauth.web: login ok for root"
+        "\\x1b]0;pwned\\x07\\x1b[8m\\u202e\\u2028\\x85\\x7f")
+
+
+def test_text_log_traceback_lines_are_indented_and_escaped() -> None:
+    first, *rest = through_logger(TextFormatter(), HOSTILE, exc=True).rstrip("\n").split("\n")
+    assert " ERROR [" in first and first.endswith("\\x7f")
+    assert rest and all(line.startswith("  ") for line in rest)  # nothing reads as a record of its own
+    assert not UNSAFE.search("".join(rest)) and "  ValueError: bad name bob\\r" in rest
+    assert rest[-1].endswith("root\\x1b]0;pwned\\x07\\x1b[8m\\u202e\\u2028\\x85\\x7f")
+
+
+def test_json_log_escapes_what_json_leaves_raw_and_stays_json() -> None:
+    written = through_logger(JsonFormatter(), HOSTILE)
+    assert written.count("\n") == 1 and not UNSAFE.search(written.rstrip("\n"))
+    assert json.loads(written)["message"] == f"login failed for {HOSTILE}"  # lossless
+    lone = through_logger(JsonFormatter(), "x\ud800y")  # a lone surrogate (from a JSON body) is no crash
+    assert json.loads(lone)["message"] == "login failed for x\ud800y"

@@ -1,0 +1,96 @@
+"""``forwardauth user add / list / modify / delete``: the account commands an operator needs.
+
+A new password meets the policy in :mod:`forwardauth.passwords` (checked before any store is
+started, and again where it is stored). Removing a role or deleting a user ends the user's
+sessions the way ``user revoke`` does, so a token minted with the old roles stops passing at
+once instead of at its expiry.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import users
+from .cli import CommandError, _end_all_sessions, _read_password, _with_db
+from .config import Settings
+from .passwords import Passwords, check_policy
+from .safetext import escape, row
+
+
+def cmd_user_add(settings: Settings, args: argparse.Namespace) -> None:
+    password = users.check_password(_read_password(args))
+    check_policy(password, settings.password_min_length, (args.name, args.email))  # before starting stores
+    user = _with_db(settings, users.create, Passwords.from_settings(settings), args.name, password,
+                    args.role, args.email)
+    print(f"created user {escape(user.username)} ({user.id})")
+
+
+def cmd_user_list(settings: Settings, args: argparse.Namespace) -> None:
+    for user in _with_db(settings, users.list_all):
+        state = "disabled" if user.disabled else "enabled"
+        print(row(user.username, state, ",".join(user.roles) or None, user.email))
+
+
+def _role_edit(args: argparse.Namespace) -> Callable[[tuple[str, ...]], Sequence[str]] | None:
+    """``current roles -> new roles`` from --role/--no-roles, --add-role and --remove-role; None: unchanged."""
+    if args.role is None and not args.no_roles and not args.add_role and not args.remove_role:
+        return None
+
+    def edit(current: tuple[str, ...]) -> list[str]:
+        base = [] if args.no_roles else list(args.role) if args.role is not None else list(current)
+        return [r for r in [*base, *args.add_role] if r not in args.remove_role]
+
+    return edit
+
+
+def cmd_user_modify(settings: Settings, args: argparse.Namespace) -> None:
+    """Change roles and/or e-mail; a removed role ends the user's sessions (tokens carry roles)."""
+    edit = _role_edit(args)
+    set_email = args.email is not None or args.no_email
+    if edit is None and not set_email:
+        raise CommandError("nothing to change: give --role, --no-roles, --add-role, --remove-role, --email "
+                           "or --no-email")
+    before, after = _with_db(settings, users.modify, args.name, edit, args.email, set_email)
+    name = escape(after.username)
+    print(f"modified {name}: roles {escape(','.join(after.roles)) or '-'}, e-mail {escape(after.email or '-')}")
+    removed = set(before.roles) - set(after.roles)
+    if removed:
+        count = _end_all_sessions(settings, after.username)
+        print(f"revoked {count} session(s) of {name}: role(s) {escape(','.join(sorted(removed)))} removed")
+
+
+def cmd_user_delete(settings: Settings, args: argparse.Namespace) -> None:
+    """Disable (no new sign-in), end every session (as ``user revoke``), then delete the account."""
+    user = _with_db(settings, users.set_disabled, args.name, True)
+    count = _end_all_sessions(settings, user.username)
+    _with_db(settings, users.delete, user.username)
+    print(f"deleted {escape(user.username)}; revoked {count} session(s)")
+
+
+def add_commands(group: Any) -> None:
+    """Register ``user add``, ``list``, ``modify`` and ``delete`` on the ``user`` subcommand group."""
+    add = group.add_parser("add", help="create a user")
+    add.add_argument("name")
+    add.add_argument("--role", action="append", default=[], help="repeat for several roles")
+    add.add_argument("--email")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.set_defaults(run=cmd_user_add)
+    group.add_parser("list", help="list users").set_defaults(run=cmd_user_list)
+
+    modify = group.add_parser("modify", help="change a user's roles or e-mail (removing a role ends its sessions)")
+    modify.add_argument("name")
+    roles = modify.add_mutually_exclusive_group()
+    roles.add_argument("--role", action="append", help="the user's roles from now on; repeat for several")
+    roles.add_argument("--no-roles", action="store_true", help="remove every role")
+    modify.add_argument("--add-role", action="append", default=[], help="add a role; repeat")
+    modify.add_argument("--remove-role", action="append", default=[], help="remove a role; repeat")
+    email = modify.add_mutually_exclusive_group()
+    email.add_argument("--email", help="new e-mail address")
+    email.add_argument("--no-email", action="store_true", help="remove the e-mail address")
+    modify.set_defaults(run=cmd_user_modify)
+
+    delete = group.add_parser("delete", help="end a user's sessions and delete the account")
+    delete.add_argument("name")
+    delete.set_defaults(run=cmd_user_delete)
