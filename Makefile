@@ -14,10 +14,9 @@ $(STAMP): pyproject.toml
 
 # A real proxy (nginx when installed, else Traefik) on http://127.0.0.1:8080/ in front of a demo
 # app, forwardauth behind it, with embedded PostgreSQL and Redis under ./.forwardauth unless
-# FORWARDAUTH_DATABASE_URL / FORWARDAUTH_REDIS_URL are set.
+# FORWARDAUTH_DATABASE_URL / FORWARDAUTH_REDIS_URL are set. `demo` migrates, creates the demo user
+# (its password is in the banner printed once everything answers) and stops cleanly on Ctrl-C.
 run: $(STAMP)
-	$(BIN)/forwardauth migrate
-	$(BIN)/forwardauth user demo
 	$(BIN)/forwardauth demo
 
 test: $(STAMP)

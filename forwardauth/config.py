@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .constants import REFRESH_COOKIE_SUFFIX
 
@@ -77,7 +77,12 @@ def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         parts = urlsplit(text)
         if parts.scheme not in schemes:
+            if "://" not in text:  # a bare host or path: say how to write it
+                raise ValueError(f"{text!r} is not a URL: write it with its scheme, e.g. "
+                                 f"{schemes[-1]}://{text.lstrip('/')}")
             raise ValueError(f"scheme must be one of {', '.join(schemes)}")
+        if not parts.netloc:
+            raise ValueError(f"{text!r} has no host (e.g. {schemes[-1]}://auth.example.com)")
         return text
 
     return parse
@@ -94,10 +99,34 @@ def parse_redis_url(text: str) -> str:
     return text
 
 
+PLACEHOLDER_PASSWORDS = frozenset({"change-me", "changeme", "change_me"})  # what examples ship
+
+
+_OTHER_DATABASES = {"mysql": "MySQL", "mariadb": "MariaDB", "sqlite": "SQLite", "mssql": "SQL Server",
+                    "sqlserver": "SQL Server", "oracle": "Oracle", "mongodb": "MongoDB"}
+
+
+def parse_database_url(text: str) -> str:
+    """A PostgreSQL URL whose password is not an example's placeholder (a known, working password)."""
+    scheme = urlsplit(text).scheme.lower().split("+")[0]
+    if scheme not in ("postgres", "postgresql"):  # explained without repeating the URL: it holds the password
+        other = _OTHER_DATABASES.get(scheme)
+        raise RedactedError(f"{f'{other} is not supported' if other else 'not a PostgreSQL URL'}: forwardauth "
+                            "stores its data in PostgreSQL only; write postgresql://USER:PASSWORD@HOST:5432/DATABASE")
+    parts = urlsplit(text)
+    given = [unquote(parts.password or "")] + [unquote(v) for k, v in parse_qsl(parts.query) if k == "password"]
+    if any(p.lower() in PLACEHOLDER_PASSWORDS for p in given):
+        raise RedactedError("its password is the example placeholder (change-me): set a password of your own")
+    return text
+
+
 def parse_login_url(text: str) -> str:
     """An absolute http(s) URL, or a path on whichever host the browser asked for."""
     if text.startswith("/") and not text.startswith("//"):
         return text
+    if "://" not in text:
+        raise ValueError(f"{text!r} is neither a URL nor a path: a path needs a leading / "
+                         f"(/{text.lstrip('/')}), a URL its scheme (https://...)")
     return parse_url(("http", "https"))(text)
 
 
@@ -115,6 +144,13 @@ def parse_domains(text: str) -> tuple[str, ...]:
 
 def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     return tuple(ipaddress.ip_network(item, strict=False) for item in parse_list(text))
+
+
+def parse_password_min_length(text: str) -> int:
+    value = _int(text, "a whole number")
+    if not 8 <= value <= 1024:
+        raise ValueError(f"{text!r} must be between 8 (NIST's floor) and 1024")
+    return value
 
 
 def parse_algorithm(text: str) -> str:
@@ -170,12 +206,14 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     argon2_parallelism: int = 4
+    password_min_length: int = 15
     login_max_failures: int = 5
     login_window: int = 300
     local_cache: bool = True
     db_pool_size: int = 4
     auto_migrate: bool = True
     shutdown_timeout: int = 10
+    header_timeout: int = 10
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -212,7 +250,7 @@ class Variable:
 
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("database_url", parse_url(("postgres", "postgresql")), "(embedded)",
+    Variable("database_url", parse_database_url, "(embedded)",
              "PostgreSQL URL. Unset: start an embedded PostgreSQL under the data folder.", secret=True),
     Variable("redis_url", parse_redis_url, "(embedded)",
              "Redis URL: redis://, rediss://, unix://, redis+sentinel://H:P,H:P/MASTER/DB or "
@@ -251,6 +289,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("argon2_time_cost", parse_positive_int, "3", "Argon2id iterations."),
     Variable("argon2_memory_cost", parse_positive_int, "65536", "Argon2id memory in KiB."),
     Variable("argon2_parallelism", parse_positive_int, "4", "Argon2id lanes."),
+    Variable("password_min_length", parse_password_min_length, "15",
+             "Shortest password `user add` / `user passwd` accept (NIST SP 800-63B: 15 for a single factor, "
+             "never below 8); common or guessable ones are refused at any length."),
     Variable("login_max_failures", parse_positive_int, "5",
              "Failed logins per address and username within the window before 429 (x4 per address, x10 "
              "per username)."),
@@ -261,6 +302,9 @@ VARIABLES: tuple[Variable, ...] = (
              "Threads (and PostgreSQL connections) per worker for logins."),
     Variable("auto_migrate", parse_bool, "true", "Apply migrations when `serve` starts."),
     Variable("shutdown_timeout", parse_duration, "10s", "Time in-flight requests get on SIGTERM."),
+    Variable("header_timeout", parse_duration, "10s",
+             "Time a client has to send a request's line and headers, from its first byte (or from connecting); "
+             "a slower one is closed with 408."),
     Variable("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Variable("log_format", parse_log_format, "json",
              "json (one object per line, with the request id) or text (lines for a terminal)."),
@@ -292,12 +336,17 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         text = raw.get(var.name)
         if text is None:
             continue
-        try:
-            values[var.name] = var.parse(text)
-        except (ValueError, TypeError) as exc:
-            detail = "invalid value" if var.secret and not isinstance(exc, RedactedError) else str(exc)
-            raise ConfigError(f"{var.env}: {detail}") from None
+        values[var.name] = parse_variable(var, text)
     return _complete(Settings(**values))
+
+
+def parse_variable(var: Variable, text: str) -> Any:
+    """One variable's value, or ``ConfigError`` naming it (a secret's value never repeated)."""
+    try:
+        return var.parse(text)
+    except (ValueError, TypeError) as exc:
+        detail = "invalid value" if var.secret and not isinstance(exc, RedactedError) else str(exc)
+        raise ConfigError(f"{var.env}: {detail}") from None
 
 
 def _complete(settings: Settings) -> Settings:
@@ -316,6 +365,8 @@ def _complete(settings: Settings) -> Settings:
             raise ConfigError(f"{PREFIX}HMAC_SECRET: must be at least {MIN_HMAC_SECRET_BYTES} bytes")
     if settings.access_ttl < 1:
         raise ConfigError(f"{PREFIX}ACCESS_TTL: must be at least 1 second")
+    if settings.header_timeout < 1:
+        raise ConfigError(f"{PREFIX}HEADER_TIMEOUT: must be at least 1 second")
     if settings.refresh_ttl < settings.access_ttl:
         raise ConfigError(f"{PREFIX}REFRESH_TTL: must not be shorter than {PREFIX}ACCESS_TTL")
     return replace(settings, issuer=issuer, login_url=login_url, allowed_domains=allowed)

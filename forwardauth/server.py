@@ -3,18 +3,23 @@
 The supervisor starts the embedded stores (if any), migrates, makes sure a signing key exists,
 then starts the workers and restarts any that dies. SIGTERM or SIGINT stops the workers
 gracefully: they stop accepting, finish in-flight requests (up to the shutdown timeout), close
-their pools, and only then are the embedded stores stopped.
+their pools, and only then are the embedded stores stopped. Workers ignore SIGINT (Ctrl-C reaches
+the whole process group): the supervisor alone decides, and stops them with SIGTERM. Before
+anything starts, the supervisor claims the port (``ports``): a second server fails at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker as resource_tracker
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from multiprocessing.process import BaseProcess
@@ -25,9 +30,9 @@ import psycopg2
 import uvloop
 from aiohttp import web
 
-from . import embedded, limits, logs, migrations
+from . import browser, diagnose, embedded, limits, logs, migrations, ports
 from .config import Settings
-from .keys import load_ring
+from .keys import KeyFileError, load_ring
 from .policy import load as load_policy
 from .web import SERVICES, create_app, reload_policy
 
@@ -44,6 +49,9 @@ def migrate_when_ready(dsn: str, wait: float = MIGRATE_WAIT) -> list[str]:
         try:
             return migrations.migrate(dsn)
         except psycopg2.OperationalError as exc:
+            problem = diagnose.database_problem(exc, dsn)
+            if problem is not None:  # no such database, user or password: waiting will not help
+                raise problem from None
             if time.monotonic() > deadline:
                 raise
             log.warning("waiting for PostgreSQL: %s", str(exc).strip().splitlines()[0])
@@ -58,8 +66,7 @@ async def _serve(settings: Settings, metrics_dir: Path) -> None:
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)  # from the supervisor; SIGINT stays ignored
     services = app[SERVICES]
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, reload_policy, services))
     log.info("worker listening on %s:%d", settings.host, settings.port)
@@ -70,13 +77,27 @@ async def _serve(settings: Settings, metrics_dir: Path) -> None:
 
 def run_worker(settings: Settings, metrics_dir: Path) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler is in place
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # blocked since _spawn; a pending Ctrl-C is dropped
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     logs.configure(settings.log_level, settings.log_format)
-    uvloop.run(_serve(settings, metrics_dir))
+    try:
+        uvloop.run(_serve(settings, metrics_dir))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        log.error("%s", ports.in_use_message(settings.host, settings.port))
+        sys.exit(ports.PORT_TAKEN_EXIT)
 
 
 def _spawn(context: multiprocessing.context.SpawnContext, settings: Settings, metrics_dir: Path) -> BaseProcess:
+    """Start a worker with SIGINT blocked: a Ctrl-C while it imports would print a traceback."""
     process = context.Process(target=run_worker, args=(settings, metrics_dir), name="forwardauth-worker")
-    process.start()
+    resource_tracker.ensure_running()  # first: starting it unblocks SIGINT in this thread
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # inherited through fork and exec
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C meanwhile reaches us now
     return process
 
 
@@ -105,6 +126,8 @@ def supervise(settings: Settings) -> None:
             multiprocessing.connection.wait([w.sentinel for w in workers], timeout=0.2)
             for index, worker in enumerate(workers):
                 if not worker.is_alive() and not stopping:
+                    if worker.exitcode == ports.PORT_TAKEN_EXIT:  # taken since the check: restarts cannot help
+                        raise ports.PortInUse(ports.in_use_message(settings.host, settings.port))
                     log.error("worker %s exited with %s; restarting", worker.pid, worker.exitcode)
                     time.sleep(RESTART_BACKOFF)
                     workers[index] = _spawn(context, settings, metrics_dir)
@@ -124,10 +147,13 @@ def supervise(settings: Settings) -> None:
 
 def serve(settings: Settings) -> None:
     logs.configure(settings.log_level, settings.log_format)
+    for problem in diagnose.unknown_variables(os.environ):  # started anyway: see "Configuration" in README
+        log.warning("%s", problem)
+    browser.warn_at_start(settings)  # cookies browsers would drop (Secure over http, a domain not covering)
     # Until supervise() installs its graceful handler, SIGTERM unwinds like Ctrl-C, so the
     # embedded stores started below are stopped even when the stop comes during start-up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with embedded.stores(settings) as ready:
+    with ports.claim(settings.host, settings.port), embedded.stores(settings) as ready:
         assert ready.database_url is not None
         if ready.auto_migrate:
             applied = migrate_when_ready(ready.database_url)
@@ -136,7 +162,10 @@ def serve(settings: Settings) -> None:
         if ready.policy_file is not None:
             policy = load_policy(ready.policy_file)  # a broken file stops the start here
             log.info("policy %s: %d rule(s), default %s", policy.source, len(policy.rules), policy.default.value)
-        ring = load_ring(ready)
+        try:
+            ring = load_ring(ready)
+        except (OSError, KeyFileError) as exc:
+            raise diagnose.keys_problem(ready, exc) from None
         log.info("signing with %s key %s", ring.current.alg, ring.current.kid)
         log.info("forwardauth on http://%s:%d with %d worker(s)", ready.host, ready.port, ready.workers)
         supervise(ready)

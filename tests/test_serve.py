@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -218,3 +219,68 @@ def test_bad_configuration_stops_the_start(env: dict[str, str]) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == ("forwardauth: configuration error: FORWARDAUTH_ACCESS_TTL: 'soon' is not a "
                                      "duration (use e.g. 900, 15m, 12h, 14d)")
+
+
+# --- a port in use; Ctrl-C -----------------------------------------------------------------------
+
+
+def serve_on(env: dict[str, str], port: int, **extra: str) -> subprocess.CompletedProcess[str]:
+    """``forwardauth serve`` on ``port``, expected to give up by itself within the deadline."""
+    return subprocess.run([sys.executable, "-m", "forwardauth", "serve"], capture_output=True, text=True,
+                          env={**os.environ, **env, "FORWARDAUTH_PORT": str(port), **extra}, timeout=30)
+
+
+def test_a_port_held_by_another_program_stops_serve_at_once(env: dict[str, str]) -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = serve_on(env, port)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"forwardauth: port {port} is already in use (127.0.0.1:{port}): stop what listens there or choose "
+        "another port (FORWARDAUTH_PORT or --port)")
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "worker" not in result.stderr  # given up before any worker started
+
+
+def test_a_second_forwardauth_never_shares_the_port(service: Callable[..., Service], env: dict[str, str]) -> None:
+    first = service(workers=2)
+    before = wait_for_workers(first, 2)
+    for host in ("127.0.0.1", "0.0.0.0"):  # the same address, and one that overlaps it
+        second = serve_on(env, first.port, FORWARDAUTH_HOST=host, FORWARDAUTH_AUDIENCE="another-configuration")
+        assert second.returncode == 1, second.stderr
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"forwardauth: port {first.port} is already used by another forwardauth server on this machine: stop "
+            "it first, or choose another port (FORWARDAUTH_PORT or --port)")
+    assert wait_for_workers(first, 2) == before  # the first one serves on, alone, undisturbed
+    assert http.get(first.base + "/readyz").status == 200
+    assert first.process.poll() is None
+
+
+def test_ctrl_c_stops_serve_cleanly(service: Callable[..., Service]) -> None:
+    svc = service(workers=2)
+    pgid = os.getpgid(svc.process.pid)
+    wait_for_workers(svc, 2)
+
+    os.killpg(pgid, signal.SIGINT)  # a terminal's Ctrl-C reaches every process of the group
+    assert svc.process.wait(timeout=30) == 0
+    wait_until(lambda: group_gone(pgid), timeout=20, what="every process of the service's group to exit")
+    assert "Traceback" not in svc.log.read_text()
+
+
+def test_ctrl_c_while_workers_start_stops_serve_cleanly(env: dict[str, str], tmp_path: Path) -> None:
+    svc = Service(env, free_port(), workers=2, cwd=tmp_path)
+    try:
+        pgid = os.getpgid(svc.process.pid)
+        starting = wait_until(lambda: workers(svc.process.pid), what="the workers to be starting")
+        for pid in starting:  # Ctrl-C reaching them while they import: ignored, the supervisor decides
+            os.kill(pid, signal.SIGINT)
+        assert starting <= wait_for_workers(svc, 2)  # none of them died of it (and was replaced)
+        os.killpg(pgid, signal.SIGINT)
+        assert svc.process.wait(timeout=30) == 0
+        wait_until(lambda: group_gone(pgid), timeout=20, what="every process of the service's group to exit")
+    finally:
+        svc.stop()
+    log = svc.log.read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log
