@@ -53,17 +53,23 @@ OAUTH_ERRORS = {"400": _json(ERROR, "RFC 6749 5.2 error"), "429": THROTTLED,
                 "413": TOO_LARGE, "503": UNAVAILABLE}
 
 IDENTITY_HEADERS = {
-    "X-Auth-User": _header("Username (or client id for client_credentials)"),
-    "X-Auth-Roles": _header("Roles, comma-separated"),
-    "X-Auth-Email": _header("E-mail, when known"),
-    "X-Auth-Subject": _header("Stable user id"),
+    "X-Auth-User": _header("Username (a user's token only)"),
+    "X-Auth-Roles": _header("The user's roles, comma-separated (a user's token only)"),
+    "X-Auth-Email": _header("E-mail, when known (a user's token only)"),
+    "X-Auth-Subject": _header("Stable user id, or client:<id> for a client's own token"),
+    "X-Auth-Client": _header("Client id (a client_credentials token only: no user)"),
+    "X-Auth-Client-Roles": _header("The client's roles, comma-separated (a client_credentials token only)"),
 }
 DENIED = {
     "401": _text("No valid token", headers={"WWW-Authenticate": _header("Bearer challenge"),
                                             "Location": _header("Login page, for browsers behind nginx/Envoy")}),
     "302": _text("Browser sent to the login page (behind Traefik/Caddy)",
                  headers={"Location": _header("Login page with rd")}),
-    "400": _json(ERROR, "Unreadable request, or described in two proxies' terms"),
+    "400": _json(ERROR, "A request /auth will not judge: a path or host backends read in more than one way, "
+                 "a proxy's description missing, malformed or in two proxies' terms, describing headers from an "
+                 "address not in FORWARDAUTH_TRUSTED_PROXIES, or forwardauth's refresh cookie on a request for an app"),
+    "403": {"description": "Refused by an access rule (for a browser, the access-denied page)",
+            "content": {TEXT: {"schema": {"type": "string"}}, HTML: {"schema": {"type": "string"}}}},
     "431": _json(ERROR, "A request header over 16 KiB, or more than 100 of them"),
     "503": UNAVAILABLE,
 }
@@ -113,6 +119,7 @@ def document(settings: Settings) -> Schema:
                    "properties": {"username": {**FIELD, "minLength": 1}, "password": {**FIELD, "minLength": 1},
                                   "rd": FIELD}}
     refresh = {"type": "object", "properties": {"refresh_token": FIELD}}
+    sign_out = {"type": "object", "properties": {"refresh_token": FIELD, "rd": FIELD}}
     token_request = {"type": "object", "required": ["token"],
                      "properties": {"token": {"type": "string"}, "token_type_hint": {"type": "string"},
                                     "client_id": {"type": "string"}, "client_secret": {"type": "string"}}}
@@ -147,7 +154,9 @@ def document(settings: Settings) -> Schema:
                         "200": _json(_ref("Tokens"), "Tokens (JSON request)"),
                         "303": {"description": "Cookie set; redirect to rd", "headers": {
                             "Location": _header("rd or /"), "Set-Cookie": _header("The access and refresh cookies")}},
-                        "400": BAD_REQUEST,
+                        "400": {"description": "Malformed input; or (HTML) a browser that would not keep the "
+                                "cookie or send it to rd, told why", "content": {
+                                    JSON: {"schema": ERROR}, HTML: {"schema": {"type": "string"}}}},
                         "401": {"description": "Wrong username or password", "content": {
                             JSON: {"schema": ERROR}, HTML: {"schema": {"type": "string"}}}},
                         "429": {**THROTTLED, "content": {JSON: {"schema": ERROR},
@@ -166,21 +175,40 @@ def document(settings: Settings) -> Schema:
                               "401": _json(ERROR, "Invalid, expired, revoked or reused"), "413": TOO_LARGE,
                               "415": _json(ERROR, "Not JSON nor a form"), "503": UNAVAILABLE},
             }},
-            "/logout": {"post": {
+            "/logout": {"get": {
+                "summary": "The sign-out page: who is signed in, and a button that posts the sign-out",
+                "parameters": [{"name": "rd", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _text("HTML page", HTML), "503": UNAVAILABLE},
+            }, "post": {
                 "summary": "End the session of the presented token",
                 "security": [{}, {"bearer": []}, {"cookie": []}],
-                "requestBody": {"content": {JSON: {"schema": refresh}, FORM: {"schema": refresh}}},
+                "requestBody": {"content": {JSON: {"schema": sign_out}, FORM: {"schema": sign_out}}},
                 "responses": {"200": _json({"type": "object", "properties": {"logged_out": {"type": "boolean"}}},
                                            "Done (idempotent)"),
-                              "303": {"description": "Browser: back to the login page"},
+                              "202": _json({"type": "object", "properties": {
+                                  "logged_out": {"type": "boolean"}, "revocation_pending": {"type": "boolean"}}},
+                                  "Session ended; Redis refused to revoke its access tokens: queued until it "
+                                  "takes writes again"),
+                              "303": {"description": "Browser: back to the login page (with rd, when given)"},
                               "400": BAD_REQUEST, "401": BAD_REQUEST, "403": CROSS_SITE, "413": TOO_LARGE,
                               "415": _json(ERROR, "Not JSON nor a form"), "503": UNAVAILABLE},
+            }},
+            "/forbidden": {"get": {
+                "summary": "The access-denied page for the request described as for /auth (nginx error_page 403)",
+                "security": [{}, {"cookie": []}],
+                "responses": {"403": {"description": "The page for a browser (Accept: text/html), else plain text",
+                                      "content": {HTML: {"schema": {"type": "string"}},
+                                                  TEXT: {"schema": {"type": "string"}}}},
+                              "503": UNAVAILABLE},
             }},
             "/logout/all": {"post": {
                 "summary": "End every session of the token's user",
                 "security": [{"bearer": []}, {"cookie": []}],
                 "responses": {"200": _json({"type": "object", "properties": {
                     "sessions_revoked": {"type": "integer"}}}, "Done"),
+                              "202": _json({"type": "object", "properties": {
+                                  "sessions_revoked": {"type": "integer"}, "revocation_pending": {"type": "boolean"}}},
+                                  "Ended; Redis refused writes: access tokens revoked when it takes them"),
                               "400": BAD_REQUEST, "401": _json(ERROR, "No live access token"),
                               "403": CROSS_SITE, "503": UNAVAILABLE},
             }},

@@ -1,21 +1,80 @@
-"""HTML pages (the login form), rendered from templates read once at import.
+"""HTML pages (sign in, sign out, access denied), rendered from Jinja2 templates.
 
-Every value put into a page is HTML-escaped here; templates hold no logic.
+Autoescape is on for every template, so each value put into a page is HTML-escaped; templates
+hold layout only. The pages' security headers are built here from the settings, because the
+Content-Security-Policy's ``form-action`` must name every place our forms lead to.
 """
 
 from __future__ import annotations
 
-import html
-from importlib import resources
-from string import Template
+import functools
+import ipaddress
+from collections.abc import Mapping, Sequence
 
-_LOGIN = Template(resources.files(__package__).joinpath("templates/login.html").read_text("utf-8"))
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from .config import Settings
+from .csrf import origin_of
+
+_ENV = Environment(loader=PackageLoader(__package__, "templates"), autoescape=True, undefined=StrictUndefined,
+                   auto_reload=False, trim_blocks=True, lstrip_blocks=True)
+_LOGIN = _ENV.get_template("login.html")
+_FORBIDDEN = _ENV.get_template("forbidden.html")
+_LOGOUT = _ENV.get_template("logout.html")
 
 
-def login_page(action: str, rd: str = "", username: str = "", error: str | None = None) -> str:
-    return _LOGIN.substitute(
-        action=html.escape(action),
-        rd=html.escape(rd),
-        username=html.escape(username),
-        error=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "",
-    )
+def login_page(action: str, rd: str = "", username: str = "", error: str | None = None,
+               notice: str | None = None) -> str:
+    return _LOGIN.render(action=action, rd=rd, username=username, error=error, notice=notice)
+
+
+def forbidden_page(host: str, username: str | None, roles: Sequence[str], logout_action: str, rd: str,
+                   needs_role: bool) -> str:
+    """The 403 page for a browser: who is signed in, and the ways out (sign out, switch user)."""
+    return _FORBIDDEN.render(host=host, username=username, roles=roles, logout_action=logout_action, rd=rd,
+                             needs_role=needs_role)
+
+
+def logout_page(signed_in: bool, username: str | None, action: str, rd: str, login_href: str) -> str:
+    """What ``GET /logout`` shows: a button that posts the sign-out (a link alone must not sign out)."""
+    return _LOGOUT.render(signed_in=signed_in, username=username, action=action, rd=rd, login_href=login_href)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def form_action_sources(allowed_domains: Sequence[str], urls: Sequence[str]) -> str:
+    """``form-action``'s sources: our own origin, the given URLs' and every allowed domain's.
+
+    Browsers check a form's redirects against ``form-action`` too (CSP3; Chromium does), so the
+    login form's 303 to ``rd`` on another host needs that host here, or the browser stays on the
+    form. ``rd`` may be any scheme and port on an allowed domain or its subdomains, hence
+    ``http(s)://[*.]domain:*`` (a source without a port matches only the scheme's default port,
+    and ``*.domain`` not ``domain`` itself; an address has no subdomains).
+    """
+    sources = ["'self'"]
+    for url in urls:
+        origin = origin_of(url)
+        if origin is not None and origin not in sources:
+            sources.append(origin)
+    for domain in allowed_domains:
+        hosts = (domain,) if _is_ip(domain) else (domain, "*." + domain)
+        sources.extend(f"{scheme}://{host}:*" for host in hosts for scheme in ("https", "http"))
+    return " ".join(sources)
+
+
+@functools.lru_cache(maxsize=64)
+def page_headers(settings: Settings) -> Mapping[str, str]:
+    """Our pages' headers: never cached, never framed, no sniffing, and the URL (with its rd) not
+    sent elsewhere. Not "no-referrer": with it a browser sends "Origin: null" on the form post,
+    which the CSRF check refuses."""
+    csp = ("default-src 'none'; style-src 'unsafe-inline'; "
+           f"form-action {form_action_sources(settings.allowed_domains, (settings.login_url, settings.issuer))}; "
+           "frame-ancestors 'none'; base-uri 'none'")
+    return {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Content-Security-Policy": csp,
+            "Referrer-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}

@@ -18,37 +18,54 @@ from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy, istr
 
-from . import audit, limits, migrations, sessions, users
+from . import browser, limits, migrations, sessions
 from .cache import ClaimsCache, LiveTokens, Memo
 from .config import Settings
 from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, OutageLog, RedisSettings
 from .constants import (
     BROWSER_REFRESH_GRACE,
     ENVOY_PREFIX,
-    HEADER_EMAIL,
-    HEADER_ROLES,
-    HEADER_SUBJECT,
-    HEADER_USER,
     MAX_TOKEN_LENGTH,
+    REFRESH_RETRY_GRACE,
     RENEWAL_LOOP_SECONDS,
     RedisKeys,
 )
 from .credentials import AmbiguousToken, access_token, cookie_value
 from .csrf import form_post_allowed, origin_of
-from .forwarding import AmbiguousRequest, OriginalRequest, Source, original_request, path_prefix, public_origin
-from .keys import RELOAD_SECONDS, KeyFileError, KeyRing, key_files, load_ring
+from .forwarding import (
+    OriginalRequest,
+    Source,
+    is_trusted,
+    original_request,
+    path_prefix,
+    public_origin,
+    refuse_untrusted,
+)
+from .keys import RELOAD_SECONDS, KeyRing, key_files, load_ring, record_signing, reload_ring
 from .logs import TRUSTED_PROXIES
 from .metrics import CONTENT_TYPE, Metrics, observe
-from .pages import login_page
+from .pages import login_page, page_headers
 from .passwords import Passwords
-from .policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Rule, Subject
+from .policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Verdict, decide
 from .policy import load as load_policy
+from .principals import identity_headers, subject_of
 from .redirects import login_location, safe_redirect
+from .refusals import RefusalLog, Refused, refresh_cookie_leak
 from .regulation import Regulation
 from .revocation import Revocations
+from .signin import (
+    Throttled,
+    client_address,
+    device_of,
+    issue_access,
+    new_device,
+    set_device_cookie,
+    sign_in,
+)
 from .tokens import AccessClaims, MintedToken, TokenError, TokenService
 
 log = logging.getLogger("forwardauth.web")
@@ -56,11 +73,6 @@ log = logging.getLogger("forwardauth.web")
 MAX_BODY = 64 * 1024
 MAX_FIELD = 4096
 JSON = "application/json"
-PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-# Our pages: never cached, never framed, no sniffing, and the URL (with its rd) not sent elsewhere. Not
-# "no-referrer": with it a browser sends "Origin: null" on the form post, which the CSRF check refuses.
-PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Content-Security-Policy": PAGE_CSP,
-                "Referrer-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
 
 
 @dataclass(slots=True)
@@ -76,7 +88,7 @@ class Services:
     claims: ClaimsCache  # verified signatures (safe always: revocation is checked apart)
     metrics: Metrics
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
-    decisions: Memo[tuple[OriginalRequest, Rule]] = field(default_factory=Memo)
+    decisions: Memo[tuple[OriginalRequest, Verdict]] = field(default_factory=Memo)
 
     def use_policy(self, policy: Policy) -> None:
         """Swap in new rules and a memo of their own (one assignment: never rules of one with
@@ -153,12 +165,15 @@ class BodyTooLarge(BadInput):
 
 
 async def posted_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
-    """The parsed form body; a malformed one (e.g. multipart without boundary) is a 400, a large one 413."""
+    """The parsed form body; a malformed one (multipart without boundary, bytes not in the declared
+    charset) is a 400, and so is one aiohttp cannot decode: an unknown charset (LookupError), an
+    unknown Content-Transfer-Encoding of a part (RuntimeError), a part's headers it cannot parse
+    (HttpProcessingError; aiohttp also loses its place after a ``_charset_`` part). A large one is a 413."""
     try:
         return await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge() from None
-    except ValueError as exc:
+    except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
         raise BadInput(f"malformed form body: {exc}") from None
 
 
@@ -193,37 +208,48 @@ async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str,
 # --- /auth ---------------------------------------------------------------------------------
 
 
+REFUSALS = RefusalLog()  # one per worker process
+
+
+def refuse(request: web.Request, refusal: Refused) -> BadInput:
+    """The 400 for a request /auth will not judge (see refusals), logged once per interval per reason."""
+    REFUSALS.report(refusal, request.remote)
+    return BadInput(str(refusal))
+
+
 def describe(request: web.Request, settings: Settings) -> OriginalRequest:
-    """The request the proxy is asking about (an ambiguous description is a 400)."""
+    """The request the proxy is asking about; one that cannot be described exactly is a 400."""
     envoy = ENVOY_PREFIX if request.path.startswith(ENVOY_PREFIX) else None
     try:
-        return original_request(request.method, request.path_qs, request.headers, request.remote,
+        return original_request(request.method, request.raw_path, request.headers, request.remote,
                                 settings.trusted_proxies, envoy)
-    except AmbiguousRequest as exc:
-        raise BadInput(str(exc)) from None
+    except Refused as exc:
+        raise refuse(request, exc) from None
 
 
 # Everything describe() reads: the memo key, so a hit skips parsing and matching entirely. The
 # names are istr (case-folded once), as aiohttp's own hdrs are: a plain str is folded per lookup.
 DESCRIBING_HEADERS = tuple(istr(h) for h in (
     "Host", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri",
-    "X-Forwarded-Method", "X-Original-URL", "X-Original-URI", "X-Original-Method"))
+    "X-Forwarded-Method", "X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Original-Host",
+    "X-Forwarded-Prefix"))
 
 
-def access_rule(request: web.Request, services: Services) -> tuple[OriginalRequest, Rule]:
-    """The original request and the rule that decides it, memoised per policy."""
+def access_rule(request: web.Request, services: Services) -> tuple[OriginalRequest, Verdict]:
+    """The original request and the rules' verdict on it (policy.Policy.judge), memoised per policy
+    on the raw request: a hit costs a dict lookup; the path's readings are worked out on a miss."""
     policy, decisions = services.policy, services.decisions  # together: no await in between
     key = (request.method, request.raw_path, request.remote, *map(request.headers.get, DESCRIBING_HEADERS))
     found = decisions.get(key)
     if found is None:
         original = describe(request, services.settings)
         obj = Object.of(original.scheme, original.host, original.uri, original.method)
-        found = decisions.remember(key, (original, policy.match(obj, original.client_ip)))
+        try:
+            verdict = policy.judge(obj, original.client_ip)
+        except Refused as exc:
+            raise refuse(request, exc) from None
+        found = decisions.remember(key, (original, verdict))
     return found
-
-
-def forbidden() -> web.Response:
-    return web.Response(status=403, text="forbidden\n", headers={"Cache-Control": "no-store"})
 
 
 def unauthorized(
@@ -240,8 +266,10 @@ def unauthorized(
     if not is_browser(request):
         return web.Response(status=401, text="unauthorized\n", headers=headers)
     original = original or describe(request, settings)
-    headers["Location"] = login_location(settings.login_url, original.scheme, original.host, original.url,
-                                         settings.allowed_domains)
+    location = login_location(settings.login_url, original.scheme, original.host, original.url,
+                              settings.allowed_domains)
+    if location is not None:
+        headers["Location"] = location
     status = 302 if original.source is Source.FORWARDED else 401
     return web.Response(status=status, text="sign in required\n", headers=headers)
 
@@ -251,15 +279,25 @@ async def auth(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     settings = services.settings
     decided = services.metrics.decisions  # one counter per outcome, for /metrics
-    original = rule = None
+    if hdrs.COOKIE in request.headers:  # the refresh cookie must never reach an app (see refusals)
+        leak = refresh_cookie_leak(request.headers, settings.refresh_cookie_name, request.path.startswith(ENVOY_PREFIX))
+        if leak is not None:
+            raise refuse(request, leak)
+    original = verdict = None
     if services.policy is not ALLOW_ALL_AUTHENTICATED:
-        original, rule = access_rule(request, services)
-        if rule.effect is Effect.BYPASS:
+        original, verdict = access_rule(request, services)
+        if verdict.effect is Effect.BYPASS:  # decide(verdict, None), inlined on the hot path
             decided.bypass += 1
             return web.Response(status=200)
-        if rule.effect is Effect.DENY:
+        if verdict.effect is Effect.DENY:
             decided.forbidden_rule += 1
-            return forbidden()
+            return browser.forbidden(request, settings, original, None, "rule")
+    elif not is_trusted(request.remote, settings.trusted_proxies):  # no rules: only the sender is checked
+        try:
+            refuse_untrusted(request.headers, request.remote, settings.trusted_proxies,
+                             request.path.startswith(ENVOY_PREFIX))
+        except Refused as exc:
+            raise refuse(request, exc) from None
     try:
         token = token_of(request, settings.cookie_name)
     except AmbiguousToken:
@@ -284,31 +322,14 @@ async def auth(request: web.Request) -> web.StreamResponse:
         decided.revoked += 1
         return unauthorized(request, settings, True, original)
     identity = claims.identity
-    if rule is not None and rule.effect is Effect.RESTRICTED and not rule.allows(
-        Subject(identity.username, identity.roles)
-    ):
+    if verdict is not None and verdict.effect is Effect.RESTRICTED and decide(verdict, subject_of(identity)):
         decided.forbidden_role += 1
-        return forbidden()
+        return browser.forbidden(request, settings, original, identity, "role")
     decided.allowed += 1
-    headers = {
-        HEADER_USER: identity.username,
-        HEADER_ROLES: ",".join(identity.roles),
-        HEADER_SUBJECT: identity.subject,
-    }
-    if identity.email:
-        headers[HEADER_EMAIL] = identity.email
-    return web.Response(status=200, headers=headers)
+    return web.Response(status=200, headers=identity_headers(identity))  # a user's, or a client's own
 
 
 # --- login, refresh, logout ----------------------------------------------------------------
-
-
-async def issue_access(services: Services, session: sessions.Session) -> MintedToken:
-    """Mint an access token for ``session`` and mark it live in Redis."""
-    minted = services.tokens.mint(session.user.identity, session.sid, scope=session.scope,
-                                  client_id=session.client_id)
-    await services.revocations.register(session.sid, minted.claims.jti, services.settings.access_ttl)
-    return minted
 
 
 async def rotate_refresh(
@@ -316,19 +337,21 @@ async def rotate_refresh(
     narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0, min_age: int = 0,
 ) -> tuple[sessions.Session, MintedToken]:
     """Spend a refresh token: its successor and a new access token. Raises sessions.RefreshError
-    when it is refused, after revoking a replayed token's session in Redis too (see sessions.rotate).
+    when it is refused, after revoking a replayed token's session in Redis too (see sessions.rotate;
+    queued if Redis refuses: PostgreSQL has revoked it already).
 
-    Redis is asked first: the rotation commits in PostgreSQL, and if the new access token then
-    could not be registered, the old refresh token would be spent and the new one never handed
-    out, so the client's retry after an outage would look like a replay and end its session.
+    Redis must take a write first: the rotation commits in PostgreSQL, and if the new access token
+    then could not be registered, the old refresh token would be spent and the new one never handed
+    out. Should Redis fail in between anyway, the client's retry with the same token, within
+    REFRESH_RETRY_GRACE, gets a fresh pair instead of being taken for a replay (sessions.rotate).
     """
-    await services.revocations.ping()
+    await services.revocations.writable()
     try:
         session = await services.db.run(sessions.rotate, token, services.settings.refresh_ttl, client_ip, client_id,
-                                        narrow_scope, grace, min_age)
+                                        narrow_scope, grace, min_age, REFRESH_RETRY_GRACE)
     except sessions.RefreshError as exc:
         if exc.reused_family:
-            await services.revocations.revoke_session(exc.reused_family)
+            await services.revocations.revoke_or_queue([exc.reused_family])
         raise
     return session, await issue_access(services, session)
 
@@ -369,13 +392,22 @@ def set_refresh_cookie(response: web.StreamResponse, request: web.Request, setti
                        token: str | None) -> None:
     """Set (or, with ``None``, clear) the browser's refresh cookie (FORWARDAUTH_REMEMBER_BROWSER).
 
-    Host-only and on forwardauth's own paths (the folder of the login page as the browser sees
-    it: ``/forwardauth/`` behind the shipped snippets), so the protected apps, which do get the
-    access cookie, never receive the long-lived token; /logout does, to end its session.
+    On forwardauth's own paths (the folder of the login page as the browser sees it:
+    ``/forwardauth/`` behind the shipped snippets), so the protected apps, which do get the access
+    cookie, never receive the long-lived token; /logout does, to end its session. Under such a
+    folder it is for the cookie domain, so every host's login page renews the one sign-in; on a
+    login host of its own, host-only (see browser.refresh_cookie_domain).
     """
     folder = path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/"
+    domain = browser.refresh_cookie_domain(settings, folder)
+    if domain:
+        # The host-only one of the same name (from a version before, or a login host on this
+        # folder) would be sent beside it, and two are refused: expire it too (a raw header:
+        # aiohttp keeps one Set-Cookie per name).
+        response.headers.add(hdrs.SET_COOKIE, f"{settings.refresh_cookie_name}=; Max-Age=0; Path={folder}; "
+                             "HttpOnly; SameSite=Lax" + ("; Secure" if settings.cookie_secure else ""))
     put_cookie(response, settings, settings.refresh_cookie_name, token, settings.refresh_ttl,
-               path=folder)
+               path=folder, domain=domain)
 
 
 def refresh_cookie(request: web.Request, settings: Settings) -> str | None:
@@ -384,40 +416,6 @@ def refresh_cookie(request: web.Request, settings: Settings) -> str | None:
         return cookie_value(request.headers.getall(hdrs.COOKIE, ()), settings.refresh_cookie_name)
     except AmbiguousToken:
         return None
-
-
-class Throttled(Exception):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins; retry in {retry_after} s")
-        self.retry_after = retry_after
-
-
-async def sign_in(
-    services: Services, username: str, password: str, address: str | None, client_id: str | None = None,
-    scope: str | None = None,
-) -> sessions.Session | None:
-    """Check a password under brute-force regulation: the one way in for /login and the password grant."""
-    who = users.normalise_username(username)[: users.MAX_USERNAME]
-    verdict = await services.regulation.check(who, address)
-    if not verdict.allowed:
-        await services.db.run(audit.record, "login_throttled", None, who, address, {"retry_after": verdict.retry_after})
-        raise Throttled(verdict.retry_after)
-    session = await services.db.run(login_in_db, services.passwords, username, password, address,
-                                    services.settings.refresh_ttl, client_id, scope)
-    if session is None:
-        await services.regulation.failed(who, address)
-    else:
-        await services.regulation.succeeded(who, address)
-    return session
-
-
-def login_in_db(
-    conn: users.Connection, passwords: Passwords, username: str, password: str, ip: str | None, ttl: int,
-    client_id: str | None = None, scope: str | None = None,
-) -> sessions.Session | None:
-    """Check the password and open a session, in one transaction in one worker thread."""
-    user = users.authenticate(conn, passwords, username, password, ip)
-    return sessions.start(conn, user, ttl, client_id, scope) if user else None
 
 
 def login_action(request: web.Request, settings: Settings) -> str:
@@ -434,15 +432,17 @@ async def login_form(request: web.Request) -> web.Response:
         renewed = await renew(request, services, rd)
         if renewed is not None:
             return renewed
-    return html_page(login_page(action=login_action(request, settings), rd=rd))
+    notice = "You have been signed out." if browser.signed_out(request, settings) else None
+    return html_page(login_page(action=login_action(request, settings), rd=rd, notice=notice), settings)
 
 
 async def renew(request: web.Request, services: Services, rd: str) -> web.Response | None:
     """Sign a browser whose access cookie expired back in with its refresh cookie: rotate it,
     mint a new access cookie and go on to ``rd``. None (show the form) when that cannot be done.
 
-    Two tabs renewing at once present the same token: the one that comes second within
-    BROWSER_REFRESH_GRACE gets the form (the other tab has the new cookies), not a revoked
+    A token presented again by the same browser within REFRESH_RETRY_GRACE (its answer was lost, or
+    a second tab renewed at the same moment) gets fresh cookies once (see sessions.rotate). Beyond
+    that, within BROWSER_REFRESH_GRACE, the form (another tab has the new cookies), not a revoked
     session. Later, a replaced token is a copy and ends the session, as on /refresh. A token
     only just issued means the access cookie did not reach ``rd``: the page says so, rather than
     renewing in a loop until the browser gives up.
@@ -453,8 +453,8 @@ async def renew(request: web.Request, services: Services, rd: str) -> web.Respon
         return None
     loop_window = min(RENEWAL_LOOP_SECONDS, settings.access_ttl // 2)
     try:
-        session, minted = await rotate_refresh(services, token, request.remote, grace=BROWSER_REFRESH_GRACE,
-                                               min_age=loop_window)
+        session, minted = await rotate_refresh(services, token, client_address(request, settings),
+                                               grace=BROWSER_REFRESH_GRACE, min_age=loop_window)
     except sessions.RefreshError as exc:
         if not exc.too_soon:
             return None
@@ -465,20 +465,16 @@ async def renew(request: web.Request, services: Services, rd: str) -> web.Respon
         error = (f"You are signed in, but your browser did not send the sign-in cookie to {host}. "
                  "FORWARDAUTH_COOKIE_DOMAIN must cover that host (and with FORWARDAUTH_COOKIE_SECURE the site "
                  "must use HTTPS).")
-        return html_page(login_page(action=login_action(request, settings), rd=rd, error=error))
+        return html_page(login_page(action=login_action(request, settings), rd=rd, error=error), settings)
     response = see_other(rd)
     set_access_cookie(response, settings, minted.token)
     set_refresh_cookie(response, request, settings, session.refresh_token)
     return response
 
 
-def html_page(body: str, status: int = 200) -> web.Response:
-    return web.Response(
-        text=body,
-        status=status,
-        content_type="text/html",
-        headers=PAGE_HEADERS,
-    )
+def html_page(body: str, settings: Settings, status: int = 200) -> web.Response:
+    """One of our pages, with its headers (see pages.page_headers: CSP, no caching, no framing)."""
+    return web.Response(text=body, status=status, content_type="text/html", headers=page_headers(settings))
 
 
 async def login(request: web.Request) -> web.Response:
@@ -489,8 +485,16 @@ async def login(request: web.Request) -> web.Response:
     fields = await read_fields(request, ("username", "password", "rd"))
     if not fields["username"] or not fields["password"]:
         raise BadInput("username and password are required")
+    if not as_json:  # would the browser keep the cookie, and send it to rd? Else say why (browser.py)
+        rd = safe_redirect(fields["rd"], settings.allowed_domains) or ""
+        refused = browser.refuse_undeliverable(request, settings, rd, fields["username"])
+        if refused is not None:
+            return refused
+    # The browser's device cookie (see regulation: known clients); a browser without one gets one.
+    device = device_of(request, settings) or (None if as_json else new_device())
     try:
-        session = await sign_in(services, fields["username"], fields["password"], request.remote)
+        signed = await sign_in(services, fields["username"], fields["password"], client_address(request, settings),
+                               device=device)
     except Throttled as exc:
         headers = {"Retry-After": str(exc.retry_after)}
         if as_json:
@@ -499,18 +503,18 @@ async def login(request: web.Request) -> web.Response:
         page = login_page(action=login_action(request, settings), username=fields["username"],
                           rd=safe_redirect(fields["rd"], settings.allowed_domains) or "",
                           error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.")
-        response = html_page(page, status=429)
+        response = html_page(page, settings, status=429)
         response.headers.update(headers)
         return response
-    if session is None:
+    if signed is None:
         message = "Wrong username or password."
         if as_json:
             return error_response(401, "invalid_credentials", message)
         rd = safe_redirect(fields["rd"], settings.allowed_domains) or ""
         page = login_page(action=login_action(request, settings), rd=rd, username=fields["username"],
                           error=message)
-        return html_page(page, status=401)
-    minted = await issue_access(services, session)
+        return html_page(page, settings, status=401)
+    session, minted = signed.session, signed.access
     if as_json:
         return json_response(token_body(services, minted, session.refresh_token),
                              headers={"Cache-Control": "no-store"})
@@ -518,6 +522,8 @@ async def login(request: web.Request) -> web.Response:
     set_access_cookie(response, settings, minted.token)
     if settings.remember_browser:
         set_refresh_cookie(response, request, settings, session.refresh_token)
+    if device is not None:  # renewed: a browser that keeps signing in stays known
+        set_device_cookie(response, request, settings, device)
     return response
 
 
@@ -525,7 +531,8 @@ async def refresh(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     fields = await read_fields(request, ("refresh_token",))
     try:
-        session, minted = await rotate_refresh(services, fields["refresh_token"], request.remote)
+        session, minted = await rotate_refresh(services, fields["refresh_token"],
+                                               client_address(request, services.settings))
     except sessions.RefreshError:
         return error_response(401, "invalid_grant", "refresh token is invalid, expired or revoked")
     return json_response(token_body(services, minted, session.refresh_token),
@@ -533,10 +540,17 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    """End the session of the presented access token (or refresh token), idempotently."""
+    """End the session of the presented access token (or refresh token), idempotently.
+
+    PostgreSQL first (the refresh tokens die: nothing new can be minted), then Redis (the access
+    tokens). If Redis refuses, the revocation is queued until it takes writes again and the answer
+    says so (202, ``revocation_pending``): never a 503 after the session was ended. A client's own
+    token (client_credentials) has no session: only that token is revoked, in Redis, or a 503.
+    """
     services = request.app[SERVICES]
     refuse_cross_site(request, services.settings)
-    fields = await read_fields(request, ("refresh_token",))
+    address = client_address(request, services.settings)
+    fields = await read_fields(request, ("refresh_token", "rd"))
     claims: AccessClaims | None = None
     token = bearer_or_cookie(request, services.settings.cookie_name)
     if token:
@@ -544,23 +558,28 @@ async def logout(request: web.Request) -> web.Response:
             claims = services.tokens.verify(token, allow_expired=True)
         except TokenError:
             claims = None
+    client_token = claims is not None and claims.identity.client is not None
+    if claims is not None and client_token:
+        await services.revocations.revoke(claims.sid, claims.jti)  # its sid groups the client's other tokens
     # The token's session, else the posted refresh token's; and the browser's refresh cookie's,
     # which may be another session (signed in again on this host since).
-    found: list[str | None] = [claims.sid if claims else None]
+    found: list[str | None] = [claims.sid if claims and not client_token else None]
     if claims is None and fields["refresh_token"]:
         found.append(await services.db.run(sessions.family_of, fields["refresh_token"]))
     browser_refresh = refresh_cookie(request, services.settings)
     if browser_refresh:
         found.append(await services.db.run(sessions.family_of, browser_refresh))
-    ended = {sid for sid in found if sid is not None}
+    ended = sorted({sid for sid in found if sid is not None})
     for sid in ended:
         who = (claims.identity.subject, claims.identity.username) if claims and claims.sid == sid else (None, None)
-        await services.db.run(sessions.logout, sid, *who, request.remote)
-        await services.revocations.revoke_session(sid)
-    if is_browser(request):  # a sign-out button: back to the login page
-        response = see_other(login_action(request, services.settings))
+        await services.db.run(sessions.logout, sid, *who, address)
+    revoked = await services.revocations.revoke_or_queue(ended)
+    if is_browser(request):  # a sign-out button: back to the login page, saying so (and rd: switch user)
+        rd = safe_redirect(fields["rd"], services.settings.allowed_domains) or ""
+        response = see_other(browser.after_sign_out(login_action(request, services.settings), rd))
     else:
-        response = json_response({"logged_out": bool(ended)})
+        body = {"logged_out": bool(ended) or client_token}
+        response = json_response(body) if revoked else json_response({**body, "revocation_pending": True}, 202)
     set_access_cookie(response, services.settings, None)
     set_refresh_cookie(response, request, services.settings, None)
     return response
@@ -622,7 +641,8 @@ def unavailable(request: web.Request, what: str) -> web.Response:
     if request.path == "/login" and is_browser(request) and not wants_json(request):
         settings = request.app[SERVICES].settings
         response = html_page(login_page(action=login_action(request, settings), rd="",
-                                        error="Sign-in is unavailable right now. Try again in a moment."), 503)
+                                        error="Sign-in is unavailable right now. Try again in a moment."),
+                             settings, 503)
         response.headers.update(headers)
         return response
     return json_response({"error": "temporarily_unavailable", "error_description": what}, 503, headers)
@@ -637,6 +657,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except BadInput as exc:
         return error_response(exc.status, "invalid_request", str(exc))
+    except UnicodeError as exc:  # bytes a request carried that do not decode (a source missed a check)
+        log.info("refused %s %s: undecodable input (%s)", request.method, request.path, type(exc).__name__)
+        return error_response(400, "invalid_request", "the request holds bytes that are not valid text")
     except REDIS_DOWN as exc:
         OUTAGES.failed("redis", exc)
         request.app[SERVICES].metrics.store_errors["redis"] += 1
@@ -645,7 +668,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         OUTAGES.failed("postgres", exc)
         request.app[SERVICES].metrics.store_errors["postgres"] += 1
         return unavailable(request, "the user database is unavailable")
-    except Exception:
+    except Exception as exc:
+        if type(exc) is LookupError:  # codecs.lookup: a charset the request named does not exist
+            log.info("refused %s %s: %s", request.method, request.path, exc)
+            return error_response(400, "invalid_request", "the request names an unknown charset or encoding")
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "server_error", "internal error")
 
@@ -662,10 +688,8 @@ async def watch(state: Callable[[], object], reload: Callable[[], bool]) -> None
 
 def reload_keys(services: Services) -> bool:
     """Pick up rotated or pruned keys in this worker, without a restart."""
-    try:
-        ring = load_ring(services.settings, create=False)
-    except KeyFileError as exc:
-        log.error("keys not reloaded, keeping the current ones: %s", exc)
+    ring = reload_ring(services.settings)  # a refused folder is logged there, rate-limited
+    if ring is None:
         return False
     services.tokens.ring = ring
     services.claims.clear()  # a pruned key must stop verifying at once
@@ -727,6 +751,7 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
                           handler_args=limits.PARSER)
     app[SERVICES] = services
     app[TRUSTED_PROXIES] = settings.trusted_proxies  # whose X-Request-Id the logs take
+    app[limits.HEADER_TIMEOUT] = settings.header_timeout
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
@@ -735,6 +760,7 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
             directory = settings.key_directory
             watchers.append(asyncio.create_task(
                 watch(lambda: key_files(directory), lambda: reload_keys(services))))
+            watchers.append(asyncio.create_task(record_signing(directory, lambda: services.tokens.ring.current)))
         if settings.policy_file is not None:
             policy_file = settings.policy_file
             watchers.append(asyncio.create_task(
@@ -764,6 +790,9 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
     from . import oauth  # it builds on this module's helpers
 
     oauth.add_routes(app)
+    from . import browser_pages  # GET /logout and /forbidden, built on this module's helpers too
+
+    browser_pages.add_routes(app)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -72,6 +72,14 @@ def test_form_post_allowed(origin: str | None, referer: str | None, allowed: boo
 EVIL = {"Origin": "https://evil.test"}
 
 
+@pytest.fixture
+def env(env: dict[str, str]) -> dict[str, str]:
+    """A host-only cookie: the pages posting here are on hosts (127.0.0.1, login.other.test) that a
+    cookie for example.test would not reach, and such a sign-in is refused before the CSRF question
+    (see test_sso.py). Forms from the allowed domain example.test stay same-site."""
+    return {**env, "FORWARDAUTH_COOKIE_DOMAIN": "", "FORWARDAUTH_ALLOWED_DOMAINS": "example.test"}
+
+
 async def form_login(client: Client, user: users.User, headers: dict[str, str]) -> Any:
     return await client.post("/login", data={"username": user.username, "password": PASSWORD}, headers=headers,
                              allow_redirects=False)
