@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import getpass
 import os
-import secrets
 import signal
 import sys
 import time
@@ -18,13 +17,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import audit, clients, embedded, migrations, users
-from .config import ConfigError, Settings, describe, load
+from . import __version__, audit, clients, configcli, embedded, migrations, users
+from .config import ConfigError, Settings, load
 from .connections import POSTGRES_DOWN, Database
-from .keys import RELOAD_SECONDS, KeyFileError, key_files, load_ring, prune, rotate
-from .passwords import Passwords
-from .policy import Effect, Object, PolicyError, Subject, decide
+from .diagnose import database_problem
+from .keycmds import cmd_keys_list, cmd_keys_prune, cmd_keys_rotate
+from .keys import KeyFileError
+from .passwords import Passwords, WeakPassword, generate_password
+from .policy import PolicyError, Subject
 from .policy import load as load_policy
+from .ports import PortInUse
+from .runcli import DemoError, cmd_demo, cmd_serve
+from .safetext import escape, row
 
 DEMO_USER = "demo"
 FOLLOW_SECONDS = 1.0  # how often `audit tail --follow` looks for new events
@@ -35,11 +39,17 @@ class CommandError(Exception):
 
 
 def _read_password(args: argparse.Namespace) -> str:
+    """From stdin with --password-stdin, else asked twice on a terminal (never read from a pipe)."""
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Repeat password: "):
-        raise CommandError("passwords do not match")
+    if not sys.stdin.isatty():
+        raise CommandError("no terminal to ask for the password: pipe it in with --password-stdin")
+    try:
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Repeat password: "):
+            raise CommandError("passwords do not match")
+    except EOFError:
+        raise CommandError("no password given") from None
     return first
 
 
@@ -62,27 +72,12 @@ def _with_db(settings: Settings, fn: Callable[..., Any], *args: Any) -> Any:
         return db.call(fn, *args)
 
 
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
-    from .server import serve  # imported here: the other commands need no event loop
-
-    serve(settings)
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
     """``serve`` options as variables, so derived defaults (issuer, login URL) follow them."""
     if args.command != "serve":
         return {}
     options = {"HOST": args.host, "PORT": args.port, "WORKERS": args.workers}
     return {f"FORWARDAUTH_{k}": str(v) for k, v in options.items() if v is not None}
-
-
-def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
-    from .demo import PROXIES, default_proxy, run_stack
-
-    proxy = args.proxy or default_proxy()
-    if proxy not in PROXIES:
-        raise CommandError(f"--proxy must be one of {', '.join(PROXIES)}")
-    run_stack(args.port or 8080, proxy, settings.data_dir.resolve() / "demo")
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
@@ -92,23 +87,11 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
-def cmd_user_add(settings: Settings, args: argparse.Namespace) -> None:
-    password = _read_password(args)
-    user = _with_db(settings, users.create, Passwords.from_settings(settings), args.name, password,
-                    args.role, args.email)
-    print(f"created user {user.username} ({user.id})")
-
-
-def cmd_user_list(settings: Settings, args: argparse.Namespace) -> None:
-    for user in _with_db(settings, users.list_all):
-        state = "disabled" if user.disabled else "enabled"
-        print(f"{user.username}\t{state}\t{','.join(user.roles) or '-'}\t{user.email or '-'}")
-
-
 def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> None:
     """Disable the account and end its sessions: its tokens stop working at once."""
-    user = _with_db(settings, users.set_disabled, args.name, True)
-    count = _end_all_sessions(settings, user.username)
+    from . import accounts
+
+    user, count = _accounts(settings, lambda s: accounts.set_user_disabled(s, args.name, True))
     print(f"disabled {user.username}; revoked {count} session(s)")
 
 
@@ -118,33 +101,29 @@ def cmd_user_enable(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> None:
+    """Set the password and end every session of the user: old tokens stop working at once."""
+    from . import accounts
+
     password = _read_password(args)
-    user = _with_db(settings, users.set_password, Passwords.from_settings(settings), args.name, password)
-    print(f"password changed for {user.username}")
+    user, count = _accounts(settings, lambda s: accounts.change_password(s, args.name, password))
+    print(f"password changed for {user.username}; revoked {count} session(s)")
 
 
 def _end_all_sessions(settings: Settings, name: str) -> int:
     """Revoke every session of user ``name`` in PostgreSQL and Redis; how many there were."""
-    import asyncio
+    from . import accounts
 
-    from .oauth import end_all_sessions
-    from .web import build_services
+    return int(_accounts(settings, lambda s: accounts.revoke_user(s, name))[1])
 
-    async def run(ready: Settings) -> int:
-        services = build_services(ready)
-        try:
-            user = await services.db.run(users.find, name)
-            if user is None:
-                raise users.UserError(f"no user {users.normalise_username(name)!r}")
-            return await end_all_sessions(services, user.id, None)
-        finally:
-            await services.revocations.close()
-            services.db.close()
 
-    with embedded.stores(settings) as ready:
-        assert ready.database_url is not None
-        migrations.migrate(ready.database_url)
-        return asyncio.run(run(ready))
+def _accounts(settings: Settings, action: Callable[[Any], Any]) -> Any:
+    """``accounts.run``, its errors reported as one line like every command's."""
+    from . import accounts
+
+    try:
+        return accounts.run(settings, action)
+    except accounts.AccountError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
@@ -155,7 +134,7 @@ def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_client_add(settings: Settings, args: argparse.Namespace) -> None:
     client, secret = _with_db(settings, clients.create, args.client_id, args.grant, args.scope, args.role,
-                              args.public)
+                              args.public, args.resource_server)
     print(f"created client {client.id} (grants: {', '.join(client.grant_types)})")
     if secret:
         print(f"client secret (shown once): {secret}")
@@ -165,12 +144,16 @@ def cmd_client_list(settings: Settings, args: argparse.Namespace) -> None:
     for client in _with_db(settings, clients.list_all):
         kind = "public" if client.public else "confidential"
         state = "disabled" if client.disabled else "enabled"
-        print(f"{client.id}\t{kind}\t{state}\t{','.join(client.grant_types)}\t{' '.join(client.scopes) or '-'}")
+        print(row(client.id, kind, state, ",".join(client.grant_types), " ".join(client.scopes) or None,
+                  "resource-server" if client.resource_server else None))
 
 
 def cmd_client_disable(settings: Settings, args: argparse.Namespace) -> None:
-    _with_db(settings, clients.set_disabled, args.client_id, not args.enable)
-    print(f"{'enabled' if args.enable else 'disabled'} {args.client_id}")
+    """Disable revokes every token of the client at once; enable brings none of them back."""
+    from . import accounts
+
+    client, count = _accounts(settings, lambda s: accounts.set_client_disabled(s, args.client_id, not args.enable))
+    print(f"enabled {client.id}" if args.enable else f"disabled {client.id}; revoked {count} access token(s)")
 
 
 def cmd_client_rotate(settings: Settings, args: argparse.Namespace) -> None:
@@ -185,45 +168,23 @@ def _ensure_demo(conn: users.Connection, passwords: Passwords, password: str) ->
     return True
 
 
-def cmd_user_demo(settings: Settings, args: argparse.Namespace) -> None:
-    """Create the demo user once; its password comes from the environment or is printed once."""
+def demo_user(settings: Settings) -> str:
+    """Create the demo user once; what to tell of its password (from the environment, or shown only now)."""
     given = os.environ.get("FORWARDAUTH_DEMO_PASSWORD")
-    password = given or secrets.token_urlsafe(12)
-    if _with_db(settings, _ensure_demo, Passwords.from_settings(settings), password):
+    password = given or generate_password()  # a generated one always meets the policy
+    try:
+        created = _with_db(settings, _ensure_demo, Passwords.from_settings(settings), password)
+    except WeakPassword as exc:
+        raise CommandError(f"FORWARDAUTH_DEMO_PASSWORD: {exc}") from None
+    if created:
         shown = "(from FORWARDAUTH_DEMO_PASSWORD)" if given else password
-        print(f"demo user created: username {DEMO_USER}, password {shown}")
-    else:
-        print(f"demo user {DEMO_USER!r} exists (its password was shown when it was created)")
+        return f"demo user created: username {DEMO_USER}, password {shown}"
+    return (f"demo user {DEMO_USER!r} exists (its password was shown when it was created; "
+            f"to set a new one: forwardauth user passwd {DEMO_USER})")
 
 
-def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
-    ring = load_ring(settings, create=False)
-    for key in ring.by_kid.values():
-        mark = "signing" if key is ring.current else "verify-only"
-        print(f"{key.kid}\t{key.alg}\t{mark}")
-    if settings.signing_alg != "HS256":
-        print(f"({len(key_files(settings.key_directory))} key file(s) in {settings.key_directory})")
-
-
-def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
-    if settings.signing_alg == "HS256":
-        raise CommandError("HS256 keys are rotated by changing FORWARDAUTH_HMAC_SECRET")
-    key = rotate(settings.key_directory, settings.signing_alg)
-    print(f"new signing key {key.kid}; running workers sign with it within {RELOAD_SECONDS:.0f} s")
-
-
-def retire_after(settings: Settings) -> float:
-    """How long a replaced key must stay: until every token it signed has expired."""
-    return settings.access_ttl + settings.leeway + 2 * RELOAD_SECONDS
-
-
-def cmd_keys_prune(settings: Settings, args: argparse.Namespace) -> None:
-    if settings.signing_alg == "HS256":
-        raise CommandError("there are no key files with HS256")
-    removed = prune(settings.key_directory, settings.signing_alg, retire_after(settings))
-    for path in removed:
-        print(f"removed {path.name}")
-    print(f"{len(removed)} key(s) removed; keys replaced less than {retire_after(settings):.0f} s ago are kept")
+def cmd_user_demo(settings: Settings, args: argparse.Namespace) -> None:
+    print(demo_user(settings))
 
 
 def cmd_policy_check(settings: Settings, args: argparse.Namespace) -> None:
@@ -236,22 +197,31 @@ def cmd_policy_explain(settings: Settings, args: argparse.Namespace) -> None:
     source = Path(args.file) if args.file else settings.policy_file
     if source is None:
         raise CommandError("give --file or set FORWARDAUTH_POLICY_FILE")
+    from .explain import explain
+
     policy = load_policy(source)
-    obj = Object.of(args.scheme, args.host, args.path, args.method)
-    rule = policy.match(obj, args.ip)
+    roles = tuple(r for r in (args.roles or "").split(",") if r)
     subject = None
-    if args.user or args.roles:
-        roles = tuple(r for r in (args.roles or "").split(",") if r)
-        subject = Subject(users.normalise_username(args.user or ""), roles, args.ip)
-    outcome = decide(rule, subject)
-    where = f"rule {rule.number}" if rule.number else "the default"
-    print(f"{obj.method} {obj.scheme}://{obj.host}{obj.path}: {where} ({rule.effect.value})")
-    if outcome is None:
-        print("decision: allow (200)")
-    elif outcome is Effect.DENY:
-        print("decision: deny (403)")
-    else:
-        print("decision: a valid token is needed (401 / login)")
+    if args.client:  # a client's own token (client_credentials): matched by clients only
+        if args.roles:
+            raise CommandError("--roles is for a user: a client's roles are its own")
+        subject = Subject("", (), args.ip, client=args.client)
+    elif args.user:  # the user's real roles, unless --roles says otherwise
+        name = users.normalise_username(args.user)
+        user = _with_db(settings, users.find, name)
+        if user is None:
+            print(f"subject: no user {name!r} in the database; "
+                  + (f"roles {','.join(roles)} (from --roles)" if roles else "no roles assumed"))
+        else:
+            print(f"subject: {user.username}, roles {','.join(roles or user.roles) or '(none)'} "
+                  f"({'from --roles' if roles else 'from the database'})"
+                  + ("; the account is disabled: its tokens are refused anyway" if user.disabled else ""))
+            roles = roles or user.roles
+        subject = Subject(name, roles, args.ip)
+    elif roles:
+        subject = Subject("", roles, args.ip)
+    for line in explain(policy, args.scheme.lower(), args.host, args.path, args.method.upper(), args.ip, subject):
+        print(line)
 
 
 def cmd_audit_tail(settings: Settings, args: argparse.Namespace) -> None:
@@ -272,11 +242,6 @@ def cmd_audit_tail(settings: Settings, args: argparse.Namespace) -> None:
                 last = event.id
 
 
-def cmd_config(settings: Settings, args: argparse.Namespace) -> None:
-    for env, default, meaning in describe():
-        print(f"{env}\t{default}\t{meaning}")
-
-
 def _command(
     group: Any, name: str, help: str, run: Callable[[Settings, argparse.Namespace], None], *positional: str,
     **defaults: Any,
@@ -291,6 +256,7 @@ def _command(
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="forwardauth", description="Forward-auth service for reverse proxies.")
+    top.add_argument("--version", action="version", version=f"forwardauth {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service")
@@ -305,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
-    sub.add_parser("config", help="list the configuration variables").set_defaults(run=cmd_config)
+    configcli.add_parser(sub)
 
     audit_commands = sub.add_parser("audit", help="read the audit trail").add_subparsers(dest="action", required=True)
     tail = audit_commands.add_parser("tail", help="print recent audit events (oldest first)")
@@ -325,18 +291,15 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--scheme", default="https")
     explain.add_argument("--ip", help="client address, for network rules")
     who = explain.add_mutually_exclusive_group()
-    who.add_argument("--user", help="a signed-in user")
-    who.add_argument("--roles", help="a signed-in user's roles, comma-separated")
+    who.add_argument("--user", help="a signed-in user (their roles are read from the database)")
+    explain.add_argument("--roles", help="a signed-in user's roles, comma-separated (with --user: instead of theirs)")
+    who.add_argument("--client", help="a client with a client_credentials token")
     explain.set_defaults(run=cmd_policy_explain)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
-    add = user.add_parser("add", help="create a user")
-    add.add_argument("name")
-    add.add_argument("--role", action="append", default=[], help="repeat for several roles")
-    add.add_argument("--email")
-    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    add.set_defaults(run=cmd_user_add)
-    _command(user, "list", "list users", cmd_user_list)
+    from .usercli import add_commands  # add, list, modify, delete (imports this module)
+
+    add_commands(user)
     _command(user, "disable", "disable a user and end its sessions", cmd_user_disable, "name")
     _command(user, "enable", "enable a user", cmd_user_enable, "name")
     passwd = _command(user, "passwd", "set a user's password", cmd_user_passwd, "name")
@@ -352,6 +315,8 @@ def parser() -> argparse.ArgumentParser:
     client_add.add_argument("--scope", action="append", default=[], help="allowed scope; repeat")
     client_add.add_argument("--role", action="append", default=[], help="roles of its client_credentials tokens")
     client_add.add_argument("--public", action="store_true", help="no secret (password/refresh_token only)")
+    client_add.add_argument("--resource-server", action="store_true",
+                            help="may introspect access tokens issued to other clients")
     client_add.set_defaults(run=cmd_client_add)
     _command(client, "list", "list clients", cmd_client_list)
     _command(client, "disable", "disable a client", cmd_client_disable, "client_id", enable=False)
@@ -367,18 +332,28 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "config":
+        return configcli.run(args, os.environ)
     try:
         settings = load({**os.environ, **_overrides(args)})
+        if args.command != "serve":  # serve logs them
+            configcli.warn_unknown(os.environ)
         args.run(settings, args)
     except ConfigError as exc:
         print(f"forwardauth: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, users.UserError, clients.ClientError, KeyFileError, PolicyError) as exc:
+    except (PortInUse, DemoError) as exc:
         print(f"forwardauth: {exc}", file=sys.stderr)
         return 1
+    except (CommandError, users.UserError, clients.ClientError, KeyFileError, PolicyError, WeakPassword) as exc:
+        print(f"forwardauth: {escape(str(exc))}", file=sys.stderr)
+        return 1
     except POSTGRES_DOWN as exc:
+        if problem := database_problem(exc, os.environ.get("FORWARDAUTH_DATABASE_URL", "")):
+            print(f"forwardauth: configuration error: {problem}", file=sys.stderr)
+            return 2
         print(f"forwardauth: PostgreSQL unreachable: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # how serve and demo are stopped from a terminal; aborts the others
+        return 0 if args.command in ("serve", "demo") else 130
     return 0

@@ -91,7 +91,8 @@ def test_disabled_user_cannot_log_in_until_enabled(
 def test_passwd_replaces_the_password(env: dict[str, str], name: str, service: Callable[..., Service]) -> None:
     add_user(env, name)
     changed = run(env, "user", "passwd", name, "--password-stdin", stdin=NEW_PASSWORD + "\n")
-    assert changed.returncode == 0 and changed.stdout.strip() == f"password changed for {name.lower()}"
+    assert changed.returncode == 0
+    assert changed.stdout.strip() == f"password changed for {name.lower()}; revoked 0 session(s)"
     svc = service()
     assert login_status(svc, name, PASSWORD) == 401
     assert login_status(svc, name, NEW_PASSWORD) == 200
@@ -99,7 +100,7 @@ def test_passwd_replaces_the_password(env: dict[str, str], name: str, service: C
 
 def test_unknown_user_and_empty_password_are_one_line_errors(env: dict[str, str]) -> None:
     for args in (("user", "disable", "nobody-here"), ("user", "passwd", "nobody-here", "--password-stdin")):
-        assert "no user 'nobody-here'" in assert_one_line_error(run(env, *args, stdin="pw\n"), 1)
+        assert "no user 'nobody-here'" in assert_one_line_error(run(env, *args, stdin=NEW_PASSWORD + "\n"), 1)
     empty = run(env, "user", "add", f"x{secrets.token_hex(3)}", "--password-stdin", stdin="\n")
     assert "password must not be empty" in assert_one_line_error(empty, 1)
 
@@ -184,3 +185,51 @@ def test_demo_user_is_created_once(env: dict[str, str], service: Callable[..., S
     second = run({**demo_env, "FORWARDAUTH_DEMO_PASSWORD": "other"}, "user", "demo")
     assert second.returncode == 0 and "exists" in second.stdout
     assert login_status(service(), "demo", "demo password 1") == 200
+
+
+# --- policy explain: the decision /auth makes, with the readings behind it --------------------------
+
+EXPLAIN_POLICY = """default: authenticated
+rules:
+  - path: /public
+    policy: bypass
+  - path: /admin
+    roles: [admin]
+"""
+
+
+def explain(env: dict[str, str], tmp_path: Path, *args: str) -> list[str]:
+    policy = tmp_path / "explain.yml"
+    policy.write_text(EXPLAIN_POLICY)
+    result = run(env, "policy", "explain", "--file", str(policy), "--host", "app.example.test", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_policy_explain_uses_the_users_real_roles(env: dict[str, str], name: str, tmp_path: Path) -> None:
+    """--user looks the user up: an admin in the database is an admin, whatever the command line
+    does not say; an unknown user is said to be one, with no roles assumed."""
+    add_user(env, name, "--role", "admin")
+    lines = explain(env, tmp_path, "--path", "/admin/x", "--user", name)
+    assert f"subject: {name.lower()}, roles admin (from the database)" in lines
+    assert lines[-1] == "decision: allow (200)"
+    overridden = explain(env, tmp_path, "--path", "/admin/x", "--user", name, "--roles", "user")
+    assert "(from --roles)" in overridden[0] and overridden[-1] == "decision: deny (403)"
+    nobody = explain(env, tmp_path, "--path", "/admin/x", "--user", name + "-nobody")
+    assert "no roles assumed" in nobody[0] and "no user" in nobody[0] and nobody[-1] == "decision: deny (403)"
+
+
+def test_policy_explain_prints_the_readings_and_refusals(env: dict[str, str], tmp_path: Path) -> None:
+    lines = explain(env, tmp_path, "--path", "/Admin;x=1/panel", "--roles", "user")
+    assert "reading /Admin;x=1/panel (as sent): the default (authenticated)" in lines
+    assert "reading /admin/panel (as sent, ;params stripped, case-folded): rule 2 (restricted)" in lines
+    assert "decided by: rule 2 (restricted); the strictest of 4 readings" in lines
+    assert lines[-1] == "decision: deny (403)"
+    refused = explain(env, tmp_path, "--path", "/admin/%252e%252e/public")
+    assert refused[-1].startswith("decision: refused (400): the path holds a . or .. segment")
+    bad_host = run(env, "policy", "explain", "--file", str(tmp_path / "explain.yml"), "--host", "app.example.test:",
+                   "--path", "/public")
+    assert bad_host.stdout.splitlines()[-1].startswith("decision: refused (400): the host is not a valid host")
+    public = explain(env, tmp_path, "--path", "/public/x")
+    assert public[1:] == ["reading /public/x (as sent): rule 1 (bypass)", "decided by: rule 1 (bypass)",
+                          "decision: allow (200)"]
