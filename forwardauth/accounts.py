@@ -14,12 +14,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from . import clients, embedded, migrations, sessions, users
-from .audit import record
-from .config import Settings
-from .connections import REDIS_DOWN
-from .passwords import Passwords
-from .web import Services, build_services
+from forwardauth import clients, embedded, migrations, sessions, users
+from forwardauth.audit import record
+from forwardauth.config import Settings
+from forwardauth.connections import REDIS_DOWN
+from forwardauth.core.passwords import Passwords
+from forwardauth.core.usernames import normalise_username
+from forwardauth.web import Services, build_services
 
 T = TypeVar("T")
 
@@ -67,7 +68,7 @@ async def revoke_user(services: Services, username: str) -> tuple[users.User, in
     await _redis_up(services)
     user = await services.db.run(users.find, username)
     if user is None:
-        raise users.UserError(f"no user {users.normalise_username(username)!r}")
+        raise users.UserError(f"no user {normalise_username(username)!r}")
     sids = await services.db.run(sessions.revoke_user, user.id, recent_seconds(services.settings), None, "revoked")
     await _revoke_in_redis(services, sids, f"revoking the sessions of {user.username}")
     return user, len(sids)

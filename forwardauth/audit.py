@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import psycopg2.extensions
 
-from .safetext import row
+from forwardauth.safetext import row
 
 EVENTS = frozenset(
     {"login_success", "login_failure", "login_throttled", "logout", "refresh", "refresh_reuse", "revoke",

@@ -20,14 +20,14 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import hdrs, web
 
-from .config import PREFIX, Settings
-from .credentials import AmbiguousToken, cookie_value
-from .csrf import origin_of
-from .forwarding import OriginalRequest, Source, client_address, is_trusted, path_prefix, public_origin
-from .logs import TRUSTED_PROXIES, current_request
-from .pages import forbidden_page, login_page, page_headers
-from .redirects import safe_redirect
-from .tokens import Identity
+from forwardauth.config import PREFIX, Settings
+from forwardauth.core.credentials import AmbiguousToken, cookie_value
+from forwardauth.core.csrf import origin_of
+from forwardauth.core.forwarding import OriginalRequest, Source, client_address, is_trusted, path_prefix, public_origin
+from forwardauth.core.redirects import safe_redirect
+from forwardauth.core.tokens import Identity
+from forwardauth.logs import TRUSTED_PROXIES, current_request
+from forwardauth.pages import forbidden_page, login_page, page_headers
 
 log = logging.getLogger("forwardauth.browser")
 security = logging.getLogger("forwardauth.security")

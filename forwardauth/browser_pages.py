@@ -12,15 +12,25 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from . import browser, sessions
-from .credentials import AmbiguousToken
-from .csrf import origin_of
-from .forwarding import OriginalRequest, path_prefix, public_origin
-from .pages import logout_page
-from .policy import ALLOW_ALL_AUTHENTICATED, Effect, Verdict
-from .redirects import safe_redirect
-from .tokens import Identity, TokenError
-from .web import SERVICES, BadInput, Services, access_rule, describe, html_page, refresh_cookie, see_other, token_of
+from forwardauth import browser, sessions
+from forwardauth.core.credentials import AmbiguousToken
+from forwardauth.core.csrf import origin_of
+from forwardauth.core.forwarding import OriginalRequest, path_prefix, public_origin
+from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Effect, Verdict
+from forwardauth.core.redirects import safe_redirect
+from forwardauth.core.tokens import Identity, TokenError
+from forwardauth.pages import logout_page
+from forwardauth.web import (
+    SERVICES,
+    BadInput,
+    Services,
+    access_rule,
+    describe,
+    html_page,
+    refresh_cookie,
+    see_other,
+    token_of,
+)
 
 
 async def signed_in(request: web.Request, services: Services, allow_expired: bool = False) -> Identity | None:

@@ -17,18 +17,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, audit, clients, configcli, embedded, migrations, users
-from .config import ConfigError, Settings, load
-from .connections import POSTGRES_DOWN, Database
-from .diagnose import database_problem
-from .keycmds import cmd_keys_list, cmd_keys_prune, cmd_keys_rotate
-from .keys import KeyFileError
-from .passwords import Passwords, WeakPassword, generate_password
-from .policy import PolicyError, Subject
-from .policy import load as load_policy
-from .ports import PortInUse
-from .runcli import DemoError, cmd_demo, cmd_serve
-from .safetext import escape, row
+from forwardauth import __version__, audit, clients, configcli, embedded, migrations, users
+from forwardauth.config import ConfigError, Settings, load
+from forwardauth.connections import POSTGRES_DOWN, Database
+from forwardauth.core.passwords import Passwords, WeakPassword, generate_password
+from forwardauth.core.policy import PolicyError, Subject
+from forwardauth.core.policy import load as load_policy
+from forwardauth.core.usernames import normalise_username
+from forwardauth.diagnose import database_problem
+from forwardauth.keycmds import cmd_keys_list, cmd_keys_prune, cmd_keys_rotate
+from forwardauth.keys import KeyFileError
+from forwardauth.ports import PortInUse
+from forwardauth.runcli import DemoError, cmd_demo, cmd_serve
+from forwardauth.safetext import escape, row
 
 DEMO_USER = "demo"
 FOLLOW_SECONDS = 1.0  # how often `audit tail --follow` looks for new events
@@ -89,7 +90,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> None:
     """Disable the account and end its sessions: its tokens stop working at once."""
-    from . import accounts
+    from forwardauth import accounts
 
     user, count = _accounts(settings, lambda s: accounts.set_user_disabled(s, args.name, True))
     print(f"disabled {user.username}; revoked {count} session(s)")
@@ -102,7 +103,7 @@ def cmd_user_enable(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> None:
     """Set the password and end every session of the user: old tokens stop working at once."""
-    from . import accounts
+    from forwardauth import accounts
 
     password = _read_password(args)
     user, count = _accounts(settings, lambda s: accounts.change_password(s, args.name, password))
@@ -111,14 +112,14 @@ def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> None:
 
 def _end_all_sessions(settings: Settings, name: str) -> int:
     """Revoke every session of user ``name`` in PostgreSQL and Redis; how many there were."""
-    from . import accounts
+    from forwardauth import accounts
 
     return int(_accounts(settings, lambda s: accounts.revoke_user(s, name))[1])
 
 
 def _accounts(settings: Settings, action: Callable[[Any], Any]) -> Any:
     """``accounts.run``, its errors reported as one line like every command's."""
-    from . import accounts
+    from forwardauth import accounts
 
     try:
         return accounts.run(settings, action)
@@ -129,7 +130,7 @@ def _accounts(settings: Settings, action: Callable[[Any], Any]) -> Any:
 def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
     """Log a user out everywhere: every refresh token and live access token stops working."""
     count = _end_all_sessions(settings, args.name)
-    print(f"revoked {count} session(s) of {users.normalise_username(args.name)}")
+    print(f"revoked {count} session(s) of {normalise_username(args.name)}")
 
 
 def cmd_client_add(settings: Settings, args: argparse.Namespace) -> None:
@@ -150,7 +151,7 @@ def cmd_client_list(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_client_disable(settings: Settings, args: argparse.Namespace) -> None:
     """Disable revokes every token of the client at once; enable brings none of them back."""
-    from . import accounts
+    from forwardauth import accounts
 
     client, count = _accounts(settings, lambda s: accounts.set_client_disabled(s, args.client_id, not args.enable))
     print(f"enabled {client.id}" if args.enable else f"disabled {client.id}; revoked {count} access token(s)")
@@ -197,7 +198,7 @@ def cmd_policy_explain(settings: Settings, args: argparse.Namespace) -> None:
     source = Path(args.file) if args.file else settings.policy_file
     if source is None:
         raise CommandError("give --file or set FORWARDAUTH_POLICY_FILE")
-    from .explain import explain
+    from forwardauth.core.explain import explain
 
     policy = load_policy(source)
     roles = tuple(r for r in (args.roles or "").split(",") if r)
@@ -207,7 +208,7 @@ def cmd_policy_explain(settings: Settings, args: argparse.Namespace) -> None:
             raise CommandError("--roles is for a user: a client's roles are its own")
         subject = Subject("", (), args.ip, client=args.client)
     elif args.user:  # the user's real roles, unless --roles says otherwise
-        name = users.normalise_username(args.user)
+        name = normalise_username(args.user)
         user = _with_db(settings, users.find, name)
         if user is None:
             print(f"subject: no user {name!r} in the database; "
@@ -297,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=cmd_policy_explain)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
-    from .usercli import add_commands  # add, list, modify, delete (imports this module)
+    from forwardauth.usercli import add_commands  # add, list, modify, delete (imports this module)
 
     add_commands(user)
     _command(user, "disable", "disable a user and end its sessions", cmd_user_disable, "name")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from .constants import REFRESH_COOKIE_SUFFIX
+from forwardauth.constants import REFRESH_COOKIE_SUFFIX
 
 PREFIX = "FORWARDAUTH_"
 ALGORITHMS = ("RS256", "ES256", "EdDSA", "HS256")
@@ -90,7 +90,7 @@ def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
 
 def parse_redis_url(text: str) -> str:
     """A plain, Sentinel or Cluster Redis URL, as ``connections.RedisSettings`` reads them."""
-    from .connections import RedisSettings  # the one owner of the URL forms
+    from forwardauth.connections import RedisSettings  # the one owner of the URL forms
 
     try:
         RedisSettings.from_url(text)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import config, diagnose
-from .config import PREFIX, ConfigError, Settings, describe, load
+from forwardauth import config, diagnose
+from forwardauth.config import PREFIX, ConfigError, Settings, describe, load
 
 CONNECT_TIMEOUT = 3  # seconds, for each store
 
@@ -108,9 +108,9 @@ def _writable(path: Path) -> bool:
 
 
 def _check_files(settings: Settings, notes: list[str]) -> list[str]:
-    from .keys import KeyFileError, inspect, refusal
-    from .policy import PolicyError
-    from .policy import load as load_policy
+    from forwardauth.core.policy import PolicyError
+    from forwardauth.core.policy import load as load_policy
+    from forwardauth.keys import KeyFileError, inspect, refusal
 
     problems = []
     if settings.policy_file is not None:
@@ -192,7 +192,7 @@ def _check_database(dsn: str) -> str | None:
 async def _check_redis(url: str) -> str | None:
     from redis.exceptions import RedisError
 
-    from .connections import RedisSettings, close
+    from forwardauth.connections import RedisSettings, close
 
     redis = RedisSettings.from_url(url)
     secrets = (url, redis.password, urlsplit(url).password)

@@ -186,7 +186,7 @@ def _nginx_main(workdir: Path) -> str:
 
 def start_upstream(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     """The echo upstream in a process of its own."""
-    from .safefiles import private_dir  # the data folder too, if this makes it: 0700 whatever the umask
+    from forwardauth.safefiles import private_dir  # the data folder too, if this makes it: 0700 whatever the umask
 
     private_dir(workdir)
     with open(workdir / "upstream.log", "wb") as log:

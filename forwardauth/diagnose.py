@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from . import config
-from .config import PREFIX, ConfigError, Settings, Variable
+from forwardauth import config
+from forwardauth.config import PREFIX, ConfigError, Settings, Variable
 
 # FORWARDAUTH_* names that are not settings, and who reads them.
 OTHER_VARIABLES = {

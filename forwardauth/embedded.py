@@ -34,8 +34,8 @@ from pathlib import Path
 
 import orjson
 
-from .config import Settings
-from .embedded_servers import (
+from forwardauth.config import Settings
+from forwardauth.embedded_servers import (
     PG_SOCKET,
     REDIS_SOCKET,
     VARIABLE,
@@ -45,7 +45,7 @@ from .embedded_servers import (
     alive,
     private_folder,
 )
-from .safefiles import UnsafePath, check_dir, owner_name, private_dir, write_private
+from forwardauth.safefiles import UnsafePath, check_dir, owner_name, private_dir, write_private
 
 __all__ = ["EmbeddedError", "prepare", "socket_dir", "stores"]
 

@@ -23,8 +23,8 @@ from urllib.parse import quote
 import psycopg2
 import redis
 
-from .config import ConfigError
-from .safefiles import UnsafePath, check_dir, owner_name, private_dir
+from forwardauth.config import ConfigError
+from forwardauth.safefiles import UnsafePath, check_dir, owner_name, private_dir
 
 log = logging.getLogger("forwardauth.embedded")
 

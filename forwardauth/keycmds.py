@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from .config import Settings
-from .keys import (
+from forwardauth.config import Settings
+from forwardauth.keys import (
     RELOAD_SECONDS,
     VARIABLE,
     KeyFileError,
@@ -22,7 +22,7 @@ from .keys import (
     refusal,
     rotate,
 )
-from .safetext import escape, row
+from forwardauth.safetext import escape, row
 
 
 def _no_files(settings: Settings, what: str) -> None:

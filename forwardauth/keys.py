@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from .config import Settings
-from .safefiles import Throttle, UnsafePath, check_dir, private_dir, read_checked
+from forwardauth.config import Settings
+from forwardauth.safefiles import Throttle, UnsafePath, check_dir, private_dir, read_checked
 
 log = logging.getLogger("forwardauth.keys")
 

@@ -25,8 +25,8 @@ import orjson
 from aiohttp import web
 from multidict import istr
 
-from .forwarding import Network, is_trusted
-from .safetext import escape, escape_json
+from forwardauth.core.forwarding import Network, is_trusted
+from forwardauth.safetext import escape, escape_json
 
 HEADER = istr("X-Request-Id")
 MAX_GIVEN = 128  # a longer or unprintable X-Request-Id is replaced by one of ours

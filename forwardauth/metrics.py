@@ -33,10 +33,10 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .cache import ClaimsCache
-from .logs import request_frame
-from .revocation import Revocations
-from .safefiles import Throttle, UnsafePath, check_dir, read_checked, write_private
+from forwardauth.core.cache import ClaimsCache
+from forwardauth.logs import request_frame
+from forwardauth.revocation import Revocations
+from forwardauth.safefiles import Throttle, UnsafePath, check_dir, read_checked, write_private
 
 log = logging.getLogger("forwardauth.metrics")
 access = logging.getLogger("forwardauth.access")

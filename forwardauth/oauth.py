@@ -13,12 +13,12 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from . import clients, sessions
-from .accounts import end_user_sessions
-from .config import Settings
-from .signin import Throttled, client_address, sign_in
-from .tokens import Identity, MintedToken, TokenError
-from .web import (
+from forwardauth import clients, sessions
+from forwardauth.accounts import end_user_sessions
+from forwardauth.config import Settings
+from forwardauth.core.tokens import Identity, MintedToken, TokenError
+from forwardauth.signin import Throttled, client_address, sign_in
+from forwardauth.web import (
     MAX_FIELD,
     SERVICES,
     BadInput,

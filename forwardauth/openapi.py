@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import __version__
-from .clients import GRANT_TYPES
-from .config import Settings
+from forwardauth import __version__
+from forwardauth.clients import GRANT_TYPES
+from forwardauth.config import Settings
 
 Schema = dict[str, Any]
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from .config import Settings
-from .csrf import origin_of
+from forwardauth.config import Settings
+from forwardauth.core.csrf import origin_of
 
 _ENV = Environment(loader=PackageLoader(__package__, "templates"), autoescape=True, undefined=StrictUndefined,
                    auto_reload=False, trim_blocks=True, lstrip_blocks=True)

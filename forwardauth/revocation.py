@@ -27,9 +27,9 @@ import os
 import time
 from typing import Any
 
-from .cache import LiveTokens
-from .connections import REDIS_DOWN, RedisClient, close, subscriber
-from .constants import RedisKeys
+from forwardauth.connections import REDIS_DOWN, RedisClient, close, subscriber
+from forwardauth.constants import RedisKeys
+from forwardauth.core.cache import LiveTokens
 
 log = logging.getLogger("forwardauth.revocation")
 

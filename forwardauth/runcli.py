@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from .config import Settings
-from .ports import PortInUse, probe
+from forwardauth.config import Settings
+from forwardauth.ports import PortInUse, probe
 
 
 class DemoError(Exception):
@@ -18,15 +18,15 @@ class DemoError(Exception):
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
-    from .server import serve  # imported here: the other commands need no event loop
+    from forwardauth.server import serve  # imported here: the other commands need no event loop
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C during start-up: what started is stopped by now
         serve(settings)
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
-    from .cli import demo_user
-    from .demo import PROXIES, default_proxy, run_stack
+    from forwardauth.cli import demo_user
+    from forwardauth.demo import PROXIES, default_proxy, run_stack
 
     proxy = args.proxy or default_proxy()
     if proxy not in PROXIES:

@@ -21,18 +21,19 @@ from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 
-from . import audit, browser, sessions, users
-from .connections import POSTGRES_DOWN
-from .credentials import AmbiguousToken, cookie_value
-from .forwarding import client_address as forwarded_client
-from .forwarding import is_trusted, path_prefix
-from .passwords import Passwords
-from .regulation import KNOWN_SECONDS
-from .tokens import MintedToken
+from forwardauth import audit, browser, sessions, users
+from forwardauth.connections import POSTGRES_DOWN
+from forwardauth.core.credentials import AmbiguousToken, cookie_value
+from forwardauth.core.forwarding import client_address as forwarded_client
+from forwardauth.core.forwarding import is_trusted, path_prefix
+from forwardauth.core.passwords import Passwords
+from forwardauth.core.tokens import MintedToken
+from forwardauth.core.usernames import MAX_USERNAME, normalise_username
+from forwardauth.regulation import KNOWN_SECONDS
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .web import Services
+    from forwardauth.config import Settings
+    from forwardauth.web import Services
 
 log = logging.getLogger("forwardauth.signin")
 
@@ -125,7 +126,7 @@ async def sign_in(
     """Check a password under brute-force regulation and open a session with its first access
     token: the one way in for /login and the password grant. ``device``: the browser's device
     cookie (made by the caller for a browser that has none). ``None`` for a wrong password."""
-    who = users.normalise_username(username)[: users.MAX_USERNAME]
+    who = normalise_username(username)[: MAX_USERNAME]
     known_device = device_id(device)
     verdict = await services.regulation.check(who, address, known_device)
     if not verdict.allowed:

@@ -17,11 +17,11 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from .audit import record
-from .passwords import Passwords
-from .tokens import Identity
+from forwardauth.audit import record
+from forwardauth.core.passwords import Passwords
+from forwardauth.core.tokens import Identity
+from forwardauth.core.usernames import MAX_USERNAME, normalise_username
 
-MAX_USERNAME = 128
 MAX_PASSWORD = 1024
 _ROLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _COLUMNS = "id::text, username, password_hash, roles, email, disabled"
@@ -45,10 +45,6 @@ class User:
     @property
     def identity(self) -> Identity:
         return Identity(subject=self.id, username=self.username, roles=self.roles, email=self.email)
-
-
-def normalise_username(name: str) -> str:
-    return unicodedata.normalize("NFKC", name).casefold().strip()
 
 
 def check_username(name: str) -> str:

@@ -22,11 +22,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy, istr
 
-from . import browser, limits, migrations, sessions
-from .cache import ClaimsCache, LiveTokens, Memo
-from .config import Settings
-from .connections import POSTGRES_DOWN, REDIS_DOWN, Database, OutageLog, RedisSettings
-from .constants import (
+from forwardauth import browser, limits, migrations, sessions
+from forwardauth.config import Settings
+from forwardauth.connections import POSTGRES_DOWN, REDIS_DOWN, Database, OutageLog, RedisSettings
+from forwardauth.constants import (
     BROWSER_REFRESH_GRACE,
     ENVOY_PREFIX,
     MAX_TOKEN_LENGTH,
@@ -34,9 +33,10 @@ from .constants import (
     RENEWAL_LOOP_SECONDS,
     RedisKeys,
 )
-from .credentials import AmbiguousToken, access_token, cookie_value
-from .csrf import form_post_allowed, origin_of
-from .forwarding import (
+from forwardauth.core.cache import ClaimsCache, LiveTokens, Memo
+from forwardauth.core.credentials import AmbiguousToken, access_token, cookie_value
+from forwardauth.core.csrf import form_post_allowed, origin_of
+from forwardauth.core.forwarding import (
     OriginalRequest,
     Source,
     is_trusted,
@@ -45,19 +45,20 @@ from .forwarding import (
     public_origin,
     refuse_untrusted,
 )
-from .keys import RELOAD_SECONDS, KeyRing, key_files, load_ring, record_signing, reload_ring
-from .logs import TRUSTED_PROXIES
-from .metrics import CONTENT_TYPE, Metrics, observe
-from .pages import login_page, page_headers
-from .passwords import Passwords
-from .policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Verdict, decide
-from .policy import load as load_policy
-from .principals import identity_headers, subject_of
-from .redirects import login_location, safe_redirect
-from .refusals import RefusalLog, Refused, refresh_cookie_leak
-from .regulation import Regulation
-from .revocation import Revocations
-from .signin import (
+from forwardauth.core.passwords import Passwords
+from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Verdict, decide
+from forwardauth.core.policy import load as load_policy
+from forwardauth.core.principals import identity_headers, subject_of
+from forwardauth.core.redirects import login_location, safe_redirect
+from forwardauth.core.refusals import RefusalLog, Refused, refresh_cookie_leak
+from forwardauth.core.tokens import AccessClaims, MintedToken, TokenError, TokenService
+from forwardauth.keys import RELOAD_SECONDS, KeyRing, key_files, load_ring, record_signing, reload_ring
+from forwardauth.logs import TRUSTED_PROXIES
+from forwardauth.metrics import CONTENT_TYPE, Metrics, observe
+from forwardauth.pages import login_page, page_headers
+from forwardauth.regulation import Regulation
+from forwardauth.revocation import Revocations
+from forwardauth.signin import (
     Throttled,
     client_address,
     device_of,
@@ -66,7 +67,6 @@ from .signin import (
     set_device_cookie,
     sign_in,
 )
-from .tokens import AccessClaims, MintedToken, TokenError, TokenService
 
 log = logging.getLogger("forwardauth.web")
 
@@ -594,7 +594,7 @@ async def jwks(request: web.Request) -> web.Response:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    from .openapi import document
+    from forwardauth.openapi import document
 
     return json_response(document(request.app[SERVICES].settings))
 
@@ -787,10 +787,10 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
     app.router.add_post("/refresh", refresh)
     app.router.add_post("/logout", logout)
     app.router.add_get("/.well-known/jwks.json", jwks)
-    from . import oauth  # it builds on this module's helpers
+    from forwardauth import oauth  # it builds on this module's helpers
 
     oauth.add_routes(app)
-    from . import browser_pages  # GET /logout and /forbidden, built on this module's helpers too
+    from forwardauth import browser_pages  # GET /logout and /forbidden, built on this module's helpers too
 
     browser_pages.add_routes(app)
     app.router.add_get("/openapi.json", openapi_json)

@@ -34,10 +34,10 @@ import psycopg2
 from forwardauth import config, migrations
 from forwardauth.connections import RedisSettings
 from forwardauth.constants import RedisKeys
+from forwardauth.core.tokens import Identity, TokenService, new_id
 from forwardauth.demo import find_program
 from forwardauth.keys import load_ring
 from forwardauth.revocation import Revocations
-from forwardauth.tokens import Identity, TokenService, new_id
 
 PERF = Path(__file__).resolve().parent
 ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -359,7 +359,7 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
 
     from forwardauth import users
     from forwardauth.connections import Database
-    from forwardauth.passwords import Passwords
+    from forwardauth.core.passwords import Passwords
 
     port = free_port()
     ctx = start(port)

@@ -41,7 +41,7 @@ import bench  # noqa: E402
 
 from forwardauth import config, migrations, users  # noqa: E402
 from forwardauth.connections import Database  # noqa: E402
-from forwardauth.passwords import Passwords  # noqa: E402
+from forwardauth.core.passwords import Passwords  # noqa: E402
 from tests.conftest import FAST_ARGON2, PASSWORD  # noqa: E402
 from tests.stores import OwnPostgres, OwnRedis  # noqa: E402
 

@@ -28,7 +28,7 @@ from aiohttp.web_runner import BaseRunner
 
 from forwardauth import clients, config, demo, limits, migrations, users
 from forwardauth.connections import Database
-from forwardauth.passwords import Passwords
+from forwardauth.core.passwords import Passwords
 from forwardauth.web import create_app
 
 ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

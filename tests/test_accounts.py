@@ -17,7 +17,7 @@ import pytest
 
 from forwardauth import accounts, clients, config, sessions, users
 from forwardauth.connections import Database
-from forwardauth.passwords import Passwords
+from forwardauth.core.passwords import Passwords
 from forwardauth.signin import login_in_db
 
 from . import http

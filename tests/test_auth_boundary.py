@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from forwardauth import config, users
-from forwardauth.refusals import RefusalLog, refresh_cookie_sent
+from forwardauth.core.refusals import RefusalLog, refresh_cookie_sent
 from forwardauth.web import create_app
 
 from .conftest import AppServer, wait_until
@@ -291,8 +291,8 @@ def test_refresh_cookie_sent() -> None:
 
 
 def test_refusals_are_logged_once_per_interval_per_reason(caplog: pytest.LogCaptureFixture) -> None:
-    from forwardauth.forwarding import BadDescription, UntrustedSender
-    from forwardauth.paths import AmbiguousPath
+    from forwardauth.core.forwarding import BadDescription, UntrustedSender
+    from forwardauth.core.paths import AmbiguousPath
 
     log = RefusalLog(interval=3600)
     caplog.set_level(logging.WARNING, "forwardauth.refusals")

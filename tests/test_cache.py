@@ -9,9 +9,9 @@ import jwt
 import redis
 
 from forwardauth import users
-from forwardauth.cache import ClaimsCache, LiveTokens, Memo
 from forwardauth.constants import RedisKeys
-from forwardauth.tokens import AccessClaims, Identity
+from forwardauth.core.cache import ClaimsCache, LiveTokens, Memo
+from forwardauth.core.tokens import AccessClaims, Identity
 
 from .conftest import PASSWORD, REDIS_URL, Service, wait_until
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwardauth.credentials import AmbiguousToken, UnreadableToken, access_token, cookie_value
+from forwardauth.core.credentials import AmbiguousToken, UnreadableToken, access_token, cookie_value
 
 NAME = "forwardauth"
 PROPERTY = settings(max_examples=200, deadline=None)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from forwardauth import users
-from forwardauth.csrf import form_post_allowed, origin_of
+from forwardauth.core.csrf import form_post_allowed, origin_of
 
 from .conftest import PASSWORD
 from .test_web import auth_status, login

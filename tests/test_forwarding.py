@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwardauth import hosts
 from forwardauth.config import parse_networks
-from forwardauth.forwarding import (
+from forwardauth.core import hosts
+from forwardauth.core.forwarding import (
     DESCRIBING,
     AmbiguousRequest,
     BadDescription,
@@ -28,7 +28,7 @@ from forwardauth.forwarding import (
     path_prefix,
     public_origin,
 )
-from forwardauth.refusals import Refused
+from forwardauth.core.refusals import Refused
 
 TRUSTED = parse_networks("127.0.0.0/8,10.0.0.0/8")
 NGINX = {"Host": "www.example.test", "X-Original-URL": "https://www.example.test/a?b=1", "X-Original-URI": "/a?b=1",

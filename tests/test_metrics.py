@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from forwardauth import config, users
+from forwardauth.core.tokens import Identity
 from forwardauth.metrics import BadSnapshot, Totals
-from forwardauth.tokens import Identity
 from forwardauth.web import SERVICES, create_app
 
 from . import http

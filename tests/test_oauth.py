@@ -10,8 +10,9 @@ from typing import Any
 import jwt
 import pytest
 
-from forwardauth import clients, policy, users
+from forwardauth import clients, users
 from forwardauth.connections import Database
+from forwardauth.core import policy
 
 from .conftest import PASSWORD, MakeClient
 from .test_web import MakeUser, auth_status, services_of

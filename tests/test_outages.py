@@ -11,7 +11,7 @@ import pytest
 
 from forwardauth import clients, config, users
 from forwardauth.connections import Database
-from forwardauth.passwords import Passwords
+from forwardauth.core.passwords import Passwords
 
 from .conftest import PASSWORD, Service, Stack, wait_until
 from .http import bearer, get, login, post_form, post_json

@@ -23,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forwardauth import users
-from forwardauth.paths import AmbiguousPath, fold, readings
-from forwardauth.policy import (
+from forwardauth.core.paths import AmbiguousPath, fold, readings
+from forwardauth.core.policy import (
     STRICTNESS,
     Effect,
     Object,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from forwardauth.redirects import host_allowed, login_location, safe_redirect
+from forwardauth.core.redirects import host_allowed, login_location, safe_redirect
 
 ALLOWED = ("example.com",)
 # URL-shaped text from the pieces open-redirect tricks are made of, and arbitrary text besides.

@@ -21,10 +21,10 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.crc import key_slot
 
 from forwardauth import users
-from forwardauth.cache import LiveTokens
 from forwardauth.config import ConfigError, load
 from forwardauth.connections import RedisSettings, close
 from forwardauth.constants import RedisKeys
+from forwardauth.core.cache import LiveTokens
 from forwardauth.regulation import Regulation
 from forwardauth.revocation import Revocations
 

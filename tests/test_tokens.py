@@ -13,8 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from forwardauth.core.tokens import Identity, TokenError, TokenService
 from forwardauth.keys import KeyRing, generate_private, hmac_key, key_from_private
-from forwardauth.tokens import Identity, TokenError, TokenService
 
 ISSUER = "https://auth.example.test"
 AUDIENCE = "forwardauth"

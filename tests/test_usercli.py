@@ -11,7 +11,7 @@ import pytest
 
 from forwardauth import audit
 from forwardauth.connections import Database
-from forwardauth.passwords import DEFAULT_MIN_LENGTH, WeakPassword, check_policy, generate_password
+from forwardauth.core.passwords import DEFAULT_MIN_LENGTH, WeakPassword, check_policy, generate_password
 
 from . import http
 from .conftest import PASSWORD, Service, throwaway_database

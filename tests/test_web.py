@@ -17,7 +17,7 @@ from joserfc.jwk import KeySet
 from forwardauth import config, users
 from forwardauth.connections import Database
 from forwardauth.constants import RedisKeys
-from forwardauth.passwords import Passwords
+from forwardauth.core.passwords import Passwords
 from forwardauth.web import SERVICES, Services, create_app
 
 from .conftest import PASSWORD, REDIS_URL, free_port

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, unquote, urlsplit
 
-from . import hosts
+from forwardauth.core import hosts
 
 MAX_RD_LENGTH = 2048
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")

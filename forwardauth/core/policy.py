@@ -28,10 +28,10 @@ from urllib.parse import unquote_to_bytes
 
 import yaml
 
-from . import hosts, paths
-from .forwarding import Network, address_in
-from .paths import Reading
-from .users import normalise_username
+from forwardauth.core import hosts, paths
+from forwardauth.core.forwarding import Network, address_in
+from forwardauth.core.paths import Reading
+from forwardauth.core.usernames import normalise_username
 
 RULE_KEYS = {"host", "path", "path_regex", "methods", "networks", "policy", "roles", "users", "clients",
              "client_roles"}

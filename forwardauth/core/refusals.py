@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Sequence
 
-from aiohttp import hdrs
 from multidict import CIMultiDictProxy, istr
 
 log = logging.getLogger("forwardauth.refusals")
@@ -61,6 +60,7 @@ class RefusalLog:
 
 
 # The headers by which a proxy says the request is for an app (not /auth called directly).
+COOKIE = istr("Cookie")
 _FOR_AN_APP = tuple(istr(h) for h in ("X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Original-Host",
                                       "X-Forwarded-Uri", "X-Forwarded-Method"))
 
@@ -71,7 +71,7 @@ def refresh_cookie_leak(headers: CIMultiDictProxy[str], name: str, envoy: bool) 
     (``/forwardauth/``), so an app request with it has a path that only looks like ours
     (``/forwardauth/..%2Fx``, which nginx normalises to the app) or forwardauth's pages are served
     on the app's paths: the app would get the long-lived token. ``/auth`` asked directly is ours."""
-    if not refresh_cookie_sent(headers.getall(hdrs.COOKIE, ()), name):
+    if not refresh_cookie_sent(headers.getall(COOKIE, ()), name):
         return None
     if not envoy and not any(map(headers.get, _FOR_AN_APP)):
         return None

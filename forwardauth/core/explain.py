@@ -7,9 +7,9 @@ sees why ``/Admin;x=1/panel`` is judged as ``/admin/panel``, or why a path is re
 
 from __future__ import annotations
 
-from .forwarding import BadDescription, host_value, uri_value
-from .policy import Effect, Object, Policy, Rule, Subject, decide
-from .refusals import Refused
+from forwardauth.core.forwarding import BadDescription, host_value, uri_value
+from forwardauth.core.policy import Effect, Object, Policy, Rule, Subject, decide
+from forwardauth.core.refusals import Refused
 
 
 def _rule(rule: Rule) -> str:

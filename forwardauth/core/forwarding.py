@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from . import hosts
-from .refusals import Refused
+from forwardauth.core import hosts
+from forwardauth.core.refusals import Refused
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

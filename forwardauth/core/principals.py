@@ -8,7 +8,7 @@ the access rules match it only by ``clients`` / ``client_roles``.
 
 from __future__ import annotations
 
-from .constants import (
+from forwardauth.constants import (
     HEADER_CLIENT,
     HEADER_CLIENT_ROLES,
     HEADER_EMAIL,
@@ -16,8 +16,8 @@ from .constants import (
     HEADER_SUBJECT,
     HEADER_USER,
 )
-from .policy import Subject
-from .tokens import Identity
+from forwardauth.core.policy import Subject
+from forwardauth.core.tokens import Identity
 
 
 def subject_of(identity: Identity) -> Subject:

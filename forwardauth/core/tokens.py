@@ -14,8 +14,8 @@ from typing import Any
 
 import jwt
 
-from .constants import ACCESS_TOKEN_TYPE, MAX_TOKEN_LENGTH
-from .keys import KeyRing
+from forwardauth.constants import ACCESS_TOKEN_TYPE, MAX_TOKEN_LENGTH
+from forwardauth.keys import KeyRing
 
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from .config import Settings
+from forwardauth.config import Settings
 
 DEFAULT_MIN_LENGTH = 15  # NIST SP 800-63B-4 3.1.1.2, single-factor passwords
 MIN_SCORE = 3  # zxcvbn: 10^8 guesses or more

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from urllib.parse import urlsplit
 
-from .redirects import host_allowed
+from forwardauth.core.redirects import host_allowed
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 

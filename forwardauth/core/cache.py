@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TypeVar
 
-from .tokens import AccessClaims
+from forwardauth.core.tokens import AccessClaims
 
 CLAIMS_ENTRIES = 20_000
 LIVE_ENTRIES = 200_000

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from .refusals import Refused
+from forwardauth.core.refusals import Refused
 
 MAX_DECODES = 3  # deeper than this is refused: no client encodes a path three times
 
