@@ -14,12 +14,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from forwardauth import clients, embedded, migrations, sessions, users
-from forwardauth.audit import record
+from forwardauth import embedded
 from forwardauth.config import Settings
-from forwardauth.connections import REDIS_DOWN
 from forwardauth.core.passwords import Passwords
 from forwardauth.core.usernames import normalise_username
+from forwardauth.stores import clients, migrations, sessions, users
+from forwardauth.stores.audit import record
+from forwardauth.stores.redis import REDIS_DOWN
 from forwardauth.web import Services, build_services
 
 T = TypeVar("T")

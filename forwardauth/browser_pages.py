@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from forwardauth import browser, sessions
+from forwardauth import browser
 from forwardauth.core.credentials import AmbiguousToken
 from forwardauth.core.csrf import origin_of
 from forwardauth.core.forwarding import OriginalRequest, path_prefix, public_origin
@@ -20,6 +20,7 @@ from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Effect, Verdict
 from forwardauth.core.redirects import safe_redirect
 from forwardauth.core.tokens import Identity, TokenError
 from forwardauth.pages import logout_page
+from forwardauth.stores import sessions
 from forwardauth.web import (
     SERVICES,
     BadInput,

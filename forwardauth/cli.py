@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from forwardauth import __version__, audit, clients, configcli, embedded, migrations, users
+from forwardauth import __version__, configcli, embedded
 from forwardauth.config import ConfigError, Settings, load
-from forwardauth.connections import POSTGRES_DOWN, Database
 from forwardauth.core.passwords import Passwords, WeakPassword, generate_password
 from forwardauth.core.policy import PolicyError, Subject
 from forwardauth.core.policy import load as load_policy
@@ -30,6 +29,8 @@ from forwardauth.keys import KeyFileError
 from forwardauth.ports import PortInUse
 from forwardauth.runcli import DemoError, cmd_demo, cmd_serve
 from forwardauth.safetext import escape, row
+from forwardauth.stores import audit, clients, migrations, users
+from forwardauth.stores.postgres import POSTGRES_DOWN, Database
 
 DEMO_USER = "demo"
 FOLLOW_SECONDS = 1.0  # how often `audit tail --follow` looks for new events

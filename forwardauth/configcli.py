@@ -192,7 +192,7 @@ def _check_database(dsn: str) -> str | None:
 async def _check_redis(url: str) -> str | None:
     from redis.exceptions import RedisError
 
-    from forwardauth.connections import RedisSettings, close
+    from forwardauth.stores.redis import RedisSettings, close
 
     redis = RedisSettings.from_url(url)
     secrets = (url, redis.password, urlsplit(url).password)

@@ -35,8 +35,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from forwardauth.core.cache import ClaimsCache
 from forwardauth.logs import request_frame
-from forwardauth.revocation import Revocations
 from forwardauth.safefiles import Throttle, UnsafePath, check_dir, read_checked, write_private
+from forwardauth.stores.revocation import Revocations
 
 log = logging.getLogger("forwardauth.metrics")
 access = logging.getLogger("forwardauth.access")

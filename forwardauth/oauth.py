@@ -13,11 +13,11 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from forwardauth import clients, sessions
 from forwardauth.accounts import end_user_sessions
 from forwardauth.config import Settings
 from forwardauth.core.tokens import Identity, MintedToken, TokenError
 from forwardauth.signin import Throttled, client_address, sign_in
+from forwardauth.stores import clients, sessions
 from forwardauth.web import (
     MAX_FIELD,
     SERVICES,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from forwardauth import __version__
-from forwardauth.clients import GRANT_TYPES
 from forwardauth.config import Settings
+from forwardauth.stores.clients import GRANT_TYPES
 
 Schema = dict[str, Any]
 

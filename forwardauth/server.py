@@ -30,10 +30,11 @@ import psycopg2
 import uvloop
 from aiohttp import web
 
-from forwardauth import browser, diagnose, embedded, limits, logs, migrations, ports
+from forwardauth import browser, diagnose, embedded, limits, logs, ports
 from forwardauth.config import Settings
 from forwardauth.core.policy import load as load_policy
 from forwardauth.keys import KeyFileError, load_ring
+from forwardauth.stores import migrations
 from forwardauth.web import SERVICES, create_app, reload_policy
 
 log = logging.getLogger("forwardauth.server")

@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 
-from forwardauth import audit, browser, sessions, users
-from forwardauth.connections import POSTGRES_DOWN
+from forwardauth import browser
 from forwardauth.core.credentials import AmbiguousToken, cookie_value
 from forwardauth.core.forwarding import client_address as forwarded_client
 from forwardauth.core.forwarding import is_trusted, path_prefix
 from forwardauth.core.passwords import Passwords
 from forwardauth.core.tokens import MintedToken
 from forwardauth.core.usernames import MAX_USERNAME, normalise_username
-from forwardauth.regulation import KNOWN_SECONDS
+from forwardauth.stores import audit, sessions, users
+from forwardauth.stores.postgres import POSTGRES_DOWN
+from forwardauth.stores.regulation import KNOWN_SECONDS
 
 if TYPE_CHECKING:
     from forwardauth.config import Settings

@@ -12,11 +12,11 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from forwardauth import users
 from forwardauth.cli import CommandError, _end_all_sessions, _read_password, _with_db
 from forwardauth.config import Settings
 from forwardauth.core.passwords import Passwords, check_policy
 from forwardauth.safetext import escape, row
+from forwardauth.stores import users
 
 
 def cmd_user_add(settings: Settings, args: argparse.Namespace) -> None:

@@ -22,9 +22,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy, istr
 
-from forwardauth import browser, limits, migrations, sessions
+from forwardauth import browser, limits
 from forwardauth.config import Settings
-from forwardauth.connections import POSTGRES_DOWN, REDIS_DOWN, Database, OutageLog, RedisSettings
 from forwardauth.constants import (
     BROWSER_REFRESH_GRACE,
     ENVOY_PREFIX,
@@ -56,8 +55,6 @@ from forwardauth.keys import RELOAD_SECONDS, KeyRing, key_files, load_ring, reco
 from forwardauth.logs import TRUSTED_PROXIES
 from forwardauth.metrics import CONTENT_TYPE, Metrics, observe
 from forwardauth.pages import login_page, page_headers
-from forwardauth.regulation import Regulation
-from forwardauth.revocation import Revocations
 from forwardauth.signin import (
     Throttled,
     client_address,
@@ -67,6 +64,12 @@ from forwardauth.signin import (
     set_device_cookie,
     sign_in,
 )
+from forwardauth.stores import migrations, sessions
+from forwardauth.stores.outages import OutageLog
+from forwardauth.stores.postgres import POSTGRES_DOWN, Database
+from forwardauth.stores.redis import REDIS_DOWN, RedisSettings
+from forwardauth.stores.regulation import Regulation
+from forwardauth.stores.revocation import Revocations
 
 log = logging.getLogger("forwardauth.web")
 

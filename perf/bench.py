@@ -31,13 +31,14 @@ from pathlib import Path
 
 import psycopg2
 
-from forwardauth import config, migrations
-from forwardauth.connections import RedisSettings
+from forwardauth import config
 from forwardauth.constants import RedisKeys
 from forwardauth.core.tokens import Identity, TokenService, new_id
 from forwardauth.demo import find_program
 from forwardauth.keys import load_ring
-from forwardauth.revocation import Revocations
+from forwardauth.stores import migrations
+from forwardauth.stores.redis import RedisSettings
+from forwardauth.stores.revocation import Revocations
 
 PERF = Path(__file__).resolve().parent
 ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -357,9 +358,9 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
     import httpx
     import redis
 
-    from forwardauth import users
-    from forwardauth.connections import Database
     from forwardauth.core.passwords import Passwords
+    from forwardauth.stores import users
+    from forwardauth.stores.postgres import Database
 
     port = free_port()
     ctx = start(port)

@@ -26,9 +26,10 @@ import redis
 from aiohttp.test_utils import TestServer
 from aiohttp.web_runner import BaseRunner
 
-from forwardauth import clients, config, demo, limits, migrations, users
-from forwardauth.connections import Database
+from forwardauth import config, demo, limits
 from forwardauth.core.passwords import Passwords
+from forwardauth.stores import clients, migrations, users
+from forwardauth.stores.postgres import Database
 from forwardauth.web import create_app
 
 ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -15,10 +15,11 @@ import jwt
 import psycopg2
 import pytest
 
-from forwardauth import accounts, clients, config, sessions, users
-from forwardauth.connections import Database
+from forwardauth import accounts, config
 from forwardauth.core.passwords import Passwords
 from forwardauth.signin import login_in_db
+from forwardauth.stores import clients, sessions, users
+from forwardauth.stores.postgres import Database
 
 from . import http
 from .conftest import PASSWORD, MakeClient, Service, free_port, wait_until

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from forwardauth import audit
-from forwardauth.connections import Database
+from forwardauth.stores import audit
+from forwardauth.stores.postgres import Database
 
 from .conftest import stop_process, wait_until
 from .test_cli import assert_one_line_error, run

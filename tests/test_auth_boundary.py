@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from forwardauth import config, users
+from forwardauth import config
 from forwardauth.core.refusals import RefusalLog, refresh_cookie_sent
+from forwardauth.stores import users
 from forwardauth.web import create_app
 
 from .conftest import AppServer, wait_until

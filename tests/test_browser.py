@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from forwardauth import users
-from forwardauth.connections import Database
+from forwardauth.stores import users
+from forwardauth.stores.postgres import Database
 
 from .conftest import PASSWORD, Stack, backdate_sessions, require_program
 from .test_web import audit_events

@@ -8,10 +8,10 @@ import httpx
 import jwt
 import redis
 
-from forwardauth import users
 from forwardauth.constants import RedisKeys
 from forwardauth.core.cache import ClaimsCache, LiveTokens, Memo
 from forwardauth.core.tokens import AccessClaims, Identity
+from forwardauth.stores import users
 
 from .conftest import PASSWORD, REDIS_URL, Service, wait_until
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from forwardauth import users
+from forwardauth.stores import users
 
 from . import http
 from .conftest import PASSWORD, Service, wait_until

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from forwardauth import users
 from forwardauth.core.csrf import form_post_allowed, origin_of
+from forwardauth.stores import users
 
 from .conftest import PASSWORD
 from .test_web import auth_status, login

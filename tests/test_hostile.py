@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm, get_default_algorithms
 from multidict import CIMultiDict
 
-from forwardauth import users
-from forwardauth.connections import Database
 from forwardauth.constants import MAX_TOKEN_LENGTH
+from forwardauth.stores import users
+from forwardauth.stores.postgres import Database
 from forwardauth.web import Services
 
 from . import http

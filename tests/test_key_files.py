@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from forwardauth import config, users
+from forwardauth import config
 from forwardauth.keys import (
     MARKER_PREFIX,
     STAMP_FORMAT,
@@ -32,6 +32,7 @@ from forwardauth.keys import (
     reload_ring,
     rotate,
 )
+from forwardauth.stores import users
 
 from . import http
 from .conftest import PASSWORD, Service, free_port, wait_until

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from forwardauth import users
 from forwardauth.limits import MAX_HEADER_FIELD, MAX_HEADERS, MAX_REQUEST_LINE
+from forwardauth.stores import users
 from forwardauth.web import MAX_BODY
 
 from .test_web import login

@@ -8,8 +8,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from forwardauth import users
-from forwardauth.connections import Database
+from forwardauth.stores import users
+from forwardauth.stores.postgres import Database
 
 from . import http
 from .conftest import PASSWORD, MakeClient, Service, backdate_sessions

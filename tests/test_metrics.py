@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from forwardauth import config, users
+from forwardauth import config
 from forwardauth.core.tokens import Identity
 from forwardauth.metrics import BadSnapshot, Totals
+from forwardauth.stores import users
 from forwardauth.web import SERVICES, create_app
 
 from . import http

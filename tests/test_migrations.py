@@ -10,7 +10,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from forwardauth import migrations
+from forwardauth.stores import migrations
 
 from .conftest import throwaway_database
 

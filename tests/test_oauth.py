@@ -10,9 +10,9 @@ from typing import Any
 import jwt
 import pytest
 
-from forwardauth import clients, users
-from forwardauth.connections import Database
 from forwardauth.core import policy
+from forwardauth.stores import clients, users
+from forwardauth.stores.postgres import Database
 
 from .conftest import PASSWORD, MakeClient
 from .test_web import MakeUser, auth_status, services_of

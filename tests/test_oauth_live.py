@@ -13,7 +13,7 @@ import pytest
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
-from forwardauth import users
+from forwardauth.stores import users
 
 from .conftest import PASSWORD, Service
 

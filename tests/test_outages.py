@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from forwardauth import clients, config, users
-from forwardauth.connections import Database
+from forwardauth import config
 from forwardauth.core.passwords import Passwords
+from forwardauth.stores import clients, users
+from forwardauth.stores.postgres import Database
 
 from .conftest import PASSWORD, Service, Stack, wait_until
 from .http import bearer, get, login, post_form, post_json

@@ -1,7 +1,7 @@
 """Access rules: the pure matcher (table-driven and property-based), files, and reloads.
 
 A path is refused when backends cannot agree on it, else judged in every reading a backend may
-make of it, the strictest winning (see forwardauth/paths.py): the tables hold every example of
+make of it, the strictest winning (see forwardauth/core/paths.py): the tables hold every example of
 the hostile review (issue 12) and their class variants; the properties check the verdicts against
 a small model of how backends read paths.
 """
@@ -22,7 +22,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwardauth import users
 from forwardauth.core.paths import AmbiguousPath, fold, readings
 from forwardauth.core.policy import (
     STRICTNESS,
@@ -36,6 +35,7 @@ from forwardauth.core.policy import (
     load,
     normalise_host,
 )
+from forwardauth.stores import users
 
 from .conftest import PASSWORD, Service, wait_until
 
@@ -300,7 +300,7 @@ def _resolve(path: str) -> str:
 def backend_readings(path: str) -> set[str]:
     """How some backend may read ``path``: decoded 0-2 times; ;params stripped before or after
     decoding, or kept; backslashes as slashes or not; dot segments resolved or not; // folded or
-    not; case folded or not. Written apart from forwardauth/paths.py, on purpose plainly."""
+    not; case folded or not. Written apart from forwardauth/core/paths.py, on purpose plainly."""
     found = set()
     for decodes, params, backslash, dots, merge, lower in itertools.product(
             (0, 1, 2), ("keep", "before", "after"), *[(False, True)] * 4):

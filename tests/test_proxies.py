@@ -18,8 +18,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import pytest
 
-from forwardauth import users
-from forwardauth.connections import Database
+from forwardauth.stores import users
+from forwardauth.stores.postgres import Database
 
 from . import http
 from .conftest import PASSWORD, Stack, backdate_sessions, wait_until

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from forwardauth import config, users
+from forwardauth import config
+from forwardauth.stores import users
 from forwardauth.web import create_app
 
 from . import http
@@ -62,7 +63,7 @@ async def test_a_success_clears_the_pair_and_other_users_are_unaffected(
 async def test_throttling_is_audited_and_applies_to_the_password_grant(
     strict: Client, make_user: Callable[..., users.User], database: Any
 ) -> None:
-    from forwardauth import clients
+    from forwardauth.stores import clients
 
     user = make_user()
     app, secret = database.call(clients.create, f"rl-{user.username}", ["password"], [], [], False)

@@ -16,9 +16,10 @@ from urllib.parse import quote
 import jwt
 import pytest
 
-from forwardauth import config, users
-from forwardauth.connections import Database
+from forwardauth import config
 from forwardauth.constants import BROWSER_REFRESH_GRACE
+from forwardauth.stores import users
+from forwardauth.stores.postgres import Database
 from forwardauth.web import create_app
 
 from .conftest import PASSWORD, AppServer

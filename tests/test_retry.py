@@ -9,8 +9,8 @@ from typing import Any
 
 import jwt
 
-from forwardauth.connections import Database
 from forwardauth.constants import REFRESH_RETRY_GRACE
+from forwardauth.stores.postgres import Database
 
 from .conftest import MakeClient
 from .test_oauth import basic, password_grant, token

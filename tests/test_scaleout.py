@@ -20,13 +20,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.crc import key_slot
 
-from forwardauth import users
 from forwardauth.config import ConfigError, load
-from forwardauth.connections import RedisSettings, close
 from forwardauth.constants import RedisKeys
 from forwardauth.core.cache import LiveTokens
-from forwardauth.regulation import Regulation
-from forwardauth.revocation import Revocations
+from forwardauth.stores import users
+from forwardauth.stores.redis import RedisSettings, close
+from forwardauth.stores.regulation import Regulation
+from forwardauth.stores.revocation import Revocations
 
 from .clusters import Group, RedisClusterGroup, RedisSentinelGroup, ask
 from .conftest import PASSWORD, Service, wait_until

@@ -17,7 +17,7 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet
 
-from forwardauth import users
+from forwardauth.stores import users
 
 from . import http
 from .conftest import PASSWORD, Service, free_port, wait_until

@@ -27,8 +27,9 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, BrowserContext, Page, Response, expect, sync_playwright
 
-from forwardauth import demo, users
-from forwardauth.connections import Database
+from forwardauth import demo
+from forwardauth.stores import users
+from forwardauth.stores.postgres import Database
 
 from .conftest import PASSWORD, Service, free_port, require_program, stop_process, wait_until
 from .test_browser import CHROMIUM_ARGS, COOKIE, REFRESH, require_chromium, sign_in

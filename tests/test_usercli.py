@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from forwardauth import audit
-from forwardauth.connections import Database
 from forwardauth.core.passwords import DEFAULT_MIN_LENGTH, WeakPassword, check_policy, generate_password
+from forwardauth.stores import audit
+from forwardauth.stores.postgres import Database
 
 from . import http
 from .conftest import PASSWORD, Service, throwaway_database

@@ -14,10 +14,11 @@ import redis
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from forwardauth import config, users
-from forwardauth.connections import Database
+from forwardauth import config
 from forwardauth.constants import RedisKeys
 from forwardauth.core.passwords import Passwords
+from forwardauth.stores import users
+from forwardauth.stores.postgres import Database
 from forwardauth.web import SERVICES, Services, create_app
 
 from .conftest import PASSWORD, REDIS_URL, free_port

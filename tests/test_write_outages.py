@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from forwardauth import config, users
-from forwardauth.connections import Database
+from forwardauth import config
+from forwardauth.stores import users
+from forwardauth.stores.postgres import Database
 from forwardauth.web import create_app
 
 from .conftest import PASSWORD, AppServer, MakeClient, free_port

@@ -17,10 +17,10 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from forwardauth.audit import record
 from forwardauth.core.passwords import Passwords
 from forwardauth.core.tokens import Identity
 from forwardauth.core.usernames import MAX_USERNAME, normalise_username
+from forwardauth.stores.audit import record
 
 MAX_PASSWORD = 1024
 _ROLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")

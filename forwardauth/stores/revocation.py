@@ -27,9 +27,9 @@ import os
 import time
 from typing import Any
 
-from forwardauth.connections import REDIS_DOWN, RedisClient, close, subscriber
 from forwardauth.constants import RedisKeys
 from forwardauth.core.cache import LiveTokens
+from forwardauth.stores.redis import REDIS_DOWN, RedisClient, close, subscriber
 
 log = logging.getLogger("forwardauth.revocation")
 

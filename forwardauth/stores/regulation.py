@@ -23,8 +23,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from forwardauth.connections import RedisClient
 from forwardauth.constants import RedisKeys
+from forwardauth.stores.redis import RedisClient
 
 ADDRESS_FACTOR = 4
 USERNAME_FACTOR = 10

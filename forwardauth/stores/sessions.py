@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import psycopg2.extensions
 
-from forwardauth import clients
-from forwardauth.audit import record
 from forwardauth.constants import REFRESH_TOKEN_BYTES
 from forwardauth.core.tokens import new_id
-from forwardauth.users import User, get
+from forwardauth.stores import clients
+from forwardauth.stores.audit import record
+from forwardauth.stores.users import User, get
 
 Connection = psycopg2.extensions.connection
 MAX_REFRESH_TOKEN = 256

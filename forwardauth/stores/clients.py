@@ -23,8 +23,8 @@ from typing import Any
 import psycopg2.errors
 import psycopg2.extensions
 
-from forwardauth.audit import record
-from forwardauth.users import check_roles
+from forwardauth.stores.audit import record
+from forwardauth.stores.users import check_roles
 
 Connection = psycopg2.extensions.connection
 GRANT_TYPES = ("password", "refresh_token", "client_credentials")
