@@ -7,17 +7,26 @@ the embedded stores for its own duration. Errors are one line on stderr and a no
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import getpass
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from forwardauth import __version__, configcli, embedded
+from forwardauth.accounts.changes import (
+    AccountError,
+    change_password,
+    revoke_user,
+    set_client_disabled,
+    set_user_disabled,
+)
+from forwardauth.accounts.services import AccountServices, build_account_services
 from forwardauth.config import ConfigError, Settings, load
 from forwardauth.core.passwords import Passwords, WeakPassword, generate_password
 from forwardauth.core.policy import PolicyError, Subject
@@ -31,6 +40,8 @@ from forwardauth.runcli import DemoError, cmd_demo, cmd_serve
 from forwardauth.safetext import escape, row
 from forwardauth.stores import audit, clients, migrations, users
 from forwardauth.stores.postgres import POSTGRES_DOWN, Database
+
+T = TypeVar("T")
 
 DEMO_USER = "demo"
 FOLLOW_SECONDS = 1.0  # how often `audit tail --follow` looks for new events
@@ -91,9 +102,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> None:
     """Disable the account and end its sessions: its tokens stop working at once."""
-    from forwardauth import accounts
-
-    user, count = _accounts(settings, lambda s: accounts.set_user_disabled(s, args.name, True))
+    user, count = _accounts(settings, lambda s: set_user_disabled(s, args.name, True))
     print(f"disabled {user.username}; revoked {count} session(s)")
 
 
@@ -104,28 +113,34 @@ def cmd_user_enable(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> None:
     """Set the password and end every session of the user: old tokens stop working at once."""
-    from forwardauth import accounts
-
     password = _read_password(args)
-    user, count = _accounts(settings, lambda s: accounts.change_password(s, args.name, password))
+    user, count = _accounts(settings, lambda s: change_password(s, args.name, password))
     print(f"password changed for {user.username}; revoked {count} session(s)")
 
 
 def _end_all_sessions(settings: Settings, name: str) -> int:
     """Revoke every session of user ``name`` in PostgreSQL and Redis; how many there were."""
-    from forwardauth import accounts
-
-    return int(_accounts(settings, lambda s: accounts.revoke_user(s, name))[1])
+    return int(_accounts(settings, lambda s: revoke_user(s, name))[1])
 
 
-def _accounts(settings: Settings, action: Callable[[Any], Any]) -> Any:
-    """``accounts.run``, its errors reported as one line like every command's."""
-    from forwardauth import accounts
+def _accounts(settings: Settings, action: Callable[[AccountServices], Awaitable[T]]) -> T:
+    """Run an account operation with the stores (embedded ones started if need be), its errors
+    reported as one line like every command's."""
 
-    try:
-        return accounts.run(settings, action)
-    except accounts.AccountError as exc:
-        raise CommandError(str(exc)) from None
+    async def main(ready: Settings) -> T:
+        services = build_account_services(ready)
+        try:
+            return await action(services)
+        finally:
+            await services.close()
+
+    with embedded.stores(settings) as ready:
+        assert ready.database_url is not None
+        migrations.migrate(ready.database_url)
+        try:
+            return asyncio.run(main(ready))
+        except AccountError as exc:
+            raise CommandError(str(exc)) from None
 
 
 def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
@@ -152,9 +167,7 @@ def cmd_client_list(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_client_disable(settings: Settings, args: argparse.Namespace) -> None:
     """Disable revokes every token of the client at once; enable brings none of them back."""
-    from forwardauth import accounts
-
-    client, count = _accounts(settings, lambda s: accounts.set_client_disabled(s, args.client_id, not args.enable))
+    client, count = _accounts(settings, lambda s: set_client_disabled(s, args.client_id, not args.enable))
     print(f"enabled {client.id}" if args.enable else f"disabled {client.id}; revoked {count} access token(s)")
 
 

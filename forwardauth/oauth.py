@@ -13,10 +13,13 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from forwardauth.accounts import end_user_sessions
+from forwardauth import browser
+from forwardauth.accounts.changes import end_user_sessions
+from forwardauth.accounts.issue import rotate_refresh
+from forwardauth.accounts.signin import Throttled, sign_in
 from forwardauth.config import Settings
 from forwardauth.core.tokens import Identity, MintedToken, TokenError
-from forwardauth.signin import Throttled, client_address, sign_in
+from forwardauth.http.common import client_address
 from forwardauth.stores import clients, sessions
 from forwardauth.web import (
     MAX_FIELD,
@@ -27,7 +30,6 @@ from forwardauth.web import (
     json_response,
     posted_form,
     refuse_cross_site,
-    rotate_refresh,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -166,7 +168,7 @@ async def password_grant(
     scope = granted_scope(form.get("scope"), client.scopes)
     try:
         signed = await sign_in(services, form["username"], form["password"], client_address(request, services.settings),
-                               client.id, scope)
+                               browser.log_login_failed, client.id, scope)
     except Throttled as exc:
         return json_response({"error": "too_many_attempts", "error_description": str(exc)}, status=429,
                              headers={**NO_STORE, "Retry-After": str(exc.retry_after)})

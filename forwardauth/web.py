@@ -23,16 +23,17 @@ from aiohttp.web_request import FileField
 from multidict import MultiDictProxy, istr
 
 from forwardauth import browser, limits
+from forwardauth.accounts.issue import rotate_refresh
+from forwardauth.accounts.services import AccountServices, build_account_services
+from forwardauth.accounts.signin import Throttled, sign_in
 from forwardauth.config import Settings
 from forwardauth.constants import (
     BROWSER_REFRESH_GRACE,
     ENVOY_PREFIX,
     MAX_TOKEN_LENGTH,
-    REFRESH_RETRY_GRACE,
     RENEWAL_LOOP_SECONDS,
-    RedisKeys,
 )
-from forwardauth.core.cache import ClaimsCache, LiveTokens, Memo
+from forwardauth.core.cache import ClaimsCache, Memo
 from forwardauth.core.credentials import AmbiguousToken, access_token, cookie_value
 from forwardauth.core.csrf import form_post_allowed, origin_of
 from forwardauth.core.forwarding import (
@@ -44,32 +45,22 @@ from forwardauth.core.forwarding import (
     public_origin,
     refuse_untrusted,
 )
-from forwardauth.core.passwords import Passwords
 from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Policy, PolicyError, Verdict, decide
 from forwardauth.core.policy import load as load_policy
 from forwardauth.core.principals import identity_headers, subject_of
 from forwardauth.core.redirects import login_location, safe_redirect
 from forwardauth.core.refusals import RefusalLog, Refused, refresh_cookie_leak
-from forwardauth.core.tokens import AccessClaims, MintedToken, TokenError, TokenService
-from forwardauth.keys import RELOAD_SECONDS, KeyRing, key_files, load_ring, record_signing, reload_ring
+from forwardauth.core.tokens import AccessClaims, MintedToken, TokenError
+from forwardauth.http.common import client_address
+from forwardauth.http.cookies import device_of, new_device, set_device_cookie
+from forwardauth.keys import RELOAD_SECONDS, KeyRing, key_files, record_signing, reload_ring
 from forwardauth.logs import TRUSTED_PROXIES
 from forwardauth.metrics import CONTENT_TYPE, Metrics, observe
 from forwardauth.pages import login_page, page_headers
-from forwardauth.signin import (
-    Throttled,
-    client_address,
-    device_of,
-    issue_access,
-    new_device,
-    set_device_cookie,
-    sign_in,
-)
 from forwardauth.stores import migrations, sessions
 from forwardauth.stores.outages import OutageLog
-from forwardauth.stores.postgres import POSTGRES_DOWN, Database
-from forwardauth.stores.redis import REDIS_DOWN, RedisSettings
-from forwardauth.stores.regulation import Regulation
-from forwardauth.stores.revocation import Revocations
+from forwardauth.stores.postgres import POSTGRES_DOWN
+from forwardauth.stores.redis import REDIS_DOWN
 
 log = logging.getLogger("forwardauth.web")
 
@@ -79,15 +70,10 @@ JSON = "application/json"
 
 
 @dataclass(slots=True)
-class Services:
-    """What the handlers use, built once per worker."""
+class Services(AccountServices):
+    """What the handlers use, built once per worker: the account services, and what only
+    requests need."""
 
-    settings: Settings
-    tokens: TokenService
-    revocations: Revocations
-    db: Database
-    passwords: Passwords
-    regulation: Regulation
     claims: ClaimsCache  # verified signatures (safe always: revocation is checked apart)
     metrics: Metrics
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
@@ -335,30 +321,6 @@ async def auth(request: web.Request) -> web.StreamResponse:
 # --- login, refresh, logout ----------------------------------------------------------------
 
 
-async def rotate_refresh(
-    services: Services, token: str, client_ip: str | None, client_id: str | None = None,
-    narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0, min_age: int = 0,
-) -> tuple[sessions.Session, MintedToken]:
-    """Spend a refresh token: its successor and a new access token. Raises sessions.RefreshError
-    when it is refused, after revoking a replayed token's session in Redis too (see sessions.rotate;
-    queued if Redis refuses: PostgreSQL has revoked it already).
-
-    Redis must take a write first: the rotation commits in PostgreSQL, and if the new access token
-    then could not be registered, the old refresh token would be spent and the new one never handed
-    out. Should Redis fail in between anyway, the client's retry with the same token, within
-    REFRESH_RETRY_GRACE, gets a fresh pair instead of being taken for a replay (sessions.rotate).
-    """
-    await services.revocations.writable()
-    try:
-        session = await services.db.run(sessions.rotate, token, services.settings.refresh_ttl, client_ip, client_id,
-                                        narrow_scope, grace, min_age, REFRESH_RETRY_GRACE)
-    except sessions.RefreshError as exc:
-        if exc.reused_family:
-            await services.revocations.revoke_or_queue([exc.reused_family])
-        raise
-    return session, await issue_access(services, session)
-
-
 def token_body(services: Services, minted: MintedToken, refresh_token: str) -> dict[str, Any]:
     return {
         "access_token": minted.token,
@@ -497,7 +459,7 @@ async def login(request: web.Request) -> web.Response:
     device = device_of(request, settings) or (None if as_json else new_device())
     try:
         signed = await sign_in(services, fields["username"], fields["password"], client_address(request, settings),
-                               device=device)
+                               browser.log_login_failed, device=device)
     except Throttled as exc:
         headers = {"Retry-After": str(exc.retry_after)}
         if as_json:
@@ -723,23 +685,17 @@ def file_state(path: Path) -> tuple[int, int] | None:
 
 
 def build_services(settings: Settings, ring: KeyRing | None = None, metrics_dir: Path | None = None) -> Services:
-    assert settings.database_url is not None and settings.redis_url is not None
-    ring = ring or load_ring(settings)
-    tokens = TokenService(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)
-    client = RedisSettings.from_url(settings.redis_url).client()
-    local = LiveTokens() if settings.local_cache else None
-    keys = RedisKeys(settings.redis_prefix)
-    revocations = Revocations(client, keys, local)
+    base = build_account_services(settings, ring)
     claims = ClaimsCache(settings.leeway)
     return Services(
         settings=settings,
-        tokens=tokens,
-        revocations=revocations,
-        regulation=Regulation(client, keys, settings.login_max_failures, settings.login_window),
+        tokens=base.tokens,
+        revocations=base.revocations,
+        db=base.db,
+        passwords=base.passwords,
+        regulation=base.regulation,
         claims=claims,
-        metrics=Metrics(claims, revocations, metrics_dir),
-        db=Database(settings.database_url, settings.db_pool_size),
-        passwords=Passwords.from_settings(settings),
+        metrics=Metrics(claims, base.revocations, metrics_dir),
         policy=load_policy(settings.policy_file) if settings.policy_file else ALLOW_ALL_AUTHENTICATED,
     )
 
@@ -778,8 +734,7 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
             watcher.cancel()
         await asyncio.wait(watchers, timeout=5)
         services.metrics.final_snapshot()
-        await services.revocations.close()
-        services.db.close()
+        await services.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_route("*", "/auth", auth)

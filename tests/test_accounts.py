@@ -15,9 +15,10 @@ import jwt
 import psycopg2
 import pytest
 
-from forwardauth import accounts, config
+from forwardauth import config
+from forwardauth.accounts import changes
+from forwardauth.accounts.signin import login_in_db
 from forwardauth.core.passwords import Passwords
-from forwardauth.signin import login_in_db
 from forwardauth.stores import clients, sessions, users
 from forwardauth.stores.postgres import Database
 
@@ -86,7 +87,7 @@ async def test_a_password_change_may_keep_the_session_it_is_made_from(
     user = make_user()
     kept, other = [await password_grant_login(client, user) for _ in range(2)]
     sid = jwt.decode(kept["access_token"], options={"verify_signature": False})["sid"]
-    _, count = await accounts.change_password(services_of(client), user.username, strong_password(),
+    _, count = await changes.change_password(services_of(client), user.username, strong_password(),
                                               except_sid=sid)
     assert count == 1
     assert await auth_status(client, kept["access_token"]) == 200
@@ -231,7 +232,7 @@ def still_valid(database: Database, token_value: str, client_id: str | None = No
 
 
 def password_change(passwords: Passwords, user: users.User) -> Callable[[Any], Any]:
-    return lambda conn: accounts.change_password_in_db(conn, passwords, user.username, strong_password(), 900,
+    return lambda conn: changes.change_password_in_db(conn, passwords, user.username, strong_password(), 900,
                                                        None, None)
 
 

@@ -9,7 +9,7 @@ from ``X-Forwarded-For``), never the proxy's: one client must not lock everyone 
 The username counter stops an attacker spraying one account from many addresses, but on its own it
 would let that attacker lock the real user out for as long as the spraying goes on. So it counts
 only *unknown* clients, as OWASP's device-cookie design does: an address or a browser (its device
-cookie, see signin) that signed in as that user within ``KNOWN_SECONDS`` is exempt from it, and
+cookie, see http.cookies) that signed in as that user within ``KNOWN_SECONDS`` is exempt from it, and
 its failures do not feed it (they still count for its pair and its address). The trade-off: a user
 signing in from a new place while their name is being sprayed waits for the window, and an attacker
 sharing a known address (an office NAT) is held by the pair and address limits only.

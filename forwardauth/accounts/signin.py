@@ -15,80 +15,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from aiohttp import hdrs, web
-
-from forwardauth import browser
-from forwardauth.core.credentials import AmbiguousToken, cookie_value
-from forwardauth.core.forwarding import client_address as forwarded_client
-from forwardauth.core.forwarding import is_trusted, path_prefix
+from forwardauth.accounts.issue import issue_access
+from forwardauth.accounts.services import AccountServices
 from forwardauth.core.passwords import Passwords
 from forwardauth.core.tokens import MintedToken
 from forwardauth.core.usernames import MAX_USERNAME, normalise_username
 from forwardauth.stores import audit, sessions, users
 from forwardauth.stores.postgres import POSTGRES_DOWN
-from forwardauth.stores.regulation import KNOWN_SECONDS
-
-if TYPE_CHECKING:
-    from forwardauth.config import Settings
-    from forwardauth.web import Services
 
 log = logging.getLogger("forwardauth.signin")
 
-DEVICE_COOKIE_SUFFIX = "_device"
-DEVICE_BYTES = 32
-MAX_DEVICE_COOKIE = 64
-
-
-def client_address(request: web.Request, settings: Settings) -> str | None:
-    """The real client's address, as access rules see it (the peer when it is no trusted proxy)."""
-    remote = request.remote
-    if not is_trusted(remote, settings.trusted_proxies):
-        return remote
-    headers = request.headers
-    forwarded = headers.get("X-Forwarded-For") or headers.get("X-Real-IP")
-    # An unreadable hop (only a trusted sender can produce one): the proxy is all we know.
-    return forwarded_client(forwarded, remote, settings.trusted_proxies) or remote
-
-
-# --- the device cookie: a browser that signed in before -------------------------------------------
-
-
-def device_cookie_name(settings: Settings) -> str:
-    return settings.cookie_name + DEVICE_COOKIE_SUFFIX
-
-
-def device_of(request: web.Request, settings: Settings) -> str | None:
-    """The browser's device cookie, if it sent exactly one well-formed value."""
-    try:
-        value = cookie_value(request.headers.getall(hdrs.COOKIE, ()), device_cookie_name(settings))
-    except AmbiguousToken:
-        return None
-    return value if value and len(value) <= MAX_DEVICE_COOKIE else None
-
-
-def new_device() -> str:
-    """A device cookie value: 256 random bits, only its digest is kept in Redis."""
-    return secrets.token_urlsafe(DEVICE_BYTES)
+# How a failed or throttled sign-in is reported, with the client's own details (the HTTP layer's
+# one line for fail2ban and its kind): the normalised username, and the wait when throttled.
+FailureReport = Callable[[str, "int | None"], None]
 
 
 def device_id(cookie: str | None) -> str | None:
     """What Redis keeps of a device cookie: a digest, so a reader of Redis cannot present it."""
     return hashlib.sha256(cookie.encode()).hexdigest()[:32] if cookie else None
-
-
-def set_device_cookie(response: web.StreamResponse, request: web.Request, settings: Settings, value: str) -> None:
-    """Remember this browser (``KNOWN_SECONDS``): host-only, on forwardauth's own paths, like the
-    refresh cookie; it only exempts the browser from the per-username login limit."""
-    folder = path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/"
-    response.set_cookie(device_cookie_name(settings), value, max_age=KNOWN_SECONDS, path=folder, httponly=True,
-                        samesite="Lax", secure=settings.cookie_secure)
-
-
-# --- signing in ----------------------------------------------------------------------------------
 
 
 class Throttled(Exception):
@@ -103,14 +50,6 @@ class SignedIn:
     access: MintedToken
 
 
-async def issue_access(services: Services, session: sessions.Session) -> MintedToken:
-    """Mint an access token for ``session`` and mark it live in Redis."""
-    minted = services.tokens.mint(session.user.identity, session.sid, scope=session.scope,
-                                  client_id=session.client_id)
-    await services.revocations.register(session.sid, minted.claims.jti, services.settings.access_ttl)
-    return minted
-
-
 def login_in_db(
     conn: users.Connection, passwords: Passwords, username: str, password: str, ip: str | None, ttl: int,
     client_id: str | None = None, scope: str | None = None,
@@ -121,23 +60,24 @@ def login_in_db(
 
 
 async def sign_in(
-    services: Services, username: str, password: str, address: str | None, client_id: str | None = None,
-    scope: str | None = None, device: str | None = None,
+    services: AccountServices, username: str, password: str, address: str | None, report: FailureReport,
+    client_id: str | None = None, scope: str | None = None, device: str | None = None,
 ) -> SignedIn | None:
     """Check a password under brute-force regulation and open a session with its first access
     token: the one way in for /login and the password grant. ``device``: the browser's device
-    cookie (made by the caller for a browser that has none). ``None`` for a wrong password."""
+    cookie (made by the caller for a browser that has none); ``report``: told of each failure.
+    ``None`` for a wrong password."""
     who = normalise_username(username)[: MAX_USERNAME]
     known_device = device_id(device)
     verdict = await services.regulation.check(who, address, known_device)
     if not verdict.allowed:
-        browser.log_login_failed(who, verdict.retry_after)  # one INFO line, for fail2ban and its kind
+        report(who, verdict.retry_after)
         await services.db.run(audit.record, "login_throttled", None, who, address, {"retry_after": verdict.retry_after})
         raise Throttled(verdict.retry_after)
     session = await services.db.run(login_in_db, services.passwords, username, password, address,
                                     services.settings.refresh_ttl, client_id, scope)
     if session is None:
-        browser.log_login_failed(who)
+        report(who, None)
         await services.regulation.failed(who, address, verdict.known)
         return None
     try:
@@ -149,7 +89,7 @@ async def sign_in(
     return SignedIn(session, access)
 
 
-async def take_back(services: Services, session: sessions.Session, address: str | None) -> None:
+async def take_back(services: AccountServices, session: sessions.Session, address: str | None) -> None:
     """Remove a session whose tokens the client will never receive (best effort: PostgreSQL may
     be down too, and then the row stays, its refresh token known to nobody)."""
     try:

@@ -10,20 +10,13 @@ Revoked is revoked: enabling a user or a client again restores none of its old t
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-from forwardauth import embedded
+from forwardauth.accounts.services import AccountServices
 from forwardauth.config import Settings
 from forwardauth.core.passwords import Passwords
 from forwardauth.core.usernames import normalise_username
-from forwardauth.stores import clients, migrations, sessions, users
+from forwardauth.stores import clients, sessions, users
 from forwardauth.stores.audit import record
 from forwardauth.stores.redis import REDIS_DOWN
-from forwardauth.web import Services, build_services
-
-T = TypeVar("T")
 
 
 class AccountError(Exception):
@@ -35,7 +28,7 @@ def recent_seconds(settings: Settings) -> int:
     return settings.access_ttl + settings.leeway + 60
 
 
-async def _revoke_in_redis(services: Services, sids: list[str], what: str) -> int:
+async def _revoke_in_redis(services: AccountServices, sids: list[str], what: str) -> int:
     """Revoke sessions' access tokens after PostgreSQL committed; how many tokens were live."""
     try:
         return sum([await services.revocations.revoke_session(sid) for sid in sids])
@@ -46,7 +39,7 @@ async def _revoke_in_redis(services: Services, sids: list[str], what: str) -> in
             "may pass until they expire; run the command again when Redis is back") from None
 
 
-async def _redis_up(services: Services) -> None:
+async def _redis_up(services: AccountServices) -> None:
     try:
         await services.revocations.ping()
     except REDIS_DOWN as exc:
@@ -54,7 +47,8 @@ async def _redis_up(services: Services) -> None:
 
 
 async def end_user_sessions(
-    services: Services, user_id: str, client_ip: str | None, reason: str = "logout_all", except_sid: str | None = None
+    services: AccountServices, user_id: str, client_ip: str | None, reason: str = "logout_all",
+    except_sid: str | None = None,
 ) -> tuple[int, bool]:
     """End every session of a user (but ``except_sid``), for a request to the server: PostgreSQL,
     then Redis, where a refused revocation is queued until Redis takes writes again. (How many
@@ -64,7 +58,7 @@ async def end_user_sessions(
     return len(sids), await services.revocations.revoke_or_queue(sids)
 
 
-async def revoke_user(services: Services, username: str) -> tuple[users.User, int]:
+async def revoke_user(services: AccountServices, username: str) -> tuple[users.User, int]:
     """``forwardauth user revoke``: every session of the user ends (nothing done while Redis is down)."""
     await _redis_up(services)
     user = await services.db.run(users.find, username)
@@ -87,7 +81,8 @@ def change_password_in_db(
 
 
 async def change_password(
-    services: Services, username: str, password: str, client_ip: str | None = None, except_sid: str | None = None,
+    services: AccountServices, username: str, password: str, client_ip: str | None = None,
+    except_sid: str | None = None,
 ) -> tuple[users.User, int]:
     """Set a user's password and end all their sessions but ``except_sid``.
 
@@ -112,7 +107,7 @@ def set_user_disabled_in_db(
 
 
 async def set_user_disabled(
-    services: Services, username: str, disabled: bool, client_ip: str | None = None
+    services: AccountServices, username: str, disabled: bool, client_ip: str | None = None
 ) -> tuple[users.User, int]:
     """Disable a user and end all their sessions, or enable them (no old session comes back)."""
     if disabled:
@@ -124,7 +119,7 @@ async def set_user_disabled(
 
 
 async def set_client_disabled(
-    services: Services, client_id: str, disabled: bool, client_ip: str | None = None
+    services: AccountServices, client_id: str, disabled: bool, client_ip: str | None = None
 ) -> tuple[clients.Client, int]:
     """Disable a client and revoke every token it holds (its users' sessions through it and its
     own client_credentials tokens), or enable it (nothing comes back); how many access tokens
@@ -138,20 +133,3 @@ async def set_client_disabled(
         return client, 0
     own = clients.own_sessions(client.id, recent_seconds(settings))
     return client, await _revoke_in_redis(services, [*sids, *own], f"disabling client {client.id}")
-
-
-def run(settings: Settings, action: Callable[[Services], Awaitable[T]]) -> T:
-    """Run ``action`` for the command line, with the stores (embedded ones started if need be)."""
-
-    async def main(ready: Settings) -> T:
-        services = build_services(ready)
-        try:
-            return await action(services)
-        finally:
-            await services.revocations.close()
-            services.db.close()
-
-    with embedded.stores(settings) as ready:
-        assert ready.database_url is not None
-        migrations.migrate(ready.database_url)
-        return asyncio.run(main(ready))

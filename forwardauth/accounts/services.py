@@ -1,0 +1,52 @@
+"""What an account operation works with: the settings, the token service and the stores.
+
+The HTTP layer's ``Services`` extends it with what only requests need (the claims cache, the
+counters, the access rules); the command line builds just this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from forwardauth.config import Settings
+from forwardauth.constants import RedisKeys
+from forwardauth.core.cache import LiveTokens
+from forwardauth.core.passwords import Passwords
+from forwardauth.core.tokens import TokenService
+from forwardauth.keys import KeyRing, load_ring
+from forwardauth.stores.postgres import Database
+from forwardauth.stores.redis import RedisSettings
+from forwardauth.stores.regulation import Regulation
+from forwardauth.stores.revocation import Revocations
+
+
+@dataclass(slots=True)
+class AccountServices:
+    """The stores and keys of one process (one worker, or one CLI command)."""
+
+    settings: Settings
+    tokens: TokenService
+    revocations: Revocations
+    db: Database
+    passwords: Passwords
+    regulation: Regulation
+
+    async def close(self) -> None:
+        await self.revocations.close()
+        self.db.close()
+
+
+def build_account_services(settings: Settings, ring: KeyRing | None = None) -> AccountServices:
+    """Connect nothing yet: the stores connect on first use (a down store delays no start)."""
+    assert settings.database_url is not None and settings.redis_url is not None
+    ring = ring or load_ring(settings)
+    client = RedisSettings.from_url(settings.redis_url).client()
+    keys = RedisKeys(settings.redis_prefix)
+    return AccountServices(
+        settings=settings,
+        tokens=TokenService(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway),
+        revocations=Revocations(client, keys, LiveTokens() if settings.local_cache else None),
+        db=Database(settings.database_url, settings.db_pool_size),
+        passwords=Passwords.from_settings(settings),
+        regulation=Regulation(client, keys, settings.login_max_failures, settings.login_window),
+    )
