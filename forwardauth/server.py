@@ -30,12 +30,15 @@ import psycopg2
 import uvloop
 from aiohttp import web
 
-from forwardauth import browser, diagnose, embedded, limits, logs, ports
+from forwardauth import diagnose, embedded, logs, ports
 from forwardauth.config import Settings
 from forwardauth.core.policy import load as load_policy
+from forwardauth.http import browser, limits
+from forwardauth.http.app import create_app
+from forwardauth.http.reloading import reload_policy
+from forwardauth.http.services import SERVICES
 from forwardauth.keys import KeyFileError, load_ring
 from forwardauth.stores import migrations
-from forwardauth.web import SERVICES, create_app, reload_policy
 
 log = logging.getLogger("forwardauth.server")
 

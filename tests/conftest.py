@@ -26,11 +26,12 @@ import redis
 from aiohttp.test_utils import TestServer
 from aiohttp.web_runner import BaseRunner
 
-from forwardauth import config, demo, limits
+from forwardauth import config, demo
 from forwardauth.core.passwords import Passwords
+from forwardauth.http import limits
+from forwardauth.http.app import create_app
 from forwardauth.stores import clients, migrations, users
 from forwardauth.stores.postgres import Database
-from forwardauth.web import create_app
 
 ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FORWARDAUTH_TEST_REDIS", "redis://127.0.0.1:6379/0")

@@ -19,8 +19,8 @@ import pytest
 
 from forwardauth import config
 from forwardauth.core.refusals import RefusalLog, refresh_cookie_sent
+from forwardauth.http.app import create_app
 from forwardauth.stores import users
-from forwardauth.web import create_app
 
 from .conftest import AppServer, wait_until
 from .test_policy import REFUSED_PATHS
@@ -80,7 +80,7 @@ async def strict(aiohttp_client: Any, env: dict[str, str], tmp_path: Path) -> Cl
 def refusals(monkeypatch: pytest.MonkeyPatch) -> RefusalLog:
     """A fresh refusal log, so this test sees its own first report."""
     fresh = RefusalLog()
-    monkeypatch.setattr("forwardauth.web.REFUSALS", fresh)
+    monkeypatch.setattr("forwardauth.http.authz.REFUSALS", fresh)
     return fresh
 
 

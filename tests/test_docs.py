@@ -48,7 +48,7 @@ def test_every_command_is_documented() -> None:
 
 
 def test_every_route_is_documented(settings: config.Settings) -> None:
-    from forwardauth.web import create_app
+    from forwardauth.http.app import create_app
 
     app: web.Application = create_app(settings)
     for resource in app.router.resources():

@@ -23,9 +23,9 @@ from jwt.algorithms import RSAAlgorithm, get_default_algorithms
 from multidict import CIMultiDict
 
 from forwardauth.constants import MAX_TOKEN_LENGTH
+from forwardauth.http.services import Services
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
-from forwardauth.web import Services
 
 from . import http
 from .conftest import PASSWORD, MakeClient

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from forwardauth.limits import MAX_HEADER_FIELD, MAX_HEADERS, MAX_REQUEST_LINE
+from forwardauth.http.common import MAX_BODY
+from forwardauth.http.limits import MAX_HEADER_FIELD, MAX_HEADERS, MAX_REQUEST_LINE
 from forwardauth.stores import users
-from forwardauth.web import MAX_BODY
 
 from .test_web import login
 
@@ -100,7 +100,7 @@ async def impatient(aiohttp_client: Any, settings: Any) -> Client:
     """The application with FORWARDAUTH_HEADER_TIMEOUT=1."""
     import dataclasses
 
-    from forwardauth.web import create_app
+    from forwardauth.http.app import create_app
 
     from .conftest import AppServer
 

@@ -15,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from forwardauth import config
 from forwardauth.core.tokens import Identity
-from forwardauth.metrics import BadSnapshot, Totals
+from forwardauth.http.app import create_app
+from forwardauth.http.metrics import BadSnapshot, Totals
+from forwardauth.http.services import SERVICES
 from forwardauth.stores import users
-from forwardauth.web import SERVICES, create_app
 
 from . import http
 from .conftest import PASSWORD, AppServer, Service, free_port, wait_until

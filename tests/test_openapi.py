@@ -12,8 +12,8 @@ import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from forwardauth import config
-from forwardauth.openapi import AUTH_METHODS, document
-from forwardauth.web import create_app
+from forwardauth.http.app import create_app
+from forwardauth.http.openapi import AUTH_METHODS, document
 
 from .conftest import FAST_ARGON2, REDIS_URL, Service, free_port
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from forwardauth import config
+from forwardauth.http.app import create_app
 from forwardauth.stores import users
-from forwardauth.web import create_app
 
 from . import http
 from .conftest import PASSWORD, Stack

@@ -18,9 +18,9 @@ import pytest
 
 from forwardauth import config
 from forwardauth.constants import BROWSER_REFRESH_GRACE
+from forwardauth.http.app import create_app
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
-from forwardauth.web import create_app
 
 from .conftest import PASSWORD, AppServer
 from .test_web import MakeUser, auth_status

@@ -17,9 +17,10 @@ from urllib.parse import quote
 
 import pytest
 
-from forwardauth import browser, config
-from forwardauth.pages import form_action_sources
-from forwardauth.web import create_app
+from forwardauth import config
+from forwardauth.http import browser
+from forwardauth.http.app import create_app
+from forwardauth.http.pages import form_action_sources
 
 from .conftest import PASSWORD, AppServer
 from .test_renewal import REFRESH, backdate, form_login, send, set_cookies, value_of

@@ -17,9 +17,10 @@ from joserfc.jwk import KeySet
 from forwardauth import config
 from forwardauth.constants import RedisKeys
 from forwardauth.core.passwords import Passwords
+from forwardauth.http.app import create_app
+from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
-from forwardauth.web import SERVICES, Services, create_app
 
 from .conftest import PASSWORD, REDIS_URL, free_port
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from forwardauth import config
+from forwardauth.http.app import create_app
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
-from forwardauth.web import create_app
 
 from .conftest import PASSWORD, AppServer, MakeClient, free_port
 from .stores import OwnRedis

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import Any
+
+import orjson
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from forwardauth.config import Settings
+from forwardauth.core.credentials import AmbiguousToken, access_token
+from forwardauth.core.csrf import form_post_allowed, origin_of
 from forwardauth.core.forwarding import client_address as forwarded_client
-from forwardauth.core.forwarding import is_trusted
+from forwardauth.core.forwarding import is_trusted, public_origin
+from forwardauth.http.pages import page_headers
 
 
 def client_address(request: web.Request, settings: Settings) -> str | None:
@@ -20,3 +29,118 @@ def client_address(request: web.Request, settings: Settings) -> str | None:
     return forwarded_client(forwarded, remote, settings.trusted_proxies) or remote
 
 
+MAX_BODY = 64 * 1024
+
+
+MAX_FIELD = 4096
+
+
+JSON = "application/json"
+
+
+class BadInput(Exception):
+    """The client sent something we cannot read; answered 400 (or the given status)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type=JSON, headers=headers)
+
+
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def error_response(status: int, error: str, description: str) -> web.Response:
+    return json_response({"error": error, "error_description": description}, status=status)
+
+
+def token_of(request: web.Request, cookie_name: str) -> str | None:
+    """The access token: ``Authorization: Bearer`` first, then the cookie (``AmbiguousToken``: two)."""
+    return access_token(request.headers.getall(hdrs.AUTHORIZATION, ()), request.headers.getall(hdrs.COOKIE, ()),
+                        cookie_name)
+
+
+def bearer_or_cookie(request: web.Request, cookie_name: str) -> str | None:
+    """The access token, for endpoints other than /auth: two of them are a 401."""
+    try:
+        return token_of(request, cookie_name)
+    except AmbiguousToken as exc:
+        raise BadInput(str(exc), status=401) from None
+
+
+def refuse_cross_site(request: web.Request, settings: Settings) -> None:
+    """403 for a browser form post from a page not ours (see csrf); JSON and Bearer calls pass."""
+    if request.content_type == JSON or hdrs.AUTHORIZATION in request.headers:
+        return
+    own = (public_origin(request.scheme, request.headers, request.remote, settings.trusted_proxies),
+           origin_of(settings.issuer), origin_of(settings.login_url))
+    if not form_post_allowed(request.headers.get(hdrs.ORIGIN), request.headers.get(hdrs.REFERER), own,
+                             settings.allowed_domains):
+        raise BadInput("cross-site form post refused: the Origin is not this service's", status=403)
+
+
+def is_browser(request: web.Request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
+
+
+def wants_json(request: web.Request) -> bool:
+    return request.content_type == JSON or (
+        JSON in request.headers.get("Accept", "") and "text/html" not in request.headers.get("Accept", "")
+    )
+
+
+class BodyTooLarge(BadInput):
+    """Over ``client_max_size``: aiohttp's own 413 is plain text, ours JSON like every other error."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the request body is over {MAX_BODY} bytes", status=413)
+
+
+async def posted_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The parsed form body; a malformed one (multipart without boundary, bytes not in the declared
+    charset) is a 400, and so is one aiohttp cannot decode: an unknown charset (LookupError), an
+    unknown Content-Transfer-Encoding of a part (RuntimeError), a part's headers it cannot parse
+    (HttpProcessingError; aiohttp also loses its place after a ``_charset_`` part). A large one is a 413."""
+    try:
+        return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge() from None
+    except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
+        raise BadInput(f"malformed form body: {exc}") from None
+
+
+async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
+    """String fields from a JSON object or a form body; missing fields come back empty."""
+    if request.content_type == JSON:
+        try:
+            data = orjson.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge() from None
+        except orjson.JSONDecodeError:
+            raise BadInput("body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BadInput("body must be a JSON object")
+    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        data = dict(await posted_form(request))
+    elif not request.body_exists:
+        data = {}
+    else:
+        raise BadInput("use application/json or a form", status=415)
+    fields: dict[str, str] = {}
+    for name in names:
+        value = data.get(name, "")
+        if not isinstance(value, str):
+            raise BadInput(f"{name} must be a string")
+        if len(value) > MAX_FIELD or "\x00" in value:
+            raise BadInput(f"{name} is too long or contains NUL")
+        fields[name] = value
+    return fields
+
+
+def html_page(body: str, settings: Settings, status: int = 200) -> web.Response:
+    """One of our pages, with its headers (see pages.page_headers: CSP, no caching, no framing)."""
+    return web.Response(text=body, status=status, content_type="text/html", headers=page_headers(settings))

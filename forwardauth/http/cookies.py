@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from aiohttp import hdrs, web
 
 from forwardauth.config import Settings
 from forwardauth.core.credentials import AmbiguousToken, cookie_value
 from forwardauth.core.forwarding import path_prefix
+from forwardauth.http import browser
 from forwardauth.stores.regulation import KNOWN_SECONDS
 
 DEVICE_COOKIE_SUFFIX = "_device"
@@ -42,3 +44,54 @@ def set_device_cookie(response: web.StreamResponse, request: web.Request, settin
                         samesite="Lax", secure=settings.cookie_secure)
 
 
+def put_cookie(response: web.StreamResponse, settings: Settings, name: str, value: str | None, max_age: int,
+               path: str = "/", domain: str | None = None) -> None:
+    """Set (or, with ``None``, clear) one of our cookies: always HttpOnly and SameSite=Lax."""
+    options: dict[str, Any] = {"path": path, "httponly": True, "samesite": "Lax", "secure": settings.cookie_secure}
+    if domain:
+        options["domain"] = domain
+    if value is None:
+        response.del_cookie(name, **options)
+    else:
+        response.set_cookie(name, value, max_age=max_age, **options)
+
+
+def set_access_cookie(response: web.StreamResponse, settings: Settings, token: str | None) -> None:
+    """Set (or, with ``None``, clear) the access-token cookie."""
+    if settings.cookie_domain:
+        # A host-only cookie of the same name (set before FORWARDAUTH_COOKIE_DOMAIN was) would be
+        # sent beside ours, and two tokens are refused: expire it too, or that browser is stuck.
+        # A raw header: aiohttp keeps one Set-Cookie per name.
+        response.headers.add(hdrs.SET_COOKIE, f"{settings.cookie_name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
+                             + ("; Secure" if settings.cookie_secure else ""))
+    put_cookie(response, settings, settings.cookie_name, token, settings.access_ttl, domain=settings.cookie_domain)
+
+
+def set_refresh_cookie(response: web.StreamResponse, request: web.Request, settings: Settings,
+                       token: str | None) -> None:
+    """Set (or, with ``None``, clear) the browser's refresh cookie (FORWARDAUTH_REMEMBER_BROWSER).
+
+    On forwardauth's own paths (the folder of the login page as the browser sees it:
+    ``/forwardauth/`` behind the shipped snippets), so the protected apps, which do get the access
+    cookie, never receive the long-lived token; /logout does, to end its session. Under such a
+    folder it is for the cookie domain, so every host's login page renews the one sign-in; on a
+    login host of its own, host-only (see browser.refresh_cookie_domain).
+    """
+    folder = path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/"
+    domain = browser.refresh_cookie_domain(settings, folder)
+    if domain:
+        # The host-only one of the same name (from a version before, or a login host on this
+        # folder) would be sent beside it, and two are refused: expire it too (a raw header:
+        # aiohttp keeps one Set-Cookie per name).
+        response.headers.add(hdrs.SET_COOKIE, f"{settings.refresh_cookie_name}=; Max-Age=0; Path={folder}; "
+                             "HttpOnly; SameSite=Lax" + ("; Secure" if settings.cookie_secure else ""))
+    put_cookie(response, settings, settings.refresh_cookie_name, token, settings.refresh_ttl,
+               path=folder, domain=domain)
+
+
+def refresh_cookie(request: web.Request, settings: Settings) -> str | None:
+    """The browser's refresh token, if it sent exactly one."""
+    try:
+        return cookie_value(request.headers.getall(hdrs.COOKIE, ()), settings.refresh_cookie_name)
+    except AmbiguousToken:
+        return None

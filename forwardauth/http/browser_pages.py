@@ -12,26 +12,19 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from forwardauth import browser
 from forwardauth.core.credentials import AmbiguousToken
 from forwardauth.core.csrf import origin_of
 from forwardauth.core.forwarding import OriginalRequest, path_prefix, public_origin
 from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Effect, Verdict
 from forwardauth.core.redirects import safe_redirect
 from forwardauth.core.tokens import Identity, TokenError
-from forwardauth.pages import logout_page
+from forwardauth.http import browser
+from forwardauth.http.authz import access_rule, describe
+from forwardauth.http.common import BadInput, html_page, see_other, token_of
+from forwardauth.http.cookies import refresh_cookie
+from forwardauth.http.pages import logout_page
+from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import sessions
-from forwardauth.web import (
-    SERVICES,
-    BadInput,
-    Services,
-    access_rule,
-    describe,
-    html_page,
-    refresh_cookie,
-    see_other,
-    token_of,
-)
 
 
 async def signed_in(request: web.Request, services: Services, allow_expired: bool = False) -> Identity | None:

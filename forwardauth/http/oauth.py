@@ -13,24 +13,23 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from forwardauth import browser
 from forwardauth.accounts.changes import end_user_sessions
 from forwardauth.accounts.issue import rotate_refresh
 from forwardauth.accounts.signin import Throttled, sign_in
 from forwardauth.config import Settings
 from forwardauth.core.tokens import Identity, MintedToken, TokenError
-from forwardauth.http.common import client_address
-from forwardauth.stores import clients, sessions
-from forwardauth.web import (
+from forwardauth.http import browser
+from forwardauth.http.common import (
     MAX_FIELD,
-    SERVICES,
     BadInput,
-    Services,
     bearer_or_cookie,
+    client_address,
     json_response,
     posted_form,
     refuse_cross_site,
 )
+from forwardauth.http.services import SERVICES, Services
+from forwardauth.stores import clients, sessions
 
 FORM = "application/x-www-form-urlencoded"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -26,8 +26,8 @@ from forwardauth.core.csrf import origin_of
 from forwardauth.core.forwarding import OriginalRequest, Source, client_address, is_trusted, path_prefix, public_origin
 from forwardauth.core.redirects import safe_redirect
 from forwardauth.core.tokens import Identity
+from forwardauth.http.pages import forbidden_page, login_page, page_headers
 from forwardauth.logs import TRUSTED_PROXIES, current_request
-from forwardauth.pages import forbidden_page, login_page, page_headers
 
 log = logging.getLogger("forwardauth.browser")
 security = logging.getLogger("forwardauth.security")

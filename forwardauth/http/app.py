@@ -1,0 +1,77 @@
+"""The application for one worker: its routes, and the background work of its lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from forwardauth.config import Settings
+from forwardauth.constants import ENVOY_PREFIX
+from forwardauth.http import browser_pages, limits, oauth
+from forwardauth.http.authz import auth
+from forwardauth.http.common import MAX_BODY
+from forwardauth.http.errors import errors
+from forwardauth.http.login import login, login_form, logout, refresh
+from forwardauth.http.metrics import observe
+from forwardauth.http.ops import healthz, jwks, openapi_json, prometheus, readyz
+from forwardauth.http.reloading import file_state, reload_keys, reload_policy, watch
+from forwardauth.http.services import SERVICES, build_services
+from forwardauth.keys import KeyRing, key_files, record_signing
+from forwardauth.logs import TRUSTED_PROXIES
+
+
+def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Path | None = None) -> web.Application:
+    """The application for one worker; stores are connected lazily and closed on cleanup.
+
+    ``metrics_dir``: the folder where this server's workers share their counters (see metrics).
+    """
+    services = build_services(settings, ring, metrics_dir)
+    app = web.Application(middlewares=[observe(services.metrics, errors)], client_max_size=MAX_BODY,
+                          handler_args=limits.PARSER)
+    app[SERVICES] = services
+    app[TRUSTED_PROXIES] = settings.trusted_proxies  # whose X-Request-Id the logs take
+    app[limits.HEADER_TIMEOUT] = settings.header_timeout
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        watchers = []
+        if settings.signing_alg != "HS256":
+            directory = settings.key_directory
+            watchers.append(asyncio.create_task(
+                watch(lambda: key_files(directory), lambda: reload_keys(services))))
+            watchers.append(asyncio.create_task(record_signing(directory, lambda: services.tokens.ring.current)))
+        if settings.policy_file is not None:
+            policy_file = settings.policy_file
+            watchers.append(asyncio.create_task(
+                watch(lambda: file_state(policy_file), lambda: reload_policy(services))))
+        if services.revocations.local is not None:
+            watchers.append(asyncio.create_task(services.revocations.follow(stop)))
+        if metrics_dir is not None:
+            watchers.append(asyncio.create_task(services.metrics.publish()))
+        yield
+        stop.set()
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.wait(watchers, timeout=5)
+        services.metrics.final_snapshot()
+        await services.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_route("*", "/auth", auth)
+    # Any path under the prefix, control characters included (forwarding refuses those).
+    app.router.add_route("*", ENVOY_PREFIX + r"{original:(/[\s\S]*)?}", auth)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login)
+    app.router.add_post("/refresh", refresh)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/.well-known/jwks.json", jwks)
+    oauth.add_routes(app)
+    browser_pages.add_routes(app)
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prometheus)
+    return app

@@ -1,0 +1,217 @@
+"""Sign in, renew and sign out: /login (the form and its post), /refresh and /logout.
+
+PostgreSQL work and password hashing run in one hop to the bounded thread pool (see accounts).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from forwardauth.accounts.issue import rotate_refresh
+from forwardauth.accounts.signin import Throttled, sign_in
+from forwardauth.config import Settings
+from forwardauth.constants import BROWSER_REFRESH_GRACE, RENEWAL_LOOP_SECONDS
+from forwardauth.core.forwarding import path_prefix
+from forwardauth.core.redirects import safe_redirect
+from forwardauth.core.tokens import AccessClaims, MintedToken, TokenError
+from forwardauth.http import browser
+from forwardauth.http.common import (
+    BadInput,
+    bearer_or_cookie,
+    client_address,
+    error_response,
+    html_page,
+    is_browser,
+    json_response,
+    read_fields,
+    refuse_cross_site,
+    see_other,
+    wants_json,
+)
+from forwardauth.http.cookies import (
+    device_of,
+    new_device,
+    refresh_cookie,
+    set_access_cookie,
+    set_device_cookie,
+    set_refresh_cookie,
+)
+from forwardauth.http.pages import login_page
+from forwardauth.http.services import SERVICES, Services
+from forwardauth.stores import sessions
+
+log = logging.getLogger("forwardauth.web")  # one name for the HTTP layer's lines, as before
+
+def token_body(services: Services, minted: MintedToken, refresh_token: str) -> dict[str, Any]:
+    return {
+        "access_token": minted.token,
+        "token_type": "Bearer",
+        "expires_in": services.settings.access_ttl,
+        "refresh_token": refresh_token,
+    }
+
+
+def login_action(request: web.Request, settings: Settings) -> str:
+    """The login form's action as the browser sees it (through a proxy's path prefix)."""
+    return path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/login"
+
+
+async def login_form(request: web.Request) -> web.Response:
+    """The form; or, for a browser sent here by a protected app, a silent renewal (see renew)."""
+    services = request.app[SERVICES]
+    settings = services.settings
+    rd = safe_redirect(request.query.get("rd"), settings.allowed_domains) or ""
+    if rd and settings.remember_browser:
+        renewed = await renew(request, services, rd)
+        if renewed is not None:
+            return renewed
+    notice = "You have been signed out." if browser.signed_out(request, settings) else None
+    return html_page(login_page(action=login_action(request, settings), rd=rd, notice=notice), settings)
+
+
+async def renew(request: web.Request, services: Services, rd: str) -> web.Response | None:
+    """Sign a browser whose access cookie expired back in with its refresh cookie: rotate it,
+    mint a new access cookie and go on to ``rd``. None (show the form) when that cannot be done.
+
+    A token presented again by the same browser within REFRESH_RETRY_GRACE (its answer was lost, or
+    a second tab renewed at the same moment) gets fresh cookies once (see sessions.rotate). Beyond
+    that, within BROWSER_REFRESH_GRACE, the form (another tab has the new cookies), not a revoked
+    session. Later, a replaced token is a copy and ends the session, as on /refresh. A token
+    only just issued means the access cookie did not reach ``rd``: the page says so, rather than
+    renewing in a loop until the browser gives up.
+    """
+    settings = services.settings
+    token = refresh_cookie(request, settings)
+    if token is None:
+        return None
+    loop_window = min(RENEWAL_LOOP_SECONDS, settings.access_ttl // 2)
+    try:
+        session, minted = await rotate_refresh(services, token, client_address(request, settings),
+                                               grace=BROWSER_REFRESH_GRACE, min_age=loop_window)
+    except sessions.RefreshError as exc:
+        if not exc.too_soon:
+            return None
+        host = urlsplit(rd).hostname
+        log.warning("redirect loop: a browser signed in moments ago is back on the login page for %s; the access "
+                    "cookie (FORWARDAUTH_COOKIE_DOMAIN=%s, FORWARDAUTH_COOKIE_SECURE=%s) does not reach it",
+                    host, settings.cookie_domain or "(host only)", str(settings.cookie_secure).lower())
+        error = (f"You are signed in, but your browser did not send the sign-in cookie to {host}. "
+                 "FORWARDAUTH_COOKIE_DOMAIN must cover that host (and with FORWARDAUTH_COOKIE_SECURE the site "
+                 "must use HTTPS).")
+        return html_page(login_page(action=login_action(request, settings), rd=rd, error=error), settings)
+    response = see_other(rd)
+    set_access_cookie(response, settings, minted.token)
+    set_refresh_cookie(response, request, settings, session.refresh_token)
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    settings = services.settings
+    as_json = wants_json(request)
+    refuse_cross_site(request, settings)
+    fields = await read_fields(request, ("username", "password", "rd"))
+    if not fields["username"] or not fields["password"]:
+        raise BadInput("username and password are required")
+    if not as_json:  # would the browser keep the cookie, and send it to rd? Else say why (browser.py)
+        rd = safe_redirect(fields["rd"], settings.allowed_domains) or ""
+        refused = browser.refuse_undeliverable(request, settings, rd, fields["username"])
+        if refused is not None:
+            return refused
+    # The browser's device cookie (see regulation: known clients); a browser without one gets one.
+    device = device_of(request, settings) or (None if as_json else new_device())
+    try:
+        signed = await sign_in(services, fields["username"], fields["password"], client_address(request, settings),
+                               browser.log_login_failed, device=device)
+    except Throttled as exc:
+        headers = {"Retry-After": str(exc.retry_after)}
+        if as_json:
+            return json_response({"error": "too_many_attempts", "error_description": str(exc)}, status=429,
+                                 headers=headers)
+        page = login_page(action=login_action(request, settings), username=fields["username"],
+                          rd=safe_redirect(fields["rd"], settings.allowed_domains) or "",
+                          error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.")
+        response = html_page(page, settings, status=429)
+        response.headers.update(headers)
+        return response
+    if signed is None:
+        message = "Wrong username or password."
+        if as_json:
+            return error_response(401, "invalid_credentials", message)
+        rd = safe_redirect(fields["rd"], settings.allowed_domains) or ""
+        page = login_page(action=login_action(request, settings), rd=rd, username=fields["username"],
+                          error=message)
+        return html_page(page, settings, status=401)
+    session, minted = signed.session, signed.access
+    if as_json:
+        return json_response(token_body(services, minted, session.refresh_token),
+                             headers={"Cache-Control": "no-store"})
+    response = see_other(safe_redirect(fields["rd"], settings.allowed_domains) or "/")
+    set_access_cookie(response, settings, minted.token)
+    if settings.remember_browser:
+        set_refresh_cookie(response, request, settings, session.refresh_token)
+    if device is not None:  # renewed: a browser that keeps signing in stays known
+        set_device_cookie(response, request, settings, device)
+    return response
+
+
+async def refresh(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    fields = await read_fields(request, ("refresh_token",))
+    try:
+        session, minted = await rotate_refresh(services, fields["refresh_token"],
+                                               client_address(request, services.settings))
+    except sessions.RefreshError:
+        return error_response(401, "invalid_grant", "refresh token is invalid, expired or revoked")
+    return json_response(token_body(services, minted, session.refresh_token),
+                         headers={"Cache-Control": "no-store"})
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End the session of the presented access token (or refresh token), idempotently.
+
+    PostgreSQL first (the refresh tokens die: nothing new can be minted), then Redis (the access
+    tokens). If Redis refuses, the revocation is queued until it takes writes again and the answer
+    says so (202, ``revocation_pending``): never a 503 after the session was ended. A client's own
+    token (client_credentials) has no session: only that token is revoked, in Redis, or a 503.
+    """
+    services = request.app[SERVICES]
+    refuse_cross_site(request, services.settings)
+    address = client_address(request, services.settings)
+    fields = await read_fields(request, ("refresh_token", "rd"))
+    claims: AccessClaims | None = None
+    token = bearer_or_cookie(request, services.settings.cookie_name)
+    if token:
+        try:
+            claims = services.tokens.verify(token, allow_expired=True)
+        except TokenError:
+            claims = None
+    client_token = claims is not None and claims.identity.client is not None
+    if claims is not None and client_token:
+        await services.revocations.revoke(claims.sid, claims.jti)  # its sid groups the client's other tokens
+    # The token's session, else the posted refresh token's; and the browser's refresh cookie's,
+    # which may be another session (signed in again on this host since).
+    found: list[str | None] = [claims.sid if claims and not client_token else None]
+    if claims is None and fields["refresh_token"]:
+        found.append(await services.db.run(sessions.family_of, fields["refresh_token"]))
+    browser_refresh = refresh_cookie(request, services.settings)
+    if browser_refresh:
+        found.append(await services.db.run(sessions.family_of, browser_refresh))
+    ended = sorted({sid for sid in found if sid is not None})
+    for sid in ended:
+        who = (claims.identity.subject, claims.identity.username) if claims and claims.sid == sid else (None, None)
+        await services.db.run(sessions.logout, sid, *who, address)
+    revoked = await services.revocations.revoke_or_queue(ended)
+    if is_browser(request):  # a sign-out button: back to the login page, saying so (and rd: switch user)
+        rd = safe_redirect(fields["rd"], services.settings.allowed_domains) or ""
+        response = see_other(browser.after_sign_out(login_action(request, services.settings), rd))
+    else:
+        body = {"logged_out": bool(ended) or client_token}
+        response = json_response(body) if revoked else json_response({**body, "revocation_pending": True}, 202)
+    set_access_cookie(response, services.settings, None)
+    set_refresh_cookie(response, request, services.settings, None)
+    return response
