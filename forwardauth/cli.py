@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from forwardauth import __version__, configcli, embedded
+from forwardauth import __version__, configcli
 from forwardauth.accounts.changes import (
     AccountError,
     change_password,
@@ -32,6 +32,7 @@ from forwardauth.core.passwords import Passwords, WeakPassword, generate_passwor
 from forwardauth.core.policy import PolicyError, Subject
 from forwardauth.core.policy import load as load_policy
 from forwardauth.core.usernames import normalise_username
+from forwardauth.dev import embedded
 from forwardauth.diagnose import database_problem
 from forwardauth.keycmds import cmd_keys_list, cmd_keys_prune, cmd_keys_rotate
 from forwardauth.keys import KeyFileError

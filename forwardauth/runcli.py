@@ -26,7 +26,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
     from forwardauth.cli import demo_user
-    from forwardauth.demo import PROXIES, default_proxy, run_stack
+    from forwardauth.dev.demo import PROXIES, default_proxy, run_stack
 
     proxy = args.proxy or default_proxy()
     if proxy not in PROXIES:

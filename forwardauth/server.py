@@ -30,9 +30,10 @@ import psycopg2
 import uvloop
 from aiohttp import web
 
-from forwardauth import diagnose, embedded, logs, ports
+from forwardauth import diagnose, logs, ports
 from forwardauth.config import Settings
 from forwardauth.core.policy import load as load_policy
+from forwardauth.dev import embedded
 from forwardauth.http import browser, limits
 from forwardauth.http.app import create_app
 from forwardauth.http.reloading import reload_policy

@@ -34,7 +34,7 @@ import psycopg2
 from forwardauth import config
 from forwardauth.constants import RedisKeys
 from forwardauth.core.tokens import Identity, TokenService, new_id
-from forwardauth.demo import find_program
+from forwardauth.dev.demo import find_program
 from forwardauth.keys import load_ring
 from forwardauth.stores import migrations
 from forwardauth.stores.redis import RedisSettings

@@ -26,8 +26,9 @@ import redis
 from aiohttp.test_utils import TestServer
 from aiohttp.web_runner import BaseRunner
 
-from forwardauth import config, demo
+from forwardauth import config
 from forwardauth.core.passwords import Passwords
+from forwardauth.dev import demo
 from forwardauth.http import limits
 from forwardauth.http.app import create_app
 from forwardauth.stores import clients, migrations, users

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from forwardauth import demo
+from forwardauth.dev import demo
 
 from . import backends, rawhttp
 from .backends import Seen

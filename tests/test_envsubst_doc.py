@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from forwardauth import demo
+from forwardauth.dev import demo
 
 
 def documented_commands() -> str:

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, BrowserContext, Page, Response, expect, sync_playwright
 
-from forwardauth import demo
+from forwardauth.dev import demo
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
-from forwardauth import demo
+from forwardauth.dev import demo
 
 from . import backends, rawhttp
 from .conftest import Caller, Service

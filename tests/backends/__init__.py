@@ -1,6 +1,6 @@
 """Real backends that read the same request differently, for the end-to-end boundary tests.
 
-- ``echo``: the aiohttp echo app of ``make run`` (``forwardauth.demo``): percent-decodes the path
+- ``echo``: the aiohttp echo app of ``make run`` (``forwardauth.dev.demo``): percent-decodes the path
   once, resolves nothing;
 - ``php``: PHP's built-in server with ``router.php``: maps ``-`` and ``.`` in header names to
   ``_`` (``X.Auth.User`` is ``HTTP_X_AUTH_USER``);
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from forwardauth import demo
+from forwardauth.dev import demo
 
 HERE = Path(__file__).resolve().parent
 ROUTER = HERE / "router.php"
@@ -164,7 +164,7 @@ def seen(body: bytes) -> Seen | None:
             admin_servlet=data["servlet"] == "admin",
             raw=data,
         )
-    if set(data) == {"method", "path", "headers", "body"}:  # the aiohttp echo (forwardauth.demo)
+    if set(data) == {"method", "path", "headers", "body"}:  # the aiohttp echo (forwardauth.dev.demo)
         return Seen("echo", [data["path"]], {str(k).lower(): str(v) for k, v in data["headers"].items()}, raw=data)
     return None
 

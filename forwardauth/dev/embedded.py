@@ -35,7 +35,7 @@ from pathlib import Path
 import orjson
 
 from forwardauth.config import Settings
-from forwardauth.embedded_servers import (
+from forwardauth.dev.embedded_servers import (
     PG_SOCKET,
     REDIS_SOCKET,
     VARIABLE,

@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 PROXIES = ("nginx", "traefik", "caddy")
 
@@ -191,7 +191,7 @@ def start_upstream(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     private_dir(workdir)
     with open(workdir / "upstream.log", "wb") as log:
         return subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "forwardauth.demo", str(port)], stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "forwardauth.dev.demo", str(port)], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
