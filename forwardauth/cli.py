@@ -7,28 +7,31 @@ the embedded stores for its own duration. Errors are one line on stderr and a no
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import getpass
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from forwardauth import __version__, configcli
 from forwardauth.accounts.changes import (
-    AccountError,
     change_password,
-    revoke_user,
     set_client_disabled,
     set_user_disabled,
 )
-from forwardauth.accounts.services import AccountServices, build_account_services
+from forwardauth.clisupport import (
+    CommandError,
+    database,
+    demo_user,
+    end_all_sessions,
+    read_password,
+    run_accounts,
+    with_db,
+)
 from forwardauth.config import ConfigError, Settings, load
-from forwardauth.core.passwords import Passwords, WeakPassword, generate_password
+from forwardauth.core.passwords import WeakPassword
 from forwardauth.core.policy import PolicyError, Subject
 from forwardauth.core.policy import load as load_policy
 from forwardauth.core.usernames import normalise_username
@@ -40,50 +43,10 @@ from forwardauth.ports import PortInUse
 from forwardauth.runcli import DemoError, cmd_demo, cmd_serve
 from forwardauth.safetext import escape, row
 from forwardauth.stores import audit, clients, migrations, users
-from forwardauth.stores.postgres import POSTGRES_DOWN, Database
+from forwardauth.stores.postgres import POSTGRES_DOWN
+from forwardauth.usercli import add_commands  # user add, list, modify, delete
 
-T = TypeVar("T")
-
-DEMO_USER = "demo"
 FOLLOW_SECONDS = 1.0  # how often `audit tail --follow` looks for new events
-
-
-class CommandError(Exception):
-    """Reported as ``forwardauth: <message>`` with exit status 1."""
-
-
-def _read_password(args: argparse.Namespace) -> str:
-    """From stdin with --password-stdin, else asked twice on a terminal (never read from a pipe)."""
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    if not sys.stdin.isatty():
-        raise CommandError("no terminal to ask for the password: pipe it in with --password-stdin")
-    try:
-        first = getpass.getpass("Password: ")
-        if first != getpass.getpass("Repeat password: "):
-            raise CommandError("passwords do not match")
-    except EOFError:
-        raise CommandError("no password given") from None
-    return first
-
-
-@contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[Database]:
-    """The database (the embedded one started if need be), on up-to-date tables."""
-    with embedded.stores(settings, need_redis=False) as ready:
-        assert ready.database_url is not None
-        migrations.migrate(ready.database_url)
-        db = Database(ready.database_url, 1)
-        try:
-            yield db
-        finally:
-            db.close()
-
-
-def _with_db(settings: Settings, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(conn, *args)`` in one transaction, on up-to-date tables."""
-    with _database(settings) as db:
-        return db.call(fn, *args)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -103,55 +66,30 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> None:
     """Disable the account and end its sessions: its tokens stop working at once."""
-    user, count = _accounts(settings, lambda s: set_user_disabled(s, args.name, True))
+    user, count = run_accounts(settings, lambda s: set_user_disabled(s, args.name, True))
     print(f"disabled {user.username}; revoked {count} session(s)")
 
 
 def cmd_user_enable(settings: Settings, args: argparse.Namespace) -> None:
-    user = _with_db(settings, users.set_disabled, args.name, False)
+    user = with_db(settings, users.set_disabled, args.name, False)
     print(f"enabled {user.username}")
 
 
 def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> None:
     """Set the password and end every session of the user: old tokens stop working at once."""
-    password = _read_password(args)
-    user, count = _accounts(settings, lambda s: change_password(s, args.name, password))
+    password = read_password(args)
+    user, count = run_accounts(settings, lambda s: change_password(s, args.name, password))
     print(f"password changed for {user.username}; revoked {count} session(s)")
-
-
-def _end_all_sessions(settings: Settings, name: str) -> int:
-    """Revoke every session of user ``name`` in PostgreSQL and Redis; how many there were."""
-    return int(_accounts(settings, lambda s: revoke_user(s, name))[1])
-
-
-def _accounts(settings: Settings, action: Callable[[AccountServices], Awaitable[T]]) -> T:
-    """Run an account operation with the stores (embedded ones started if need be), its errors
-    reported as one line like every command's."""
-
-    async def main(ready: Settings) -> T:
-        services = build_account_services(ready)
-        try:
-            return await action(services)
-        finally:
-            await services.close()
-
-    with embedded.stores(settings) as ready:
-        assert ready.database_url is not None
-        migrations.migrate(ready.database_url)
-        try:
-            return asyncio.run(main(ready))
-        except AccountError as exc:
-            raise CommandError(str(exc)) from None
 
 
 def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
     """Log a user out everywhere: every refresh token and live access token stops working."""
-    count = _end_all_sessions(settings, args.name)
+    count = end_all_sessions(settings, args.name)
     print(f"revoked {count} session(s) of {normalise_username(args.name)}")
 
 
 def cmd_client_add(settings: Settings, args: argparse.Namespace) -> None:
-    client, secret = _with_db(settings, clients.create, args.client_id, args.grant, args.scope, args.role,
+    client, secret = with_db(settings, clients.create, args.client_id, args.grant, args.scope, args.role,
                               args.public, args.resource_server)
     print(f"created client {client.id} (grants: {', '.join(client.grant_types)})")
     if secret:
@@ -159,7 +97,7 @@ def cmd_client_add(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_client_list(settings: Settings, args: argparse.Namespace) -> None:
-    for client in _with_db(settings, clients.list_all):
+    for client in with_db(settings, clients.list_all):
         kind = "public" if client.public else "confidential"
         state = "disabled" if client.disabled else "enabled"
         print(row(client.id, kind, state, ",".join(client.grant_types), " ".join(client.scopes) or None,
@@ -168,35 +106,13 @@ def cmd_client_list(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_client_disable(settings: Settings, args: argparse.Namespace) -> None:
     """Disable revokes every token of the client at once; enable brings none of them back."""
-    client, count = _accounts(settings, lambda s: set_client_disabled(s, args.client_id, not args.enable))
+    client, count = run_accounts(settings, lambda s: set_client_disabled(s, args.client_id, not args.enable))
     print(f"enabled {client.id}" if args.enable else f"disabled {client.id}; revoked {count} access token(s)")
 
 
 def cmd_client_rotate(settings: Settings, args: argparse.Namespace) -> None:
-    secret = _with_db(settings, clients.rotate_secret, args.client_id)
+    secret = with_db(settings, clients.rotate_secret, args.client_id)
     print(f"new client secret for {args.client_id} (shown once): {secret}")
-
-
-def _ensure_demo(conn: users.Connection, passwords: Passwords, password: str) -> bool:
-    if users.find(conn, DEMO_USER) is not None:
-        return False
-    users.create(conn, passwords, DEMO_USER, password, ["user"], "demo@example.com")
-    return True
-
-
-def demo_user(settings: Settings) -> str:
-    """Create the demo user once; what to tell of its password (from the environment, or shown only now)."""
-    given = os.environ.get("FORWARDAUTH_DEMO_PASSWORD")
-    password = given or generate_password()  # a generated one always meets the policy
-    try:
-        created = _with_db(settings, _ensure_demo, Passwords.from_settings(settings), password)
-    except WeakPassword as exc:
-        raise CommandError(f"FORWARDAUTH_DEMO_PASSWORD: {exc}") from None
-    if created:
-        shown = "(from FORWARDAUTH_DEMO_PASSWORD)" if given else password
-        return f"demo user created: username {DEMO_USER}, password {shown}"
-    return (f"demo user {DEMO_USER!r} exists (its password was shown when it was created; "
-            f"to set a new one: forwardauth user passwd {DEMO_USER})")
 
 
 def cmd_user_demo(settings: Settings, args: argparse.Namespace) -> None:
@@ -224,7 +140,7 @@ def cmd_policy_explain(settings: Settings, args: argparse.Namespace) -> None:
         subject = Subject("", (), args.ip, client=args.client)
     elif args.user:  # the user's real roles, unless --roles says otherwise
         name = normalise_username(args.user)
-        user = _with_db(settings, users.find, name)
+        user = with_db(settings, users.find, name)
         if user is None:
             print(f"subject: no user {name!r} in the database; "
                   + (f"roles {','.join(roles)} (from --roles)" if roles else "no roles assumed"))
@@ -246,7 +162,7 @@ def cmd_audit_tail(settings: Settings, args: argparse.Namespace) -> None:
         raise CommandError("-n must not be negative")
     if args.follow:  # stopped by Ctrl-C or SIGTERM, the embedded database with it
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with _database(settings) as db:
+    with database(settings) as db:
         events = db.call(audit.recent, args.lines)
         for event in events:
             print(event.line(), flush=True)
@@ -313,7 +229,6 @@ def parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=cmd_policy_explain)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
-    from forwardauth.usercli import add_commands  # add, list, modify, delete (imports this module)
 
     add_commands(user)
     _command(user, "disable", "disable a user and end its sessions", cmd_user_disable, "name")

@@ -89,8 +89,8 @@ def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
 
 
 def parse_redis_url(text: str) -> str:
-    """A plain, Sentinel or Cluster Redis URL, as ``stores.redis.RedisSettings`` reads them."""
-    from forwardauth.stores.redis import RedisSettings  # the one owner of the URL forms
+    """A plain, Sentinel or Cluster Redis URL, as ``redisurl.RedisSettings`` reads them."""
+    from forwardauth.redisurl import RedisSettings  # the one owner of the URL forms
 
     try:
         RedisSettings.from_url(text)

@@ -192,11 +192,12 @@ def _check_database(dsn: str) -> str | None:
 async def _check_redis(url: str) -> str | None:
     from redis.exceptions import RedisError
 
-    from forwardauth.stores.redis import RedisSettings, close
+    from forwardauth.redisurl import RedisSettings
+    from forwardauth.stores.redis import close, connect
 
     redis = RedisSettings.from_url(url)
     secrets = (url, redis.password, urlsplit(url).password)
-    client = redis.client()
+    client = connect(redis)
     try:
         await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT * 2)
     except (RedisError, OSError, TimeoutError) as exc:

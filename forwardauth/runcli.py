@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 
+from forwardauth.clisupport import demo_user
 from forwardauth.config import Settings
 from forwardauth.ports import PortInUse, probe
 
@@ -25,7 +26,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
-    from forwardauth.cli import demo_user
     from forwardauth.dev.demo import PROXIES, default_proxy, run_stack
 
     proxy = args.proxy or default_proxy()

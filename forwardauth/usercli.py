@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from forwardauth.cli import CommandError, _end_all_sessions, _read_password, _with_db
+from forwardauth.clisupport import CommandError, end_all_sessions, read_password, with_db
 from forwardauth.config import Settings
 from forwardauth.core.passwords import Passwords, check_policy
 from forwardauth.safetext import escape, row
@@ -20,15 +20,15 @@ from forwardauth.stores import users
 
 
 def cmd_user_add(settings: Settings, args: argparse.Namespace) -> None:
-    password = users.check_password(_read_password(args))
+    password = users.check_password(read_password(args))
     check_policy(password, settings.password_min_length, (args.name, args.email))  # before starting stores
-    user = _with_db(settings, users.create, Passwords.from_settings(settings), args.name, password,
+    user = with_db(settings, users.create, Passwords.from_settings(settings), args.name, password,
                     args.role, args.email)
     print(f"created user {escape(user.username)} ({user.id})")
 
 
 def cmd_user_list(settings: Settings, args: argparse.Namespace) -> None:
-    for user in _with_db(settings, users.list_all):
+    for user in with_db(settings, users.list_all):
         state = "disabled" if user.disabled else "enabled"
         print(row(user.username, state, ",".join(user.roles) or None, user.email))
 
@@ -52,20 +52,20 @@ def cmd_user_modify(settings: Settings, args: argparse.Namespace) -> None:
     if edit is None and not set_email:
         raise CommandError("nothing to change: give --role, --no-roles, --add-role, --remove-role, --email "
                            "or --no-email")
-    before, after = _with_db(settings, users.modify, args.name, edit, args.email, set_email)
+    before, after = with_db(settings, users.modify, args.name, edit, args.email, set_email)
     name = escape(after.username)
     print(f"modified {name}: roles {escape(','.join(after.roles)) or '-'}, e-mail {escape(after.email or '-')}")
     removed = set(before.roles) - set(after.roles)
     if removed:
-        count = _end_all_sessions(settings, after.username)
+        count = end_all_sessions(settings, after.username)
         print(f"revoked {count} session(s) of {name}: role(s) {escape(','.join(sorted(removed)))} removed")
 
 
 def cmd_user_delete(settings: Settings, args: argparse.Namespace) -> None:
     """Disable (no new sign-in), end every session (as ``user revoke``), then delete the account."""
-    user = _with_db(settings, users.set_disabled, args.name, True)
-    count = _end_all_sessions(settings, user.username)
-    _with_db(settings, users.delete, user.username)
+    user = with_db(settings, users.set_disabled, args.name, True)
+    count = end_all_sessions(settings, user.username)
+    with_db(settings, users.delete, user.username)
     print(f"deleted {escape(user.username)}; revoked {count} session(s)")
 
 

@@ -36,8 +36,9 @@ from forwardauth.constants import RedisKeys
 from forwardauth.core.tokens import Identity, TokenService, new_id
 from forwardauth.dev.demo import find_program
 from forwardauth.keys import load_ring
+from forwardauth.redisurl import RedisSettings
 from forwardauth.stores import migrations
-from forwardauth.stores.redis import RedisSettings
+from forwardauth.stores.redis import connect
 from forwardauth.stores.revocation import Revocations
 
 PERF = Path(__file__).resolve().parent
@@ -155,7 +156,7 @@ def mint_tokens(settings: config.Settings, target: Path, count: int = USERS, rev
 
     async def register(minted: list[tuple[str, str]]) -> None:
         assert settings.redis_url is not None
-        revocations = Revocations(RedisSettings.from_url(settings.redis_url).client(), RedisKeys(settings.redis_prefix))
+        revocations = Revocations(connect(RedisSettings.from_url(settings.redis_url)), RedisKeys(settings.redis_prefix))
         for sid, jti in minted:
             await revocations.register(sid, jti, settings.access_ttl)
             if revoked:

@@ -23,8 +23,9 @@ from redis.crc import key_slot
 from forwardauth.config import ConfigError, load
 from forwardauth.constants import RedisKeys
 from forwardauth.core.cache import LiveTokens
+from forwardauth.redisurl import RedisSettings
 from forwardauth.stores import users
-from forwardauth.stores.redis import RedisSettings, close
+from forwardauth.stores.redis import close, connect
 from forwardauth.stores.regulation import Regulation
 from forwardauth.stores.revocation import Revocations
 
@@ -82,9 +83,9 @@ def test_bad_redis_urls_name_the_variable_but_not_the_secret(url: str, complaint
 
 async def test_each_form_gets_redis_pys_own_client() -> None:
     """Built without connecting: the clients connect on first use."""
-    cluster = RedisSettings.from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001/").client()
-    sentinel = RedisSettings.from_url("redis+sentinel://127.0.0.1:26379/mymaster/2").client()
-    plain = RedisSettings.from_url("redis://127.0.0.1:6379/0").client()
+    cluster = connect(RedisSettings.from_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001/"))
+    sentinel = connect(RedisSettings.from_url("redis+sentinel://127.0.0.1:26379/mymaster/2"))
+    plain = connect(RedisSettings.from_url("redis://127.0.0.1:6379/0"))
     try:
         assert isinstance(cluster, RedisCluster)
         assert not isinstance(sentinel, RedisCluster) and not isinstance(plain, RedisCluster)
@@ -181,7 +182,7 @@ def test_two_instances(
 async def test_login_throttling_on_a_cluster(redis_cluster: RedisClusterGroup, redis_prefix: str) -> None:
     """A login's three counters hash to different slots: the (non-transactional) pipelines that
     read and write them together are split by node by the cluster client."""
-    client = RedisSettings.from_url(redis_cluster.url).client()
+    client = connect(RedisSettings.from_url(redis_cluster.url))
     regulation = Regulation(client, RedisKeys(redis_prefix), max_failures=2, window=60)
     try:
         for _ in range(2):
@@ -217,8 +218,8 @@ async def test_a_cluster_subscriber_moves_to_another_node_when_its_node_dies(
     """
     keys = RedisKeys(redis_prefix)
     channel = keys.revocations_channel()
-    publisher = Revocations(RedisSettings.from_url(redis_cluster.url).client(), keys)
-    follower = Revocations(RedisSettings.from_url(redis_cluster.url).client(), keys, LiveTokens())
+    publisher = Revocations(connect(RedisSettings.from_url(redis_cluster.url)), keys)
+    follower = Revocations(connect(RedisSettings.from_url(redis_cluster.url)), keys, LiveTokens())
     local = follower.local
     assert local is not None
     stop = asyncio.Event()

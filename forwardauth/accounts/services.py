@@ -14,8 +14,9 @@ from forwardauth.core.cache import LiveTokens
 from forwardauth.core.passwords import Passwords
 from forwardauth.core.tokens import TokenService
 from forwardauth.keys import KeyRing, load_ring
+from forwardauth.redisurl import RedisSettings
 from forwardauth.stores.postgres import Database
-from forwardauth.stores.redis import RedisSettings
+from forwardauth.stores.redis import connect
 from forwardauth.stores.regulation import Regulation
 from forwardauth.stores.revocation import Revocations
 
@@ -40,7 +41,7 @@ def build_account_services(settings: Settings, ring: KeyRing | None = None) -> A
     """Connect nothing yet: the stores connect on first use (a down store delays no start)."""
     assert settings.database_url is not None and settings.redis_url is not None
     ring = ring or load_ring(settings)
-    client = RedisSettings.from_url(settings.redis_url).client()
+    client = connect(RedisSettings.from_url(settings.redis_url))
     keys = RedisKeys(settings.redis_prefix)
     return AccountServices(
         settings=settings,
