@@ -10,7 +10,7 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from forwardauth.accounts.changes import AccountError, revoke_user
 from forwardauth.accounts.services import AccountServices, build_account_services
@@ -18,9 +18,10 @@ from forwardauth.config import Settings
 from forwardauth.core.passwords import Passwords, WeakPassword, generate_password
 from forwardauth.dev import embedded
 from forwardauth.stores import migrations, users
-from forwardauth.stores.postgres import Database
+from forwardauth.stores.postgres import Connection, Database
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 DEMO_USER = "demo"
 
@@ -57,10 +58,10 @@ def database(settings: Settings) -> Iterator[Database]:
             db.close()
 
 
-def with_db(settings: Settings, fn: Callable[..., Any], *args: Any) -> Any:
+def with_db(settings: Settings, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn(conn, *args)`` in one transaction, on up-to-date tables."""
     with database(settings) as db:
-        return db.call(fn, *args)
+        return db.call(fn, *args, **kwargs)
 
 
 def end_all_sessions(settings: Settings, name: str) -> int:
@@ -88,7 +89,7 @@ def run_accounts(settings: Settings, action: Callable[[AccountServices], Awaitab
             raise CommandError(str(exc)) from None
 
 
-def _ensure_demo(conn: users.Connection, passwords: Passwords, password: str) -> bool:
+def _ensure_demo(conn: Connection, passwords: Passwords, password: str) -> bool:
     if users.find(conn, DEMO_USER) is not None:
         return False
     users.create(conn, passwords, DEMO_USER, password, ["user"], "demo@example.com")

@@ -32,7 +32,7 @@ from forwardauth.dev import demo
 from forwardauth.http import limits
 from forwardauth.http.app import create_app
 from forwardauth.stores import clients, migrations, users
-from forwardauth.stores.postgres import Database
+from forwardauth.stores.postgres import Connection, Database
 
 ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("FORWARDAUTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -155,7 +155,7 @@ def make_user(database: Database, settings: config.Settings) -> Callable[..., us
 def backdate_sessions(database: Database, user: users.User, seconds: int = 60) -> None:
     """Backdate the user's refresh tokens, as for a browser whose access cookie has since
     expired: one issued a moment ago makes the login page suspect a redirect loop."""
-    def backdate(conn: users.Connection) -> None:
+    def backdate(conn: Connection) -> None:
         with conn.cursor() as cur:
             cur.execute("UPDATE refresh_tokens SET created_at = created_at - make_interval(secs => %s)"
                         " WHERE user_id = %s", (seconds, user.id))

@@ -20,7 +20,7 @@ from forwardauth.accounts import changes
 from forwardauth.accounts.signin import login_in_db
 from forwardauth.core.passwords import Passwords
 from forwardauth.stores import clients, sessions, users
-from forwardauth.stores.postgres import Database
+from forwardauth.stores.postgres import Connection, Database
 
 from . import http
 from .conftest import PASSWORD, MakeClient, Service, free_port, wait_until
@@ -47,7 +47,7 @@ def oauth_token(svc: Service, client_id: str, secret: str, **form: str) -> http.
 
 
 def audit_detail(database: Database, user_id: str, event: str) -> list[dict[str, Any]]:
-    def query(conn: users.Connection) -> list[dict[str, Any]]:
+    def query(conn: Connection) -> list[dict[str, Any]]:
         with conn.cursor() as cur:
             cur.execute("SELECT detail FROM audit_events WHERE user_id = %s AND event = %s ORDER BY id",
                         (user_id, event))

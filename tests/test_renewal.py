@@ -20,7 +20,7 @@ from forwardauth import config
 from forwardauth.constants import BROWSER_REFRESH_GRACE
 from forwardauth.http.app import create_app
 from forwardauth.stores import users
-from forwardauth.stores.postgres import Database
+from forwardauth.stores.postgres import Connection, Database
 
 from .conftest import PASSWORD, AppServer
 from .test_web import MakeUser, auth_status
@@ -69,7 +69,7 @@ Renewal = Any  # async (client, refresh) -> response
 
 def backdate(database: Database, refresh: str, column: Literal["created_at", "revoked_at"], seconds: int) -> None:
     """Move the time ``refresh`` was issued (``created_at``) or rotated (``revoked_at``) into the past."""
-    def update(conn: users.Connection) -> None:
+    def update(conn: Connection) -> None:
         with conn.cursor() as cur:
             cur.execute(f"UPDATE refresh_tokens SET {column} = {column} - make_interval(secs => %s)"  # noqa: S608
                         " WHERE token_hash = %s", (seconds, hashlib.sha256(refresh.encode()).digest()))

@@ -20,7 +20,7 @@ from forwardauth.core.passwords import Passwords
 from forwardauth.http.app import create_app
 from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import users
-from forwardauth.stores.postgres import Database
+from forwardauth.stores.postgres import Connection, Database
 
 from .conftest import PASSWORD, REDIS_URL, free_port
 
@@ -44,7 +44,7 @@ async def auth_status(client: Client, token: str) -> int:
 
 
 def audit_events(database: Database, username: str) -> list[str]:
-    def query(conn: users.Connection) -> list[str]:
+    def query(conn: Connection) -> list[str]:
         with conn.cursor() as cur:
             cur.execute("SELECT event FROM audit_events WHERE username = %s ORDER BY id", (username,))
             return [row[0] for row in cur.fetchall()]
@@ -366,7 +366,7 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_session(
     again = await client.post("/refresh", json={"refresh_token": second["refresh_token"]})
     assert again.status == 401
 
-    def reuse_events(conn: users.Connection) -> int:
+    def reuse_events(conn: Connection) -> int:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM audit_events WHERE event = 'refresh_reuse' AND user_id = %s",
                         (user.id,))

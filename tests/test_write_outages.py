@@ -17,7 +17,7 @@ import pytest
 from forwardauth import config
 from forwardauth.http.app import create_app
 from forwardauth.stores import users
-from forwardauth.stores.postgres import Database
+from forwardauth.stores.postgres import Connection, Database
 
 from .conftest import PASSWORD, AppServer, MakeClient, free_port
 from .stores import OwnRedis
@@ -43,7 +43,7 @@ async def app(aiohttp_client: Any, settings: config.Settings, own_redis: OwnRedi
 
 def live_sessions(database: Database, user: users.User) -> int:
     """Refresh tokens of the user that could still be used (rows of any state, for a discarded login)."""
-    def count(conn: users.Connection) -> int:
+    def count(conn: Connection) -> int:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM refresh_tokens WHERE user_id = %s", (user.id,))
             row = cur.fetchone()

@@ -16,6 +16,7 @@ from forwardauth.core.passwords import Passwords
 from forwardauth.core.usernames import normalise_username
 from forwardauth.stores import clients, sessions, users
 from forwardauth.stores.audit import record
+from forwardauth.stores.postgres import Connection
 from forwardauth.stores.redis import REDIS_DOWN
 
 
@@ -70,7 +71,7 @@ async def revoke_user(services: AccountServices, username: str) -> tuple[users.U
 
 
 def change_password_in_db(
-    conn: users.Connection, passwords: Passwords, username: str, password: str, recent: int, client_ip: str | None,
+    conn: Connection, passwords: Passwords, username: str, password: str, recent: int, client_ip: str | None,
     except_sid: str | None,
 ) -> tuple[users.User, list[str]]:
     user = users.set_password(conn, passwords, username, password)  # the UPDATE locks the user's row
@@ -97,7 +98,7 @@ async def change_password(
 
 
 def set_user_disabled_in_db(
-    conn: users.Connection, username: str, disabled: bool, recent: int, client_ip: str | None
+    conn: Connection, username: str, disabled: bool, recent: int, client_ip: str | None
 ) -> tuple[users.User, list[str]]:
     user = users.set_disabled(conn, username, disabled)  # the UPDATE locks the user's row
     sids = sessions.revoke_user(conn, user.id, recent, client_ip, "user_disabled") if disabled else []

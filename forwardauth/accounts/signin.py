@@ -24,7 +24,7 @@ from forwardauth.core.passwords import Passwords
 from forwardauth.core.tokens import MintedToken
 from forwardauth.core.usernames import MAX_USERNAME, normalise_username
 from forwardauth.stores import audit, sessions, users
-from forwardauth.stores.postgres import POSTGRES_DOWN
+from forwardauth.stores.postgres import POSTGRES_DOWN, Connection
 
 log = logging.getLogger("forwardauth.signin")
 
@@ -51,7 +51,7 @@ class SignedIn:
 
 
 def login_in_db(
-    conn: users.Connection, passwords: Passwords, username: str, password: str, ip: str | None, ttl: int,
+    conn: Connection, passwords: Passwords, username: str, password: str, ip: str | None, ttl: int,
     client_id: str | None = None, scope: str | None = None,
 ) -> sessions.Session | None:
     """Check the password and open a session, in one transaction in one worker thread."""

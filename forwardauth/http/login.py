@@ -203,8 +203,9 @@ async def logout(request: web.Request) -> web.Response:
         found.append(await services.db.run(sessions.family_of, browser_refresh))
     ended = sorted({sid for sid in found if sid is not None})
     for sid in ended:
-        who = (claims.identity.subject, claims.identity.username) if claims and claims.sid == sid else (None, None)
-        await services.db.run(sessions.logout, sid, *who, address)
+        user, username = (claims.identity.subject, claims.identity.username) if claims and claims.sid == sid \
+            else (None, None)
+        await services.db.run(sessions.logout, sid, user, username, address)
     revoked = await services.revocations.revoke_or_queue(ended)
     if is_browser(request):  # a sign-out button: back to the login page, saying so (and rd: switch user)
         rd = safe_redirect(fields["rd"], services.settings.allowed_domains) or ""

@@ -41,7 +41,7 @@ async def readyz(request: web.Request) -> web.Response:
     except REDIS_DOWN:
         checks["redis"] = "unreachable"
     try:
-        version = await services.db.run_blocking(migrations.applied_version, services.settings.database_url)
+        version = await services.db.run(migrations.schema_version)
         checks["postgres"] = "ok" if version >= migrations.latest_version() else "migrations pending"
     except POSTGRES_DOWN:
         checks["postgres"] = "unreachable"

@@ -24,9 +24,9 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from forwardauth.stores.audit import record
+from forwardauth.stores.postgres import Connection
 from forwardauth.stores.users import check_roles
 
-Connection = psycopg2.extensions.connection
 GRANT_TYPES = ("password", "refresh_token", "client_credentials")
 PUBLIC_GRANTS = frozenset({"password", "refresh_token"})
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

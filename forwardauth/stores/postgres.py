@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.pool
 
 T = TypeVar("T")
+P = ParamSpec("P")
+Connection = psycopg2.extensions.connection
 
 # Errors meaning "PostgreSQL is unreachable right now": answered with 503, never 500.
 POSTGRES_DOWN = (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)
@@ -39,7 +42,7 @@ class Database:
         return self._pool
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+    def connection(self) -> Iterator[Connection]:
         """A pooled connection in a transaction: committed on success, rolled back on error."""
         pool = self._get_pool()
         conn = self._live_connection(pool)
@@ -54,7 +57,7 @@ class Database:
             pool.putconn(conn, close=broken or bool(conn.closed))
 
     @staticmethod
-    def _live_connection(pool: psycopg2.pool.ThreadedConnectionPool) -> psycopg2.extensions.connection:
+    def _live_connection(pool: psycopg2.pool.ThreadedConnectionPool) -> Connection:
         """A pooled connection that still answers.
 
         After a PostgreSQL restart every pooled connection is dead. Each is pinged when taken
@@ -72,20 +75,21 @@ class Database:
                 pool.putconn(conn, close=True)
         return pool.getconn()  # fresh: it connects now, or raises if PostgreSQL is down
 
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
+    # Typed with ParamSpec: mypy checks each call's arguments against ``fn``'s parameters.
+    def call(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, *args)`` in a transaction, in the calling thread."""
         with self.connection() as conn:
-            return fn(conn, *args)
+            return fn(conn, *args, **kwargs)
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(conn, *args)`` in the thread pool, off the event loop."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.call, fn, *args)
+        return await loop.run_in_executor(self._executor, functools.partial(self.call, fn, *args, **kwargs))
 
-    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args)`` (no connection) in the same bounded pool, e.g. a password hash."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -20,15 +20,13 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psycopg2.extensions
-
 from forwardauth.constants import REFRESH_TOKEN_BYTES
 from forwardauth.core.tokens import new_id
 from forwardauth.stores import clients
 from forwardauth.stores.audit import record
+from forwardauth.stores.postgres import Connection
 from forwardauth.stores.users import User, get
 
-Connection = psycopg2.extensions.connection
 MAX_REFRESH_TOKEN = 256
 # revoke_reason of a rotated token, of one rotated again for a retry, and of a successor it superseded
 ROTATED, RETRIED, SUPERSEDED = "rotated", "retried", "superseded"

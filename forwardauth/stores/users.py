@@ -21,12 +21,12 @@ from forwardauth.core.passwords import Passwords
 from forwardauth.core.tokens import Identity
 from forwardauth.core.usernames import MAX_USERNAME, normalise_username
 from forwardauth.stores.audit import record
+from forwardauth.stores.postgres import Connection
 
 MAX_PASSWORD = 1024
 _ROLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _COLUMNS = "id::text, username, password_hash, roles, email, disabled"
 
-Connection = psycopg2.extensions.connection
 
 
 class UserError(ValueError):

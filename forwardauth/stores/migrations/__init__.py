@@ -38,9 +38,10 @@ def latest_version() -> int:
     return max(m.version for m in available())
 
 
-def applied_version(dsn: str) -> int:
-    """Highest applied version, 0 when none (or no table yet)."""
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+def schema_version(conn: psycopg2.extensions.connection) -> int:
+    """Highest applied version, 0 when none (or no table yet); on a connection of the caller's
+    (``/readyz`` asks on one from the pool, not on a new connection per probe)."""
+    with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
         row = cur.fetchone()
         if not row or not row[0]:
