@@ -1,7 +1,7 @@
 """Signing in: who the client is, brute-force regulation around the password check, and a session
 that exists only if its tokens reach the client.
 
-The client is the one access rules see (``forwarding.client_address``): behind a trusted proxy
+The client (``address``, from ``http.common.client_address``) is the one access rules see: behind a trusted proxy
 the right-most ``X-Forwarded-For`` hop that is not one of our proxies, else the peer. Throttling by
 the peer would count everyone behind the proxy as one client, so one client could lock out all.
 
