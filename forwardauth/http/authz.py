@@ -105,10 +105,11 @@ async def auth(request: web.Request) -> web.StreamResponse:
     original = verdict = None
     if services.policy is not ALLOW_ALL_AUTHENTICATED:
         original, verdict = access_rule(request, services)
-        if verdict.effect is Effect.BYPASS:  # decide(verdict, None), inlined on the hot path
+        without_token = decide(verdict, None)  # the one decision, as `policy explain` and its tests make it
+        if without_token is None:
             decided.bypass += 1
             return web.Response(status=200)
-        if verdict.effect is Effect.DENY:
+        if without_token is Effect.DENY:
             decided.forbidden_rule += 1
             return browser.forbidden(request, settings, original, None, "rule")
     elif not is_trusted(request.remote, settings.trusted_proxies):  # no rules: only the sender is checked
@@ -141,6 +142,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
         decided.revoked += 1
         return unauthorized(request, settings, True, original)
     identity = claims.identity
+    # Only a restricted rule looks at who it is (decide() would allow the others): no Subject built for them.
     if verdict is not None and verdict.effect is Effect.RESTRICTED and decide(verdict, subject_of(identity)):
         decided.forbidden_role += 1
         return browser.forbidden(request, settings, original, identity, "role")
