@@ -372,6 +372,6 @@ def _complete(settings: Settings) -> Settings:
     return replace(settings, issuer=issuer, login_url=login_url, allowed_domains=allowed)
 
 
-def describe() -> list[tuple[str, str, str]]:
+def variable_rows() -> list[tuple[str, str, str]]:
     """(variable, default, meaning) rows, for the README and ``forwardauth config``."""
     return [(v.env, v.default, v.help) for v in VARIABLES]

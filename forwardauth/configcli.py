@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from forwardauth import config, diagnose
-from forwardauth.config import PREFIX, ConfigError, Settings, describe, load
+from forwardauth.config import PREFIX, ConfigError, Settings, load, variable_rows
 
 CONNECT_TIMEOUT = 3  # seconds, for each store
 
@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run a ``config`` command; its exit status."""
     if args.action == "variables":
-        for env, default, meaning in describe():
+        for env, default, meaning in variable_rows():
             print(f"{env}\t{default}\t{meaning}")
         return 0
     if args.action == "check":

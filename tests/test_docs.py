@@ -22,7 +22,7 @@ def test_every_variable_is_documented() -> None:
 
 def test_the_table_is_the_config_output() -> None:
     """Each row reads exactly as `forwardauth config` prints it (regenerate the table if not)."""
-    stale = [env for env, default, meaning in config.describe()
+    stale = [env for env, default, meaning in config.variable_rows()
              if f"| `{env}` | {default} | {meaning} |" not in README]
     assert not stale
 

@@ -36,7 +36,7 @@ def refuse(request: web.Request, refusal: Refused) -> BadInput:
     return BadInput(str(refusal))
 
 
-def describe(request: web.Request, settings: Settings) -> OriginalRequest:
+def original_of(request: web.Request, settings: Settings) -> OriginalRequest:
     """The request the proxy is asking about; one that cannot be described exactly is a 400."""
     envoy = ENVOY_PREFIX if request.path.startswith(ENVOY_PREFIX) else None
     try:
@@ -46,7 +46,7 @@ def describe(request: web.Request, settings: Settings) -> OriginalRequest:
         raise refuse(request, exc) from None
 
 
-# Everything describe() reads: the memo key, so a hit skips parsing and matching entirely. The
+# Everything original_of() reads: the memo key, so a hit skips parsing and matching entirely. The
 # names are istr (case-folded once), as aiohttp's own hdrs are: a plain str is folded per lookup.
 DESCRIBING_HEADERS = tuple(istr(h) for h in (
     "Host", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri",
@@ -57,17 +57,17 @@ DESCRIBING_HEADERS = tuple(istr(h) for h in (
 def access_rule(request: web.Request, services: Services) -> tuple[OriginalRequest, Verdict]:
     """The original request and the rules' verdict on it (policy.Policy.judge), memoised per policy
     on the raw request: a hit costs a dict lookup; the path's readings are worked out on a miss."""
-    policy, decisions = services.policy, services.decisions  # together: no await in between
+    policy, verdicts = services.policy, services.verdicts  # together: no await in between
     key = (request.method, request.raw_path, request.remote, *map(request.headers.get, DESCRIBING_HEADERS))
-    found = decisions.get(key)
+    found = verdicts.get(key)
     if found is None:
-        original = describe(request, services.settings)
+        original = original_of(request, services.settings)
         obj = Object.of(original.scheme, original.host, original.uri, original.method)
         try:
             verdict = policy.judge(obj, original.client_ip)
         except Refused as exc:
             raise refuse(request, exc) from None
-        found = decisions.remember(key, (original, verdict))
+        found = verdicts.remember(key, (original, verdict))
     return found
 
 
@@ -84,7 +84,7 @@ def unauthorized(
                "Cache-Control": "no-store"}
     if not is_browser(request):
         return web.Response(status=401, text="unauthorized\n", headers=headers)
-    original = original or describe(request, settings)
+    original = original or original_of(request, settings)
     location = login_location(settings.login_url, original.scheme, original.host, original.url,
                               settings.allowed_domains)
     if location is not None:

@@ -19,7 +19,7 @@ from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Effect, Verdict
 from forwardauth.core.redirects import safe_redirect
 from forwardauth.core.tokens import Identity, TokenError
 from forwardauth.http import browser
-from forwardauth.http.authz import access_rule, describe
+from forwardauth.http.authz import access_rule, original_of
 from forwardauth.http.common import BadInput, html_page, see_other, token_of
 from forwardauth.http.cookies import refresh_cookie
 from forwardauth.http.pages import logout_page
@@ -55,7 +55,7 @@ async def forbidden(request: web.Request) -> web.Response:
     original: OriginalRequest | None = None
     rule: Verdict | None = None
     try:
-        original = describe(request, settings)
+        original = original_of(request, settings)
         if services.policy is not ALLOW_ALL_AUTHENTICATED:
             rule = access_rule(request, services)[1]
     except BadInput:  # described in two proxies' terms: the page without the host's name
@@ -81,7 +81,7 @@ async def logout_form(request: web.Request) -> web.Response:
     username = identity.username if identity else None
     token = refresh_cookie(request, settings)
     if username is None and token is not None:
-        info = await services.db.run(sessions.describe, token)
+        info = await services.db.run(sessions.refresh_info, token)
         username = info.user.username if info else None
     page = logout_page(signed_in=identity is not None or token is not None, username=username,
                        action=prefix + "/logout", rd=rd, login_href=prefix + "/login")

@@ -42,7 +42,7 @@ class OAuthError(Exception):
         self.status = status
 
 
-def error_response(exc: OAuthError) -> web.Response:
+def oauth_error_response(exc: OAuthError) -> web.Response:
     headers = dict(NO_STORE)
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="forwardauth"'
@@ -156,7 +156,7 @@ async def token(request: web.Request) -> web.Response:
             return await refresh_grant(services, request, form, client)
         return await client_credentials_grant(services, form, client, settings)
     except OAuthError as exc:
-        return error_response(exc)
+        return oauth_error_response(exc)
 
 
 async def password_grant(
@@ -232,7 +232,7 @@ async def revoke(request: web.Request) -> web.Response:
     try:
         client, token_value = await token_request(services, request, confidential=False)
     except OAuthError as exc:
-        return error_response(exc)
+        return oauth_error_response(exc)
     # The hint may be wrong (RFC 7009 2.1): try both kinds.
     try:
         claims = services.tokens.verify(token_value, allow_expired=True)
@@ -264,7 +264,7 @@ async def introspect(request: web.Request) -> web.Response:
     try:
         caller, token_value = await token_request(services, request, confidential=True)
     except OAuthError as exc:
-        return error_response(exc)
+        return oauth_error_response(exc)
     inactive = json_response({"active": False}, headers=NO_STORE)
     try:
         claims = services.tokens.verify(token_value)
@@ -286,7 +286,7 @@ async def introspect(request: web.Request) -> web.Response:
                     "email": identity.email}
         body.update({k: v for k, v in optional.items() if v})
         return json_response(body, headers=NO_STORE)
-    info = await services.db.run(sessions.describe, token_value)
+    info = await services.db.run(sessions.refresh_info, token_value)
     if info is None or info.client_id != caller.id:
         return inactive
     body = {

@@ -25,12 +25,12 @@ class Services(AccountServices):
     claims: ClaimsCache  # verified signatures (safe always: revocation is checked apart)
     metrics: Metrics
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
-    decisions: Memo[tuple[OriginalRequest, Verdict]] = field(default_factory=Memo)
+    verdicts: Memo[tuple[OriginalRequest, Verdict]] = field(default_factory=Memo)
 
     def use_policy(self, policy: Policy) -> None:
         """Swap in new rules and a memo of their own (one assignment: never rules of one with
         the memo of the other)."""
-        self.policy, self.decisions = policy, Memo()
+        self.policy, self.verdicts = policy, Memo()
 
 
 SERVICES = web.AppKey("services", Services)

@@ -238,7 +238,7 @@ class RefreshInfo:
     issued_at: int
 
 
-def describe(conn: Connection, token: str) -> RefreshInfo | None:
+def refresh_info(conn: Connection, token: str) -> RefreshInfo | None:
     """A refresh token that is unexpired, unrevoked and whose user is enabled, else ``None``."""
     if not token or len(token) > MAX_REFRESH_TOKEN:
         return None
