@@ -436,3 +436,17 @@ def front(boundary_service: Service, tmp_path_factory: pytest.TempPathFactory) -
     yield get
     for process in reversed(processes):
         stop_process(process)
+
+
+# --- `pytest -m unit`: the tests that need no store and no server ---------------------------------
+
+# Fixtures that reach PostgreSQL or Redis or start a server. A test that uses none of them (nor is
+# in a module marked ``servers``, for one that starts processes itself) is marked ``unit``.
+NEEDS_SERVERS = frozenset({"database_url", "redis_prefix", "aiohttp_client", "service", "proxy_stack",
+                           "boundary_service", "real_backends", "front", "boundary_callers", "own_redis"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not NEEDS_SERVERS.intersection(getattr(item, "fixturenames", ())) and not item.get_closest_marker("servers"):
+            item.add_marker(pytest.mark.unit)

@@ -14,6 +14,8 @@ from . import http
 from .conftest import FAST_ARGON2, Service, free_port, wait_until
 from .localuser import as_nobody, attempt, connect_unix, needs_root, tcp_listeners
 
+pytestmark = pytest.mark.servers  # they start embedded PostgreSQL and Redis
+
 DEMO_PASSWORD = "embedded demo password"
 
 

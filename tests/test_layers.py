@@ -16,8 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import forwardauth
 
 PACKAGE = Path(forwardauth.__file__).parent
@@ -73,7 +71,6 @@ def imports_of(path: Path) -> set[str]:
 GRAPH = {module_of(path): imports_of(path) for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-@pytest.mark.unit
 def test_every_import_points_down_the_layers() -> None:
     upward = [f"{importer} ({NAMES[layer(importer)]}) imports {imported} ({NAMES[layer(imported)]})"
               for importer, imported_set in GRAPH.items() for imported in sorted(imported_set)
@@ -81,7 +78,6 @@ def test_every_import_points_down_the_layers() -> None:
     assert upward == []
 
 
-@pytest.mark.unit
 def test_the_graph_is_read_whole() -> None:
     """The check above sees every layer and real edges (a parser that found nothing would pass it)."""
     assert {layer(module) for module in GRAPH} == set(NAMES)
@@ -89,7 +85,6 @@ def test_the_graph_is_read_whole() -> None:
     assert "forwardauth.stores.sessions" in GRAPH["forwardauth.accounts.issue"]
 
 
-@pytest.mark.unit
 def test_no_import_cycle() -> None:
     done: set[str] = set()
 
@@ -115,7 +110,6 @@ def loaded_after(modules: list[str]) -> set[str]:
     return set(json.loads(result.stdout))
 
 
-@pytest.mark.unit
 def test_the_core_loads_no_server_and_no_store_client() -> None:
     core = sorted(module for module in GRAPH if layer(module) == LAYERS["core"])
     assert "forwardauth.core.policy" in core and "forwardauth.core.tokens" in core
@@ -124,7 +118,6 @@ def test_the_core_loads_no_server_and_no_store_client() -> None:
     assert not loaded & {"aiohttp", "psycopg2", "redis"}
 
 
-@pytest.mark.unit
 def test_accounts_load_no_http() -> None:
     """Account operations serve the CLI as well as the server: no web framework under them."""
     loaded = loaded_after(sorted(module for module in GRAPH if layer(module) <= LAYERS["accounts"]))

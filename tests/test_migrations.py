@@ -16,6 +16,8 @@ from .conftest import throwaway_database
 
 CONCURRENT_RUNS = 4
 
+pytestmark = pytest.mark.servers  # each test makes a database of its own
+
 
 @pytest.fixture
 def fresh_database() -> Iterator[str]:
