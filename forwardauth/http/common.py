@@ -10,11 +10,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_request import FileField
 from multidict import MultiDictProxy
 
+from forwardauth.accounts.signin import Throttled
 from forwardauth.config import Settings
 from forwardauth.core.credentials import AmbiguousToken, access_token
 from forwardauth.core.csrf import form_post_allowed, origin_of
 from forwardauth.core.forwarding import client_address as forwarded_client
 from forwardauth.core.forwarding import is_trusted, public_origin
+from forwardauth.core.tokens import MintedToken
 from forwardauth.http.pages import page_headers
 
 
@@ -144,3 +146,24 @@ async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str,
 def html_page(body: str, settings: Settings, status: int = 200) -> web.Response:
     """One of our pages, with its headers (see pages.page_headers: CSP, no caching, no framing)."""
     return web.Response(text=body, status=status, content_type="text/html", headers=page_headers(settings))
+
+
+def token_response(settings: Settings, minted: MintedToken, refresh_token: str | None,
+                   headers: dict[str, str]) -> web.Response:
+    """The token answer of /login, /refresh and the OAuth2 token endpoint (RFC 6749 5.1)."""
+    body: dict[str, Any] = {
+        "access_token": minted.token,
+        "token_type": "Bearer",
+        "expires_in": settings.access_ttl,
+    }
+    if refresh_token:
+        body["refresh_token"] = refresh_token
+    if minted.claims.scope:
+        body["scope"] = minted.claims.scope
+    return json_response(body, headers=headers)
+
+
+def too_many_attempts(exc: Throttled, headers: dict[str, str]) -> web.Response:
+    """The 429 of a throttled sign-in, for a JSON client (a browser gets the form, saying so)."""
+    return json_response({"error": "too_many_attempts", "error_description": str(exc)}, status=429,
+                         headers={**headers, "Retry-After": str(exc.retry_after)})

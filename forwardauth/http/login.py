@@ -6,7 +6,6 @@ PostgreSQL work and password hashing run in one hop to the bounded thread pool (
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -17,7 +16,7 @@ from forwardauth.config import Settings
 from forwardauth.constants import BROWSER_REFRESH_GRACE, RENEWAL_LOOP_SECONDS
 from forwardauth.core.forwarding import path_prefix
 from forwardauth.core.redirects import safe_redirect
-from forwardauth.core.tokens import AccessClaims, MintedToken, TokenError
+from forwardauth.core.tokens import AccessClaims, TokenError
 from forwardauth.http import browser
 from forwardauth.http.common import (
     BadInput,
@@ -30,6 +29,8 @@ from forwardauth.http.common import (
     read_fields,
     refuse_cross_site,
     see_other,
+    token_response,
+    too_many_attempts,
     wants_json,
 )
 from forwardauth.http.cookies import (
@@ -46,13 +47,7 @@ from forwardauth.stores import sessions
 
 log = logging.getLogger("forwardauth.web")  # one name for the HTTP layer's lines, as before
 
-def token_body(services: Services, minted: MintedToken, refresh_token: str) -> dict[str, Any]:
-    return {
-        "access_token": minted.token,
-        "token_type": "Bearer",
-        "expires_in": services.settings.access_ttl,
-        "refresh_token": refresh_token,
-    }
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def login_action(request: web.Request, settings: Settings) -> str:
@@ -130,8 +125,7 @@ async def login(request: web.Request) -> web.Response:
     except Throttled as exc:
         headers = {"Retry-After": str(exc.retry_after)}
         if as_json:
-            return json_response({"error": "too_many_attempts", "error_description": str(exc)}, status=429,
-                                 headers=headers)
+            return too_many_attempts(exc, {})
         page = login_page(action=login_action(request, settings), username=fields["username"],
                           rd=safe_redirect(fields["rd"], settings.allowed_domains) or "",
                           error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.")
@@ -148,8 +142,7 @@ async def login(request: web.Request) -> web.Response:
         return html_page(page, settings, status=401)
     session, minted = signed.session, signed.access
     if as_json:
-        return json_response(token_body(services, minted, session.refresh_token),
-                             headers={"Cache-Control": "no-store"})
+        return token_response(settings, minted, session.refresh_token, NO_STORE)
     response = see_other(safe_redirect(fields["rd"], settings.allowed_domains) or "/")
     set_access_cookie(response, settings, minted.token)
     if settings.remember_browser:
@@ -167,8 +160,7 @@ async def refresh(request: web.Request) -> web.Response:
                                                client_address(request, services.settings))
     except sessions.RefreshError:
         return error_response(401, "invalid_grant", "refresh token is invalid, expired or revoked")
-    return json_response(token_body(services, minted, session.refresh_token),
-                         headers={"Cache-Control": "no-store"})
+    return token_response(services.settings, minted, session.refresh_token, NO_STORE)
 
 
 async def logout(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from forwardauth.accounts.changes import end_user_sessions
 from forwardauth.accounts.issue import rotate_refresh
 from forwardauth.accounts.signin import Throttled, sign_in
 from forwardauth.config import Settings
-from forwardauth.core.tokens import Identity, MintedToken, TokenError
+from forwardauth.core.tokens import Identity, TokenError
 from forwardauth.http import browser
 from forwardauth.http.common import (
     MAX_FIELD,
@@ -27,6 +27,8 @@ from forwardauth.http.common import (
     json_response,
     posted_form,
     refuse_cross_site,
+    token_response,
+    too_many_attempts,
 )
 from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import clients, sessions
@@ -124,19 +126,6 @@ def narrower(requested: str | None) -> Any:
     return narrow
 
 
-def token_response(services: Services, minted: MintedToken, refresh_token: str | None) -> web.Response:
-    body: dict[str, Any] = {
-        "access_token": minted.token,
-        "token_type": "Bearer",
-        "expires_in": services.settings.access_ttl,
-    }
-    if refresh_token:
-        body["refresh_token"] = refresh_token
-    if minted.claims.scope:
-        body["scope"] = minted.claims.scope
-    return json_response(body, headers=NO_STORE)
-
-
 async def token(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     settings = services.settings
@@ -169,13 +158,12 @@ async def password_grant(
         signed = await sign_in(services, form["username"], form["password"], client_address(request, services.settings),
                                browser.log_login_failed, client.id, scope)
     except Throttled as exc:
-        return json_response({"error": "too_many_attempts", "error_description": str(exc)}, status=429,
-                             headers={**NO_STORE, "Retry-After": str(exc.retry_after)})
+        return too_many_attempts(exc, NO_STORE)
     except sessions.ClientDisabled:  # disabled while this request was under way
         raise OAuthError("invalid_client", "unknown client, wrong secret or disabled client", 401) from None
     if signed is None:
         raise OAuthError("invalid_grant", "wrong username or password")
-    return token_response(services, signed.access, signed.session.refresh_token)
+    return token_response(services.settings, signed.access, signed.session.refresh_token, NO_STORE)
 
 
 async def refresh_grant(
@@ -189,7 +177,7 @@ async def refresh_grant(
                                                narrower(form.get("scope")))
     except sessions.RefreshError:
         raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked") from None
-    return token_response(services, minted, session.refresh_token)
+    return token_response(services.settings, minted, session.refresh_token, NO_STORE)
 
 
 async def client_credentials_grant(
@@ -212,7 +200,7 @@ async def client_credentials_grant(
     if current is None or current.disabled:
         await services.revocations.revoke(sid, minted.claims.jti)
         raise OAuthError("invalid_client", "unknown client, wrong secret or disabled client", 401)
-    return token_response(services, minted, None)
+    return token_response(services.settings, minted, None, NO_STORE)
 
 
 async def token_request(
