@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).parent / "deploy"  # in a checkout, a link to its deploy/; in a wheel, a copy
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 PROXIES = ("nginx", "traefik", "caddy")
 
