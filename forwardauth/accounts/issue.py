@@ -1,4 +1,5 @@
-"""Issuing tokens: an access token for a session, and the rotation of a refresh token."""
+"""Issuing tokens (an access token for a session, the rotation of a refresh token) and checking
+that one is valid and live."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable
 
 from forwardauth.accounts.services import AccountServices
 from forwardauth.constants import REFRESH_RETRY_GRACE
-from forwardauth.core.tokens import MintedToken
+from forwardauth.core.tokens import AccessClaims, MintedToken, TokenError
 from forwardauth.stores import sessions
 
 
@@ -40,3 +41,13 @@ async def rotate_refresh(
             await services.revocations.revoke_or_queue([exc.reused_family])
         raise
     return session, await issue_access(services, session)
+
+
+async def live_claims(services: AccountServices, token: str) -> AccessClaims | None:
+    """The claims of an access token that verifies and is not revoked, else None. (/auth does the
+    same inline, with its claims cache and counters: it is the hot path.)"""
+    try:
+        claims = services.tokens.verify(token)
+    except TokenError:
+        return None
+    return claims if await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at) else None

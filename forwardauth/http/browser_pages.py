@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from forwardauth.accounts.issue import live_claims
 from forwardauth.core.credentials import AmbiguousToken
 from forwardauth.core.csrf import origin_of
 from forwardauth.core.forwarding import OriginalRequest, path_prefix, public_origin
@@ -36,13 +37,13 @@ async def signed_in(request: web.Request, services: Services, allow_expired: boo
         return None
     if token is None:
         return None
+    if not allow_expired:
+        live = await live_claims(services, token)
+        return None if live is None else live.identity
     try:
-        claims = services.tokens.verify(token, allow_expired=allow_expired)
+        return services.tokens.verify(token, allow_expired=True).identity
     except TokenError:
         return None
-    if not allow_expired and not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
-        return None
-    return claims.identity
 
 
 async def forbidden(request: web.Request) -> web.Response:

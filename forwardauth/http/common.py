@@ -115,6 +115,11 @@ async def posted_form(request: web.Request) -> MultiDictProxy[str | bytes | byte
         raise BadInput(f"malformed form body: {exc}") from None
 
 
+def bounded(value: str) -> bool:
+    """A field value we take: at most MAX_FIELD characters, no NUL (every form and JSON field)."""
+    return len(value) <= MAX_FIELD and "\x00" not in value
+
+
 async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
     """String fields from a JSON object or a form body; missing fields come back empty."""
     if request.content_type == JSON:
@@ -137,7 +142,7 @@ async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str,
         value = data.get(name, "")
         if not isinstance(value, str):
             raise BadInput(f"{name} must be a string")
-        if len(value) > MAX_FIELD or "\x00" in value:
+        if not bounded(value):
             raise BadInput(f"{name} is too long or contains NUL")
         fields[name] = value
     return fields

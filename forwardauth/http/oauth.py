@@ -14,15 +14,15 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from forwardauth.accounts.changes import end_user_sessions
-from forwardauth.accounts.issue import rotate_refresh
+from forwardauth.accounts.issue import live_claims, rotate_refresh
 from forwardauth.accounts.signin import Throttled, sign_in
 from forwardauth.config import Settings
 from forwardauth.core.tokens import Identity, TokenError
 from forwardauth.http import browser
 from forwardauth.http.common import (
-    MAX_FIELD,
     BadInput,
     bearer_or_cookie,
+    bounded,
     client_address,
     json_response,
     posted_form,
@@ -65,7 +65,7 @@ async def read_form(request: web.Request) -> dict[str, str]:
         if len(values) > 1:
             raise OAuthError("invalid_request", f"{name} is given more than once")
         value = values[0]
-        if not isinstance(value, str) or len(value) > MAX_FIELD or "\x00" in value:
+        if not isinstance(value, str) or not bounded(value):
             raise OAuthError("invalid_request", f"{name} is not a short text value")
         form[name] = value
     return form
@@ -290,11 +290,8 @@ async def logout_everywhere(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     refuse_cross_site(request, services.settings)
     token_value = bearer_or_cookie(request, services.settings.cookie_name)
-    try:
-        claims = services.tokens.verify(token_value or "")
-    except TokenError:
-        claims = None
-    if claims is None or not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
+    claims = await live_claims(services, token_value) if token_value else None
+    if claims is None:
         return json_response({"error": "invalid_token", "error_description": "a live access token is required"},
                              status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     if claims.identity.client is not None:  # a client's own token: there is no user to log out
