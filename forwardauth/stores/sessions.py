@@ -56,6 +56,11 @@ class Session:
     scope: str | None = None
 
 
+def _could_be_one(token: str) -> bool:
+    """Worth looking up: a refresh token we issued is never empty nor over MAX_REFRESH_TOKEN."""
+    return bool(token) and len(token) <= MAX_REFRESH_TOKEN
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -104,7 +109,7 @@ def rotate(
     received) is superseded and a new one issued. A superseded token presented later did reach
     someone, so the retry was a copy's: that is reuse, and revokes the session.
     """
-    if not token or len(token) > MAX_REFRESH_TOKEN:
+    if not _could_be_one(token):
         raise RefreshError("malformed refresh token")
     # Locks in the module's order: client, user, then the token itself.
     if client_id is not None and not clients.lock_enabled(conn, client_id):
@@ -202,7 +207,7 @@ def logout(conn: Connection, sid: str, user: str | None, username: str | None, c
 
 def family_of(conn: Connection, token: str) -> str | None:
     """The session a refresh token belongs to (for logout by refresh token)."""
-    if not token or len(token) > MAX_REFRESH_TOKEN:
+    if not _could_be_one(token):
         return None
     with conn.cursor() as cur:
         cur.execute("SELECT family_id FROM refresh_tokens WHERE token_hash = %s", (_digest(token),))
@@ -212,7 +217,7 @@ def family_of(conn: Connection, token: str) -> str | None:
 
 def revoke_by_token(conn: Connection, token: str, client_id: str | None, client_ip: str | None) -> str | None:
     """Revoke the session of a refresh token issued to ``client_id``; its sid, else ``None``."""
-    if not token or len(token) > MAX_REFRESH_TOKEN:
+    if not _could_be_one(token):
         return None
     with conn.cursor() as cur:
         cur.execute("SELECT family_id, user_id::text, client_id FROM refresh_tokens WHERE token_hash = %s",
@@ -240,7 +245,7 @@ class RefreshInfo:
 
 def refresh_info(conn: Connection, token: str) -> RefreshInfo | None:
     """A refresh token that is unexpired, unrevoked and whose user is enabled, else ``None``."""
-    if not token or len(token) > MAX_REFRESH_TOKEN:
+    if not _could_be_one(token):
         return None
     with conn.cursor() as cur:
         cur.execute(
