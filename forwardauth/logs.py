@@ -1,11 +1,9 @@
 """Logging: one JSON object per line (or plain text), each carrying the id of its request.
 
 The request id is the trusted proxy's ``X-Request-Id`` (so our lines join the proxy's own), else
-one of ours, unique across workers. It is worked out when a line is written, not per request:
-setting a context variable on every request would cost the hot path about 0.1 µs, and most
-requests log nothing. To find the request, the formatter looks up the call stack for the frame
-of the middleware that handles every request (registered with :func:`request_frame`), as
-``logging`` itself walks the stack to find the caller; the id is then kept on the request.
+one of ours, unique across workers. The outermost middleware makes its request the current one
+(a context variable, for the task that handles it); the id is worked out when a line is written,
+not per request, since most requests log nothing, and is then kept on the request.
 """
 
 from __future__ import annotations
@@ -15,11 +13,9 @@ import itertools
 import json
 import logging
 import os
-import sys
-from collections.abc import Callable
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from types import CodeType, FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -35,30 +31,24 @@ _ID = "forwardauth.request_id"  # where a request keeps its id once worked out
 # Ours: "<random per worker process>-<sequence>", unique across workers and restarts.
 _WORKER_TAG = os.urandom(4).hex()
 _next_number = itertools.count(1).__next__
-_REQUEST_FRAMES: set[CodeType] = set()
+_CURRENT: ContextVar[web.Request | None] = ContextVar("forwardauth.request", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 # What every LogRecord has; anything else on a record came from ``extra=`` and is logged as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
-F = TypeVar("F", bound=Callable[..., object])
+def enter_request(request: web.Request) -> Token[web.Request | None]:
+    """Make ``request`` the current one, until :func:`leave_request` with what this returned."""
+    return _CURRENT.set(request)
 
 
-def request_frame(handler: F) -> F:
-    """Mark a middleware whose frame (with its ``request`` argument) is on the stack of every request."""
-    _REQUEST_FRAMES.add(handler.__code__)
-    return handler
+def leave_request(token: Token[web.Request | None]) -> None:
+    _CURRENT.reset(token)
 
 
 def current_request() -> web.Request | None:
     """The request whose handling called us, or None (a background task, another thread)."""
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code in _REQUEST_FRAMES:
-            request = frame.f_locals.get("request")
-            return request if isinstance(request, web.Request) else None
-        frame = frame.f_back
-    return None
+    return _CURRENT.get()
 
 
 def acceptable(given: str) -> bool:
