@@ -1,4 +1,5 @@
-"""Reading requests: who the client is, the fields of a body, the token presented."""
+"""Reading requests (who the client is, the bounded fields of a body, the token presented) and
+the answers every handler gives (JSON, pages, token responses, errors)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ from forwardauth.core.forwarding import is_trusted, public_origin
 from forwardauth.core.tokens import MintedToken
 from forwardauth.http.pages import page_headers
 
+MAX_BODY = 64 * 1024
+MAX_FIELD = 4096
+JSON = "application/json"
+
 
 def client_address(request: web.Request, settings: Settings) -> str | None:
     """The real client's address, as access rules see it (the peer when it is no trusted proxy)."""
@@ -29,15 +34,6 @@ def client_address(request: web.Request, settings: Settings) -> str | None:
     forwarded = headers.get("X-Forwarded-For") or headers.get("X-Real-IP")
     # An unreadable hop (only a trusted sender can produce one): the proxy is all we know.
     return forwarded_client(forwarded, remote, settings.trusted_proxies) or remote
-
-
-MAX_BODY = 64 * 1024
-
-
-MAX_FIELD = 4096
-
-
-JSON = "application/json"
 
 
 class BadInput(Exception):
