@@ -14,6 +14,7 @@ from forwardauth.keys import RELOAD_SECONDS, reload_ring
 
 log = logging.getLogger("forwardauth.web")  # one name for the HTTP layer's lines, as before
 
+
 async def watch(state: Callable[[], object], reload: Callable[[], bool]) -> None:
     """Every RELOAD_SECONDS, call ``reload`` when ``state`` changed (until it succeeds)."""
     seen = await asyncio.to_thread(state)
