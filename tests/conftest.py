@@ -433,3 +433,24 @@ def front(boundary_service: Service, tmp_path_factory: pytest.TempPathFactory) -
     yield get
     for process in reversed(processes):
         stop_process(process)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Any]:
+    """A Redis server of the test's own (tests.stores.OwnRedis, which imports this module), for
+    outages the machine's Redis must not suffer."""
+    from .stores import OwnRedis
+
+    server = OwnRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """A fresh Chromium context on the module's ``browser`` fixture (a Playwright Browser)."""
+    ctx = browser.new_context()
+    ctx.set_default_timeout(15_000)
+    yield ctx
+    ctx.close()
