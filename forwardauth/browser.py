@@ -23,7 +23,15 @@ from aiohttp import hdrs, web
 from .config import PREFIX, Settings
 from .credentials import AmbiguousToken, cookie_value
 from .csrf import origin_of
-from .forwarding import OriginalRequest, Source, client_address, is_trusted, path_prefix, public_origin
+from .forwarding import (
+    OriginalRequest,
+    Source,
+    client_address,
+    forwarded_for,
+    is_trusted,
+    path_prefix,
+    public_origin,
+)
 from .logs import TRUSTED_PROXIES, current_request
 from .pages import forbidden_page, login_page, page_headers
 from .redirects import safe_redirect
@@ -227,7 +235,7 @@ def _browser_side(request: web.Request) -> tuple[str, str]:
     trusted = request.app.get(TRUSTED_PROXIES, ())
     address = request.remote
     if is_trusted(request.remote, trusted):
-        address = client_address(request.headers.get("X-Forwarded-For"), request.remote, trusted)
+        address = client_address(forwarded_for(request.headers), request.remote, trusted)
     origin = public_origin(request.scheme, request.headers, request.remote, trusted)
     return address or "-", _host(origin) if origin else "-"
 

@@ -25,7 +25,7 @@ from . import audit, browser, sessions, users
 from .connections import POSTGRES_DOWN
 from .credentials import AmbiguousToken, cookie_value
 from .forwarding import client_address as forwarded_client
-from .forwarding import is_trusted, path_prefix
+from .forwarding import forwarded_for, is_trusted, path_prefix
 from .passwords import Passwords
 from .regulation import KNOWN_SECONDS
 from .tokens import MintedToken
@@ -46,10 +46,9 @@ def client_address(request: web.Request, settings: Settings) -> str | None:
     remote = request.remote
     if not is_trusted(remote, settings.trusted_proxies):
         return remote
-    headers = request.headers
-    forwarded = headers.get("X-Forwarded-For") or headers.get("X-Real-IP")
-    # An unreadable hop (only a trusted sender can produce one): the proxy is all we know.
-    return forwarded_client(forwarded, remote, settings.trusted_proxies) or remote
+    # Every X-Forwarded-For line (a proxy may add its own); an unreadable hop (only a trusted
+    # sender can produce one): the proxy is all we know.
+    return forwarded_client(forwarded_for(request.headers), remote, settings.trusted_proxies) or remote
 
 
 # --- the device cookie: a browser that signed in before -------------------------------------------
@@ -99,6 +98,7 @@ class Throttled(Exception):
 class SignedIn:
     session: sessions.Session
     access: MintedToken
+    device: str | None = None  # the browser's new device cookie, when it presented one (see sign_in)
 
 
 async def issue_access(services: Services, session: sessions.Session) -> MintedToken:
@@ -124,7 +124,12 @@ async def sign_in(
 ) -> SignedIn | None:
     """Check a password under brute-force regulation and open a session with its first access
     token: the one way in for /login and the password grant. ``device``: the browser's device
-    cookie (made by the caller for a browser that has none). ``None`` for a wrong password."""
+    cookie (made by the caller for a browser that has none). ``None`` for a wrong password.
+
+    The device cookie a browser presents only ever *asks* to be known; what becomes known on a
+    right password is a fresh value of ours (``SignedIn.device``, for the caller to set). Else a
+    value planted in the victim's browser (any sibling subdomain can set a cookie) would become
+    known for the victim when they sign in, and its planter would be spared the username limit."""
     who = users.normalise_username(username)[: users.MAX_USERNAME]
     known_device = device_id(device)
     verdict = await services.regulation.check(who, address, known_device)
@@ -138,13 +143,14 @@ async def sign_in(
         browser.log_login_failed(who)
         await services.regulation.failed(who, address, verdict.known)
         return None
+    fresh = new_device() if device is not None else None
     try:
-        await services.regulation.succeeded(who, address, known_device)
+        await services.regulation.succeeded(who, address, device_id(fresh))
         access = await issue_access(services, session)
     except Exception:  # Redis refused a write: the client gets a 503 and no tokens
         await take_back(services, session, address)
         raise
-    return SignedIn(session, access)
+    return SignedIn(session, access, fresh)
 
 
 async def take_back(services: Services, session: sessions.Session, address: str | None) -> None:
