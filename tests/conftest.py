@@ -438,12 +438,34 @@ def front(boundary_service: Service, tmp_path_factory: pytest.TempPathFactory) -
         stop_process(process)
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Any]:
+    """A Redis server of the test's own (tests.stores.OwnRedis, which imports this module), for
+    outages the machine's Redis must not suffer."""
+    from .stores import OwnRedis
+
+    server = OwnRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """A fresh Chromium context on the module's ``browser`` fixture (a Playwright Browser)."""
+    ctx = browser.new_context()
+    ctx.set_default_timeout(15_000)
+    yield ctx
+    ctx.close()
+
+
 # --- `pytest -m unit`: the tests that need no store and no server ---------------------------------
 
 # Fixtures that reach PostgreSQL or Redis or start a server. A test that uses none of them (nor is
 # in a module marked ``servers``, for one that starts processes itself) is marked ``unit``.
 NEEDS_SERVERS = frozenset({"database_url", "redis_prefix", "aiohttp_client", "service", "proxy_stack",
-                           "boundary_service", "real_backends", "front", "boundary_callers", "own_redis"})
+                           "boundary_service", "real_backends", "front", "boundary_callers", "own_redis",
+                           "browser", "context"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

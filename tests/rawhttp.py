@@ -43,6 +43,20 @@ def parse(data: bytes) -> Response:
     return Response(response.status, response.headers, body)
 
 
+def request_bytes(
+    target: str, headers: Headers = (), method: str = "GET", host: str | None = DEFAULT_HOST, body: bytes = b""
+) -> bytes:
+    """The request ``send`` writes, with ``Connection: close``."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    lines += ["Connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1") + body
+
+
 def send(
     base: str,
     target: str,
@@ -56,16 +70,9 @@ def send(
 
     ``host`` is the ``Host`` header (None: none; pass it in ``headers`` for odd forms or two of them).
     """
-    lines = [f"{method} {target} HTTP/1.1"]
-    if host is not None:
-        lines.append(f"Host: {host}")
-    lines += [f"{name}: {value}" for name, value in headers]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    lines += ["Connection: close", "", ""]
     parts = urlsplit(base)
     with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
-        sock.sendall("\r\n".join(lines).encode("latin-1") + body)
+        sock.sendall(request_bytes(target, headers, method, host, body))
         chunks = []
         try:
             while chunk := sock.recv(65536):

@@ -73,14 +73,6 @@ def user(make_user: Callable[..., users.User]) -> users.User:
     return make_user()
 
 
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context()
-    ctx.set_default_timeout(15_000)
-    yield ctx
-    ctx.close()
-
-
 def on_login_page(stack: Stack) -> re.Pattern[str]:
     return re.compile(re.escape(stack.url + LOGIN_PATH) + r"(\?.*)?$")
 

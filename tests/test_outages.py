@@ -5,7 +5,6 @@ service heals by itself."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,14 +26,6 @@ def auth_status(svc: Service, token: str) -> int:
 
 def log_lines(svc: Service, text: str) -> int:
     return sum(text in line for line in svc.log.read_text().splitlines())
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

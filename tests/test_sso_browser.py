@@ -55,14 +55,6 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context()
-    ctx.set_default_timeout(15_000)
-    yield ctx
-    ctx.close()
-
-
 @dataclass
 class Sites:
     """One proxy on one port serving every ``*.example.test`` host, forwardauth behind it."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,9 +29,16 @@ from forwardauth.stores.postgres import POSTGRES_DOWN, Connection
 
 log = logging.getLogger("forwardauth.signin")
 
+DEVICE_BYTES = 32
+
 # How a failed or throttled sign-in is reported, with the client's own details (the HTTP layer's
 # one line for fail2ban and its kind): the normalised username, and the wait when throttled.
 FailureReport = Callable[[str, "int | None"], None]
+
+
+def new_device() -> str:
+    """A device cookie value: 256 random bits, only its digest is kept in Redis."""
+    return secrets.token_urlsafe(DEVICE_BYTES)
 
 
 def device_id(cookie: str | None) -> str | None:
@@ -48,6 +56,7 @@ class Throttled(Exception):
 class SignedIn:
     session: sessions.Session
     access: MintedToken
+    device: str | None = None  # the browser's new device cookie, when it presented one (see sign_in)
 
 
 def login_in_db(
@@ -66,7 +75,12 @@ async def sign_in(
     """Check a password under brute-force regulation and open a session with its first access
     token: the one way in for /login and the password grant. ``device``: the browser's device
     cookie (made by the caller for a browser that has none); ``report``: told of each failure.
-    ``None`` for a wrong password."""
+    ``None`` for a wrong password.
+
+    The device cookie a browser presents only ever *asks* to be known; what becomes known on a
+    right password is a fresh value of ours (``SignedIn.device``, for the caller to set). Else a
+    value planted in the victim's browser (any sibling subdomain can set a cookie) would become
+    known for the victim when they sign in, and its planter would be spared the username limit."""
     who = normalise_username(username)[: MAX_USERNAME]
     known_device = device_id(device)
     verdict = await services.regulation.check(who, address, known_device)
@@ -80,13 +94,14 @@ async def sign_in(
         report(who, None)
         await services.regulation.failed(who, address, verdict.known)
         return None
+    fresh = new_device() if device is not None else None
     try:
-        await services.regulation.succeeded(who, address, known_device)
+        await services.regulation.succeeded(who, address, device_id(fresh))
         access = await issue_access(services, session)
     except Exception:  # Redis refused a write: the client gets a 503 and no tokens
         await take_back(services, session, address)
         raise
-    return SignedIn(session, access)
+    return SignedIn(session, access, fresh)
 
 
 async def take_back(services: AccountServices, session: sessions.Session, address: str | None) -> None:

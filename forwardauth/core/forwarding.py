@@ -14,6 +14,13 @@ request line) are refused with a 400, never replaced by another header, ``localh
 address. The headers are believed only from a trusted proxy; from anyone else they are refused
 too (``UntrustedSender``), loudly, because a wrong ``FORWARDAUTH_TRUSTED_PROXIES`` would otherwise
 silently judge ``/auth`` itself instead of the request, and every path rule would be off.
+
+A describing header sent twice is refused too: a proxy that *adds* its value (rather than
+replacing the client's) puts the client's first, and reading the first value would judge what the
+client claims. ``X-Forwarded-For`` alone is a list by nature (HAProxy adds a line per hop): its
+lines are read as one list, in order. Method overrides (``X-HTTP-Method-Override`` and its kin,
+``_method`` in the query), which many frameworks honour, are collected so the rules judge the
+request under every method the backend may take it as (see policy).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from urllib.parse import parse_qsl
 
 from forwardauth.core import hosts
 from forwardauth.core.refusals import Refused
@@ -42,6 +50,13 @@ TRUSTED_VARIABLE = "FORWARDAUTH_TRUSTED_PROXIES"
 # trusted proxy only, refused from anyone else.
 DESCRIBING = ("X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Original-Host", "X-Forwarded-Uri",
               "X-Forwarded-Method", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix")
+# Headers by which a client asks frameworks (Symfony, Laravel, Rails, Express's method-override,
+# Google's APIs...) to take the request as another method; and the query parameter of the same use.
+METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+METHOD_PARAMETER = "_method"
+# Headers a request may carry once only (X-Forwarded-For is a list: its lines are joined).
+ONCE = ("Host", "X-Real-IP", *DESCRIBING, *METHOD_OVERRIDES)
+FORWARDED_FOR = "X-Forwarded-For"
 
 
 class BadDescription(Refused):
@@ -83,6 +98,7 @@ class OriginalRequest:
     host: str  # as the client sent it (lower case), port included
     uri: str  # path and query, as sent
     client_ip: str | None
+    overrides: tuple[str, ...] = ()  # methods the request asks the backend to take it as (see METHOD_OVERRIDES)
 
     @property
     def url(self) -> str:
@@ -98,6 +114,8 @@ def address_in(address: str | None, networks: tuple[Network, ...]) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:10.1.2.3 is 10.1.2.3 (a dual-stack socket)
+        ip = ip.ipv4_mapped
     return any(ip in network for network in networks)
 
 
@@ -112,15 +130,68 @@ def client_address(forwarded_for: str | None, remote: str | None, trusted: tuple
     """
     if not forwarded_for:
         return remote
-    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    hops = [_without_port(h.strip()) for h in forwarded_for.split(",") if h.strip()]
     for hop in reversed(hops):
         try:
-            ipaddress.ip_address(hop)
+            ip = ipaddress.ip_address(hop)
         except ValueError:
-            return None  # an unreadable hop: the client cannot be known
+            return None  # an unreadable hop: the client cannot be known (rules judge it both ways)
         if not is_trusted(hop, trusted):
-            return hop
+            # one spelling per client (::ffff:a.b.c.d is a.b.c.d), for networks rules and throttling alike
+            return str(ip.ipv4_mapped) if ip.version == 6 and ip.ipv4_mapped is not None else hop
     return hops[0] if hops else remote
+
+
+def _without_port(hop: str) -> str:
+    """A hop as an address: some proxies write the client's port too (``203.0.113.9:51234``,
+    ``[2001:db8::1]:443``: Azure's gateways, IIS ARR)."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    if hop.count(":") == 1:
+        return hop.partition(":")[0]
+    return hop
+
+
+def _values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of header ``name`` (a multidict's lines; a plain mapping's one value)."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        return list(getall(name, ()))
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+def forwarded_for(headers: Mapping[str, str]) -> str | None:
+    """``X-Forwarded-For``, all its lines as one list in order (the last hop's is the last), else
+    ``X-Real-IP``."""
+    lines = _values(headers, FORWARDED_FOR)
+    return ", ".join(lines) if len(lines) > 1 else (lines[0] if lines else None) or headers.get("X-Real-IP")
+
+
+def refuse_duplicates(headers: Mapping[str, str]) -> None:
+    """``AmbiguousRequest`` when a header of ``ONCE`` comes more than once: which line a proxy,
+    a backend or we would read differs, and the first may be the client's."""
+    for name in ONCE:
+        if len(_values(headers, name)) > 1:
+            raise AmbiguousRequest(f"{name} is given more than once: the proxy must replace the client's value, "
+                                   "not add to it")
+
+
+def method_overrides(headers: Mapping[str, str], uri: str) -> tuple[str, ...]:
+    """The methods the request asks a backend to take it as: override headers, and ``_method`` in
+    the query; upper case, as frameworks read them. A value that is no method name is refused."""
+    found = [value for name in METHOD_OVERRIDES if (value := headers.get(name))]
+    query = uri.partition("?")[2]
+    if query:  # decoded as the backend does: %5Fmethod is _method
+        found += [value for key, value in parse_qsl(query, keep_blank_values=True) if key == METHOD_PARAMETER]
+    methods = []
+    for value in found:
+        method = value.strip().upper()
+        if not _METHOD.fullmatch(method):
+            raise BadDescription(f"a method override ({', '.join(METHOD_OVERRIDES)} or {METHOD_PARAMETER}) "
+                                 "is not a method name")
+        methods.append(method)
+    return tuple(dict.fromkeys(methods))
 
 
 def refuse_untrusted(headers: Mapping[str, str], remote: str | None, trusted: tuple[Network, ...],
@@ -190,10 +261,21 @@ def original_request(
     query); ``envoy_prefix`` is set on the ext_authz route. Raises a ``Refused`` for anything it
     cannot describe exactly (see the module's docstring)."""
     refuse_untrusted(headers, remote, trusted, envoy_prefix is not None)
+    refuse_duplicates(headers)
+    found = _described(method, target, headers, remote, trusted, envoy_prefix)
+    overrides = method_overrides(headers, found.uri)
+    if not overrides:
+        return found
+    return OriginalRequest(found.source, found.method, found.scheme, found.host, found.uri, found.client_ip,
+                           overrides)
+
+
+def _described(method: str, target: str, headers: Mapping[str, str], remote: str | None,
+               trusted: tuple[Network, ...], envoy_prefix: str | None) -> OriginalRequest:
     if not is_trusted(remote, trusted):
         return OriginalRequest(Source.DIRECT, _method(method, "the method"), "http",
                                host_value(headers.get("Host"), "Host"), uri_value(target, "the request target"), remote)
-    client = client_address(headers.get("X-Forwarded-For") or headers.get("X-Real-IP"), remote, trusted)
+    client = client_address(forwarded_for(headers), remote, trusted)
     if envoy_prefix is not None:
         if not target.startswith(envoy_prefix):
             raise BadDescription(f"the Envoy request does not start with {envoy_prefix} as sent")
@@ -254,6 +336,8 @@ def public_origin(scheme: str, headers: Mapping[str, str], remote: str | None,
     a value given does not parse: never another value in its place.
     """
     host = headers.get("Host")
+    if any(len(_values(headers, name)) > 1 for name in ("Host", "X-Forwarded-Host", "X-Forwarded-Proto")):
+        return None  # which one the browser used is not known (see refuse_duplicates)
     if is_trusted(remote, trusted):
         proto = headers.get("X-Forwarded-Proto")
         if proto:

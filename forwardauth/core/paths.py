@@ -3,7 +3,8 @@
 Backends read the same path differently: most percent-decode it once, some twice (a proxy that
 decodes before passing it on); servlet containers strip ``;params`` from each segment
 (``/admin;x=1/panel`` is ``/admin/panel``); nginx and Tomcat fold ``//``; Windows file systems
-drop trailing dots and spaces (``/admin./x``); case-insensitive ones fold case (``/ADMIN``).
+drop trailing dots and spaces (``/admin./x``) and read an NTFS stream as its file
+(``/admin::$INDEX_ALLOCATION/x`` is ``/admin/x``); case-insensitive ones fold case (``/ADMIN``).
 forwardauth must never judge a more permissive request than the one the backend serves, so:
 
 - a path that, at any decoding depth, holds a ``.`` or ``..`` segment (also with params, ``..;``,
@@ -29,15 +30,15 @@ MAX_DECODES = 3  # deeper than this is refused: no client encodes a path three t
 
 # How a reading was made (bit flags; several are applied in this order).
 PARAMS = 1  # ;params stripped from every segment (servlet containers)
-TRIM = 2  # trailing dots and spaces stripped from every segment (Windows file systems)
+TRIM = 2  # NTFS streams (admin::$DATA), trailing dots and spaces stripped from every segment (Windows)
 SLASHES = 4  # duplicate slashes folded (nginx merge_slashes, Tomcat)
 FOLDED = 8  # case-folded, matched against case-folded rules (case-insensitive backends)
 COMPAT = 16  # Unicode compatibility form, NFKC (fullwidth letters read as ASCII)
-_NAMES = ((PARAMS, ";params stripped"), (TRIM, "trailing dots/spaces stripped"), (SLASHES, "// folded"),
+_NAMES = ((PARAMS, ";params stripped"), (TRIM, "NTFS streams, trailing dots/spaces stripped"), (SLASHES, "// folded"),
           (FOLDED, "case-folded"), (COMPAT, "NFKC"))
 
 # The common path: plain lower-case segments, no dot segment, no '//': its only reading is itself.
-_SEGMENT = r"[a-z0-9_~!$&'()*+,=:@-]+"
+_SEGMENT = r"[a-z0-9_~!$&'()*+,=@-]+"
 _PLAIN = re.compile(rf"(?:/{_SEGMENT}(?:\.{_SEGMENT})*)*/?")
 _INVALID_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ENCODED_SEPARATOR = re.compile(r"%(?:2[fF]|5[cC])")
@@ -45,7 +46,6 @@ _DOT_SEGMENT = re.compile(r"/[. ]+(?:;[^/]*)?(?=/|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Zs"})  # controls, invisible format, separators
 _PARAM = re.compile(r";[^/]*")
-_TRAILING = re.compile(r"[. ]+(?=/|$)")
 _SLASH_RUN = re.compile(r"//+")
 
 
@@ -157,13 +157,22 @@ def _depth(decodes: int) -> str:
     return "" if decodes == 0 else f" once decoded {decodes}x"
 
 
+def _windows(text: str) -> str:
+    """Each segment as a Windows file system names it: without an NTFS stream (``admin::$DATA``,
+    ``admin:$I30:$INDEX_ALLOCATION`` are ``admin``), trailing dots and spaces. In linear time: a
+    regular expression for the trailing run took half a second on 8000 dots, per request."""
+    if ":" not in text and "." not in text and " " not in text:
+        return text
+    return "/".join(segment.partition(":")[0].rstrip(". ") for segment in text.split("/"))
+
+
 def _variants(text: str) -> list[tuple[str, int]]:
     """``text`` with each combination of the segment transforms that change it."""
     out = [(text, 0)]
     if ";" in text:
         out.append((_PARAM.sub("", text), PARAMS))
     for variant, how in list(out):
-        trimmed = _TRAILING.sub("", variant)
+        trimmed = _windows(variant)
         if trimmed != variant:
             out.append((trimmed, how | TRIM))
     for variant, how in list(out):

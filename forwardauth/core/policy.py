@@ -57,17 +57,37 @@ class Subject:
     client_roles: tuple[str, ...] = ()
 
 
+# The methods of IANA's HTTP Method Registry. Any other (``JEFF /admin``) is also judged as GET:
+# handlers that never look at the method (Go's net/http, CGI scripts, catch-all routes) serve it
+# as one, the "verb tampering" that bypassed ``<Limit GET>`` rules.
+REGISTERED_METHODS = frozenset((
+    "ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "CONNECT", "COPY", "DELETE", "GET", "HEAD", "LABEL",
+    "LINK", "LOCK", "MERGE", "MKACTIVITY", "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE", "OPTIONS",
+    "ORDERPATCH", "PATCH", "POST", "PRI", "PROPFIND", "PROPPATCH", "PUT", "QUERY", "REBIND", "REPORT", "SEARCH",
+    "TRACE", "UNBIND", "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL",
+))
+
+
 @dataclass(frozen=True, slots=True)
 class Object:
     scheme: str
     host: str
     path: str
     method: str
+    # Other methods a backend may serve the request as: GET for HEAD (GET handlers serve it) and for
+    # an unregistered method; a method override (header or ``_method``), which many frameworks
+    # honour. Judged too; the strictest wins.
+    also: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, scheme: str, host: str, uri: str, method: str) -> Object:
+    def of(cls, scheme: str, host: str, uri: str, method: str, overrides: Sequence[str] = ()) -> Object:
         """``uri``'s path as sent (its readings are worked out by ``Policy.judge``), the host's name."""
-        return cls(scheme, normalise_host(host), uri.split("?", 1)[0], method.upper())
+        method = method.upper()
+        methods = [m.upper() for m in overrides]
+        if any(m == "HEAD" or m not in REGISTERED_METHODS for m in (method, *methods)):
+            methods.append("GET")
+        also = tuple(m for m in dict.fromkeys(methods) if m != method)
+        return cls(scheme, normalise_host(host), uri.split("?", 1)[0], method, also)
 
 
 def normalise_host(host: str) -> str:
@@ -86,6 +106,11 @@ def rule_prefix(prefix: str) -> str:
     except (UnicodeDecodeError, paths.AmbiguousPath) as exc:
         raise ValueError(f"path {prefix!r}: {exc}") from None
     return re.sub("//+", "/", decoded)
+
+
+# For a client whose address is not known (a proxy's hop that does not parse): in every network,
+# judged beside "in none", so a networks rule that denies or restricts is never skipped for it.
+ANY_ADDRESS = "any address"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +147,7 @@ class Rule:
                 and reading.folded else (self.path_prefixes, self.path_patterns)
             if not (any(_under(path, p) for p in prefixes) or any(p.search(path) for p in patterns)):
                 return False
-        return not self.networks or address_in(client_ip, self.networks)
+        return not self.networks or client_ip is ANY_ADDRESS or address_in(client_ip, self.networks)
 
     def allows(self, subject: Subject) -> bool:
         """For a restricted rule: is this subject one of the named users, or in a named role?
@@ -155,6 +180,10 @@ class Policy:
     _anywhere: tuple[Rule, ...] = field(init=False, repr=False)
     # Rules with upper case in a path or pattern: a lower-case path needs its folded reading too.
     _cased: bool = field(init=False, repr=False)
+    # Rules limited to methods: only then do a request's other methods (Object.also) need judging.
+    _by_method: bool = field(init=False, repr=False)
+    # Rules limited to networks: only then does an unknown client address need judging both ways.
+    _by_network: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_rule", Rule(number=0, effect=self.default))
@@ -166,6 +195,8 @@ class Policy:
         object.__setattr__(self, "_cased", any(
             paths.fold(text) != text for r in self.rules
             for text in (*r.path_prefixes, *(p.pattern for p in r.path_patterns))))
+        object.__setattr__(self, "_by_method", any(r.methods for r in self.rules))
+        object.__setattr__(self, "_by_network", any(r.networks for r in self.rules))
 
     def match(self, obj: Object, client_ip: str | None, reading: Reading | None = None) -> Rule:
         """The first rule matching ``obj`` in one reading of its path (rule 0 stands for the default)."""
@@ -176,14 +207,24 @@ class Policy:
 
     def judge(self, obj: Object, client_ip: str | None) -> Verdict:
         """The decision for ``obj`` before any token is looked at: the strictest over every
-        reading of its path. Raises ``paths.AmbiguousPath`` for a path that is refused."""
+        reading of its path, every method the backend may take it as (``Object.also``) and, for a
+        client of unknown address, in every network and in none. Raises ``paths.AmbiguousPath``
+        for a path that is refused."""
         found = paths.readings(obj.path, self._cased)
-        if len(found) == 1:  # the common case: one reading, one scan
+        others = obj.also if self._by_method else ()
+        unknown = client_ip is None and self._by_network
+        if len(found) == 1 and not others and not unknown:  # the common case: one reading, one scan
             rule = self.match(obj, client_ip, found[0])
             return Verdict(rule.effect, (rule,), found, (rule,))
         matched = tuple(self.match(obj, client_ip, reading) for reading in found)
-        effect = max((rule.effect for rule in matched), key=STRICTNESS.__getitem__)
-        deciding = tuple({id(rule): rule for rule in matched if rule.effect is effect}.values())
+        # The same readings as the other methods the backend may take the request as (HEAD,
+        # overrides), and for a client of unknown address as one in every network too.
+        objects = (obj, *(Object(obj.scheme, obj.host, obj.path, method) for method in others))
+        addresses = (client_ip, ANY_ADDRESS) if unknown else (client_ip,)
+        candidates = matched + tuple(self.match(o, address, reading) for o in objects for address in addresses
+                                     for reading in found if o is not obj or address is not client_ip)
+        effect = max((rule.effect for rule in candidates), key=STRICTNESS.__getitem__)
+        deciding = tuple({id(rule): rule for rule in candidates if rule.effect is effect}.values())
         return Verdict(effect, deciding, found, matched)
 
 
@@ -271,7 +312,17 @@ def compile_rule(number: int, data: Any) -> Rule:
         effect = Effect.RESTRICTED
     else:
         raise ValueError("a rule needs policy (bypass, authenticated, deny) or roles/users/clients/client_roles")
-    host_names = [normalise_host(h) for h in _strings(data["host"], "host")] if "host" in data else []
+    given_hosts = _strings(data["host"], "host") if "host" in data else []
+    for host in given_hosts:  # a rule that could never match a request's host would silently be no rule
+        if ":" in (host[host.rindex("]"):] if host.startswith("[") and "]" in host else host):
+            raise ValueError(f"host {host!r}: a rule matches a host name on every port, so it cannot name a port "
+                             "(it would apply to the other ports too); an IPv6 address goes in brackets")
+        if not host.isascii():
+            raise ValueError(f"host {host!r}: write an internationalised name in the ASCII form browsers send "
+                             "(punycode, xn--...)")
+        if host != "*" and hosts.parse(host.removeprefix("*.")) is None:
+            raise ValueError(f"host {host!r} is not a host name")
+    host_names = [normalise_host(h) for h in given_hosts]
     for host in host_names:
         if "*" in host.removeprefix("*.") or not host.removeprefix("*."):
             raise ValueError(f"host {host!r}: use an exact name or *.domain")

@@ -48,21 +48,27 @@ def original_of(request: web.Request, settings: Settings) -> OriginalRequest:
 
 # Everything original_of() reads: the memo key, so a hit skips parsing and matching entirely. The
 # names are istr (case-folded once), as aiohttp's own hdrs are: a plain str is folded per lookup.
+# Every line of each (not the first only), joined with NUL (which no header value can hold): a
+# header given twice is refused on a miss, and must never find the answer for the request that
+# had it once. An empty line and none are one key, as original_of() reads them alike.
 DESCRIBING_HEADERS = tuple(istr(h) for h in (
     "Host", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri",
     "X-Forwarded-Method", "X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Original-Host",
-    "X-Forwarded-Prefix"))
+    "X-Forwarded-Prefix", "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"))
+_NO_LINES = ((),) * len(DESCRIBING_HEADERS)
+_LINES = "\x00".join
 
 
 def access_rule(request: web.Request, services: Services) -> tuple[OriginalRequest, Verdict]:
     """The original request and the rules' verdict on it (policy.Policy.judge), memoised per policy
     on the raw request: a hit costs a dict lookup; the path's readings are worked out on a miss."""
     policy, verdicts = services.policy, services.verdicts  # together: no await in between
-    key = (request.method, request.raw_path, request.remote, *map(request.headers.get, DESCRIBING_HEADERS))
+    key = (request.method, request.raw_path, request.remote,
+           *map(_LINES, map(request.headers.getall, DESCRIBING_HEADERS, _NO_LINES)))
     found = verdicts.get(key)
     if found is None:
         original = original_of(request, services.settings)
-        obj = Object.of(original.scheme, original.host, original.uri, original.method)
+        obj = Object.of(original.scheme, original.host, original.uri, original.method, original.overrides)
         try:
             verdict = policy.judge(obj, original.client_ip)
         except Refused as exc:

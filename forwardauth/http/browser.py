@@ -23,7 +23,15 @@ from aiohttp import hdrs, web
 from forwardauth.config import PREFIX, Settings
 from forwardauth.core.credentials import AmbiguousToken, cookie_value
 from forwardauth.core.csrf import origin_of
-from forwardauth.core.forwarding import OriginalRequest, Source, client_address, is_trusted, path_prefix, public_origin
+from forwardauth.core.forwarding import (
+    OriginalRequest,
+    Source,
+    client_address,
+    forwarded_for,
+    is_trusted,
+    path_prefix,
+    public_origin,
+)
 from forwardauth.core.redirects import safe_redirect
 from forwardauth.core.tokens import Identity
 from forwardauth.http.pages import forbidden_page, login_page, page_headers
@@ -227,7 +235,7 @@ def _browser_side(request: web.Request) -> tuple[str, str]:
     trusted = request.app.get(TRUSTED_PROXIES, ())
     address = request.remote
     if is_trusted(request.remote, trusted):
-        address = client_address(request.headers.get("X-Forwarded-For"), request.remote, trusted)
+        address = client_address(forwarded_for(request.headers), request.remote, trusted)
     origin = public_origin(request.scheme, request.headers, request.remote, trusted)
     return address or "-", _host(origin) if origin else "-"
 

@@ -16,7 +16,7 @@ from forwardauth.config import Settings
 from forwardauth.core.credentials import AmbiguousToken, access_token
 from forwardauth.core.csrf import form_post_allowed, origin_of
 from forwardauth.core.forwarding import client_address as forwarded_client
-from forwardauth.core.forwarding import is_trusted, public_origin
+from forwardauth.core.forwarding import forwarded_for, is_trusted, public_origin
 from forwardauth.core.tokens import MintedToken
 from forwardauth.http.pages import page_headers
 
@@ -30,10 +30,9 @@ def client_address(request: web.Request, settings: Settings) -> str | None:
     remote = request.remote
     if not is_trusted(remote, settings.trusted_proxies):
         return remote
-    headers = request.headers
-    forwarded = headers.get("X-Forwarded-For") or headers.get("X-Real-IP")
-    # An unreadable hop (only a trusted sender can produce one): the proxy is all we know.
-    return forwarded_client(forwarded, remote, settings.trusted_proxies) or remote
+    # Every X-Forwarded-For line (a proxy may add its own); an unreadable hop (only a trusted
+    # sender can produce one): the proxy is all we know.
+    return forwarded_client(forwarded_for(request.headers), remote, settings.trusted_proxies) or remote
 
 
 class BadInput(Exception):

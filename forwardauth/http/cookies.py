@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -14,7 +13,6 @@ from forwardauth.http import browser
 from forwardauth.stores.regulation import KNOWN_SECONDS
 
 DEVICE_COOKIE_SUFFIX = "_device"
-DEVICE_BYTES = 32
 MAX_DEVICE_COOKIE = 64
 
 
@@ -29,11 +27,6 @@ def device_of(request: web.Request, settings: Settings) -> str | None:
     except AmbiguousToken:
         return None
     return value if value and len(value) <= MAX_DEVICE_COOKIE else None
-
-
-def new_device() -> str:
-    """A device cookie value: 256 random bits, only its digest is kept in Redis."""
-    return secrets.token_urlsafe(DEVICE_BYTES)
 
 
 def set_device_cookie(response: web.StreamResponse, request: web.Request, settings: Settings, value: str) -> None:

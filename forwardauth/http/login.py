@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from forwardauth.accounts.issue import rotate_refresh
-from forwardauth.accounts.signin import Throttled, sign_in
+from forwardauth.accounts.signin import Throttled, new_device, sign_in
 from forwardauth.config import Settings
 from forwardauth.constants import BROWSER_REFRESH_GRACE, RENEWAL_LOOP_SECONDS
 from forwardauth.core.forwarding import path_prefix
@@ -35,7 +35,6 @@ from forwardauth.http.common import (
 )
 from forwardauth.http.cookies import (
     device_of,
-    new_device,
     refresh_cookie,
     set_access_cookie,
     set_device_cookie,
@@ -147,8 +146,8 @@ async def login(request: web.Request) -> web.Response:
     set_access_cookie(response, settings, minted.token)
     if settings.remember_browser:
         set_refresh_cookie(response, request, settings, session.refresh_token)
-    if device is not None:  # renewed: a browser that keeps signing in stays known
-        set_device_cookie(response, request, settings, device)
+    if signed.device is not None:  # a new value of ours: a browser that keeps signing in stays known
+        set_device_cookie(response, request, settings, signed.device)
     return response
 
 

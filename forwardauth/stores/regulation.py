@@ -14,12 +14,16 @@ its failures do not feed it (they still count for its pair and its address). The
 signing in from a new place while their name is being sprayed waits for the window, and an attacker
 sharing a known address (an office NAT) is held by the pair and address limits only.
 
+An IPv6 client holds a whole /64 (the smallest prefix a network hands out), so its address
+counters are kept per /64: otherwise it would count as 2^64 clients, each with limits of its own.
+
 The counters hash to different Redis Cluster slots; the pipelines are not transactions, so a
 cluster client splits them by node (one round trip per node) and nothing needs them together.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from dataclasses import dataclass
 
@@ -39,6 +43,23 @@ class Verdict:
     known: bool = False  # the client signed in as this user lately: the username counter spares it
 
 
+IPV6_CLIENT_PREFIX = 64
+
+
+def counted_as(address: str | None) -> str:
+    """The client an address counts as: an IPv6 address by its /64, any other as it is."""
+    if not address or ":" not in address:
+        return address or "unknown"
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> (128 - IPV6_CLIENT_PREFIX) << (128 - IPV6_CLIENT_PREFIX),
+                                      IPV6_CLIENT_PREFIX)))
+
+
 def _members(address: str | None, device: str | None) -> list[str]:
     """The known-clients entries that stand for this client."""
     members = [f"ip:{address}"] if address else []
@@ -55,7 +76,7 @@ class Regulation:
         self._limits = (max_failures, max_failures * ADDRESS_FACTOR, max_failures * USERNAME_FACTOR)
 
     def _counters(self, username: str, address: str | None) -> tuple[str, str, str]:
-        who = address or "unknown"
+        who = counted_as(address)
         return (self._keys.failures(f"pair:{who}:{username}"), self._keys.failures(f"ip:{who}"),
                 self._keys.failures(f"user:{username}"))
 
