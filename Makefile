@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check forwardauth tests perf
+	$(BIN)/ruff format --check forwardauth tests perf
 	$(BIN)/mypy forwardauth
+
+fmt: $(STAMP)
+	$(BIN)/ruff format forwardauth tests perf
+	$(BIN)/ruff check --fix forwardauth tests perf
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -33,7 +33,7 @@ from forwardauth.clisupport import (
 from forwardauth.config import ConfigError, Settings, load
 from forwardauth.core.passwords import WeakPassword
 from forwardauth.core.policy import PolicyError, Subject
-from forwardauth.core.policy import load as load_policy
+from forwardauth.core.policyfile import load as load_policy
 from forwardauth.core.usernames import normalise_username
 from forwardauth.dev import embedded
 from forwardauth.diagnose import database_problem
@@ -89,8 +89,9 @@ def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_client_add(settings: Settings, args: argparse.Namespace) -> None:
-    client, secret = with_db(settings, clients.create, args.client_id, args.grant, args.scope, args.role,
-                              args.public, args.resource_server)
+    client, secret = with_db(
+        settings, clients.create, args.client_id, args.grant, args.scope, args.role, args.public, args.resource_server
+    )
     print(f"created client {client.id} (grants: {', '.join(client.grant_types)})")
     if secret:
         print(f"client secret (shown once): {secret}")
@@ -100,8 +101,16 @@ def cmd_client_list(settings: Settings, args: argparse.Namespace) -> None:
     for client in with_db(settings, clients.list_all):
         kind = "public" if client.public else "confidential"
         state = "disabled" if client.disabled else "enabled"
-        print(row(client.id, kind, state, ",".join(client.grant_types), " ".join(client.scopes) or None,
-                  "resource-server" if client.resource_server else None))
+        print(
+            row(
+                client.id,
+                kind,
+                state,
+                ",".join(client.grant_types),
+                " ".join(client.scopes) or None,
+                "resource-server" if client.resource_server else None,
+            )
+        )
 
 
 def cmd_client_disable(settings: Settings, args: argparse.Namespace) -> None:
@@ -142,12 +151,16 @@ def cmd_policy_explain(settings: Settings, args: argparse.Namespace) -> None:
         name = normalise_username(args.user)
         user = with_db(settings, users.find, name)
         if user is None:
-            print(f"subject: no user {name!r} in the database; "
-                  + (f"roles {','.join(roles)} (from --roles)" if roles else "no roles assumed"))
+            print(
+                f"subject: no user {name!r} in the database; "
+                + (f"roles {','.join(roles)} (from --roles)" if roles else "no roles assumed")
+            )
         else:
-            print(f"subject: {user.username}, roles {','.join(roles or user.roles) or '(none)'} "
-                  f"({'from --roles' if roles else 'from the database'})"
-                  + ("; the account is disabled: its tokens are refused anyway" if user.disabled else ""))
+            print(
+                f"subject: {user.username}, roles {','.join(roles or user.roles) or '(none)'} "
+                f"({'from --roles' if roles else 'from the database'})"
+                + ("; the account is disabled: its tokens are refused anyway" if user.disabled else "")
+            )
             roles = roles or user.roles
         subject = Subject(name, roles, args.ip)
     elif roles:
@@ -175,7 +188,11 @@ def cmd_audit_tail(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _command(
-    group: Any, name: str, help: str, run: Callable[[Settings, argparse.Namespace], None], *positional: str,
+    group: Any,
+    name: str,
+    help: str,
+    run: Callable[[Settings, argparse.Namespace], None],
+    *positional: str,
     **defaults: Any,
 ) -> argparse.ArgumentParser:
     """A subcommand taking ``positional`` arguments, run by ``run``."""
@@ -241,13 +258,19 @@ def parser() -> argparse.ArgumentParser:
     client = sub.add_parser("client", help="manage OAuth2 clients").add_subparsers(dest="action", required=True)
     client_add = client.add_parser("add", help="register a client (its secret is shown once)")
     client_add.add_argument("client_id")
-    client_add.add_argument("--grant", action="append", default=[], choices=clients.GRANT_TYPES,
-                            help="allowed grant type; repeat (default client_credentials)")
+    client_add.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        choices=clients.GRANT_TYPES,
+        help="allowed grant type; repeat (default client_credentials)",
+    )
     client_add.add_argument("--scope", action="append", default=[], help="allowed scope; repeat")
     client_add.add_argument("--role", action="append", default=[], help="roles of its client_credentials tokens")
     client_add.add_argument("--public", action="store_true", help="no secret (password/refresh_token only)")
-    client_add.add_argument("--resource-server", action="store_true",
-                            help="may introspect access tokens issued to other clients")
+    client_add.add_argument(
+        "--resource-server", action="store_true", help="may introspect access tokens issued to other clients"
+    )
     client_add.set_defaults(run=cmd_client_add)
     _command(client, "list", "list clients", cmd_client_list)
     _command(client, "disable", "disable a client", cmd_client_disable, "client_id", enable=False)

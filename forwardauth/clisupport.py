@@ -107,5 +107,7 @@ def demo_user(settings: Settings) -> str:
     if created:
         shown = "(from FORWARDAUTH_DEMO_PASSWORD)" if given else password
         return f"demo user created: username {DEMO_USER}, password {shown}"
-    return (f"demo user {DEMO_USER!r} exists (its password was shown when it was created; "
-            f"to set a new one: forwardauth user passwd {DEMO_USER})")
+    return (
+        f"demo user {DEMO_USER!r} exists (its password was shown when it was created; "
+        f"to set a new one: forwardauth user passwd {DEMO_USER})"
+    )

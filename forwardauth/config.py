@@ -78,8 +78,9 @@ def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
         parts = urlsplit(text)
         if parts.scheme not in schemes:
             if "://" not in text:  # a bare host or path: say how to write it
-                raise ValueError(f"{text!r} is not a URL: write it with its scheme, e.g. "
-                                 f"{schemes[-1]}://{text.lstrip('/')}")
+                raise ValueError(
+                    f"{text!r} is not a URL: write it with its scheme, e.g. {schemes[-1]}://{text.lstrip('/')}"
+                )
             raise ValueError(f"scheme must be one of {', '.join(schemes)}")
         if not parts.netloc:
             raise ValueError(f"{text!r} has no host (e.g. {schemes[-1]}://auth.example.com)")
@@ -102,8 +103,15 @@ def parse_redis_url(text: str) -> str:
 PLACEHOLDER_PASSWORDS = frozenset({"change-me", "changeme", "change_me"})  # what examples ship
 
 
-_OTHER_DATABASES = {"mysql": "MySQL", "mariadb": "MariaDB", "sqlite": "SQLite", "mssql": "SQL Server",
-                    "sqlserver": "SQL Server", "oracle": "Oracle", "mongodb": "MongoDB"}
+_OTHER_DATABASES = {
+    "mysql": "MySQL",
+    "mariadb": "MariaDB",
+    "sqlite": "SQLite",
+    "mssql": "SQL Server",
+    "sqlserver": "SQL Server",
+    "oracle": "Oracle",
+    "mongodb": "MongoDB",
+}
 
 
 def parse_database_url(text: str) -> str:
@@ -111,8 +119,10 @@ def parse_database_url(text: str) -> str:
     scheme = urlsplit(text).scheme.lower().split("+")[0]
     if scheme not in ("postgres", "postgresql"):  # explained without repeating the URL: it holds the password
         other = _OTHER_DATABASES.get(scheme)
-        raise RedactedError(f"{f'{other} is not supported' if other else 'not a PostgreSQL URL'}: forwardauth "
-                            "stores its data in PostgreSQL only; write postgresql://USER:PASSWORD@HOST:5432/DATABASE")
+        raise RedactedError(
+            f"{f'{other} is not supported' if other else 'not a PostgreSQL URL'}: forwardauth "
+            "stores its data in PostgreSQL only; write postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+        )
     parts = urlsplit(text)
     given = [unquote(parts.password or "")] + [unquote(v) for k, v in parse_qsl(parts.query) if k == "password"]
     if any(p.lower() in PLACEHOLDER_PASSWORDS for p in given):
@@ -125,8 +135,10 @@ def parse_login_url(text: str) -> str:
     if text.startswith("/") and not text.startswith("//"):
         return text
     if "://" not in text:
-        raise ValueError(f"{text!r} is neither a URL nor a path: a path needs a leading / "
-                         f"(/{text.lstrip('/')}), a URL its scheme (https://...)")
+        raise ValueError(
+            f"{text!r} is neither a URL nor a path: a path needs a leading / "
+            f"(/{text.lstrip('/')}), a URL its scheme (https://...)"
+        )
     return parse_url(("http", "https"))(text)
 
 
@@ -250,64 +262,119 @@ class Variable:
 
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("database_url", parse_database_url, "(embedded)",
-             "PostgreSQL URL. Unset: start an embedded PostgreSQL under the data folder.", secret=True),
-    Variable("redis_url", parse_redis_url, "(embedded)",
-             "Redis URL: redis://, rediss://, unix://, redis+sentinel://H:P,H:P/MASTER/DB or "
-             "redis+cluster://H:P,H:P/ (see Running several instances). Unset: start an embedded Redis "
-             "under the data folder.", secret=True),
+    Variable(
+        "database_url",
+        parse_database_url,
+        "(embedded)",
+        "PostgreSQL URL. Unset: start an embedded PostgreSQL under the data folder.",
+        secret=True,
+    ),
+    Variable(
+        "redis_url",
+        parse_redis_url,
+        "(embedded)",
+        "Redis URL: redis://, rediss://, unix://, redis+sentinel://H:P,H:P/MASTER/DB or "
+        "redis+cluster://H:P,H:P/ (see Running several instances). Unset: start an embedded Redis "
+        "under the data folder.",
+        secret=True,
+    ),
     Variable("redis_prefix", str, "fa:", "Prefix of every Redis key forwardauth writes."),
     Variable("host", str, "127.0.0.1", "Address to listen on."),
     Variable("port", parse_port, "8080", "Port to listen on."),
     Variable("workers", parse_positive_int, "(CPU count)", "Worker processes sharing the port."),
-    Variable("issuer", parse_url(("http", "https")), "http://HOST:PORT",
-             "`iss` of minted tokens; the public base URL of forwardauth."),
+    Variable(
+        "issuer",
+        parse_url(("http", "https")),
+        "http://HOST:PORT",
+        "`iss` of minted tokens; the public base URL of forwardauth.",
+    ),
     Variable("audience", str, "forwardauth", "`aud` of minted tokens, required on /auth."),
     Variable("access_ttl", parse_duration, "15m", "Lifetime of access tokens (900, 15m, 1h ...)."),
     Variable("refresh_ttl", parse_duration, "14d", "Lifetime of refresh tokens."),
     Variable("leeway", parse_duration, "5s", "Clock skew allowed when checking exp/nbf/iat."),
     Variable("cookie_name", str, "forwardauth", "Name of the access-token cookie."),
-    Variable("cookie_domain", lambda s: parse_domains(s)[0] if s else None, "(host only)",
-             "Cookie Domain; must cover the login host and every protected host."),
+    Variable(
+        "cookie_domain",
+        lambda s: parse_domains(s)[0] if s else None,
+        "(host only)",
+        "Cookie Domain; must cover the login host and every protected host.",
+    ),
     Variable("cookie_secure", parse_bool, "true", "Send the cookie over HTTPS only."),
-    Variable("remember_browser", parse_bool, "true",
-             "Keep browsers signed in for FORWARDAUTH_REFRESH_TTL: a refresh cookie, sent to forwardauth's "
-             "own paths only, renews the access cookie. false: sign in again when the access token expires."),
-    Variable("login_url", parse_login_url, "ISSUER/login",
-             "Login page as the browser reaches it: a URL, or a path on the protected host."),
-    Variable("allowed_domains", parse_domains, "(cookie domain, else issuer host)",
-             "Domains (and their subdomains) that `rd` may redirect to after login."),
-    Variable("trusted_proxies", parse_networks, "127.0.0.0/8,::1/128",
-             "Addresses whose X-Forwarded-*/X-Original-* headers are believed."),
-    Variable("policy_file", Path, "(none: any valid token passes)",
-             "Access rules (YAML or TOML); reloaded on SIGHUP and when the file changes."),
+    Variable(
+        "remember_browser",
+        parse_bool,
+        "true",
+        "Keep browsers signed in for FORWARDAUTH_REFRESH_TTL: a refresh cookie, sent to forwardauth's "
+        "own paths only, renews the access cookie. false: sign in again when the access token expires.",
+    ),
+    Variable(
+        "login_url",
+        parse_login_url,
+        "ISSUER/login",
+        "Login page as the browser reaches it: a URL, or a path on the protected host.",
+    ),
+    Variable(
+        "allowed_domains",
+        parse_domains,
+        "(cookie domain, else issuer host)",
+        "Domains (and their subdomains) that `rd` may redirect to after login.",
+    ),
+    Variable(
+        "trusted_proxies",
+        parse_networks,
+        "127.0.0.0/8,::1/128",
+        "Addresses whose X-Forwarded-*/X-Original-* headers are believed.",
+    ),
+    Variable(
+        "policy_file",
+        Path,
+        "(none: any valid token passes)",
+        "Access rules (YAML or TOML); reloaded on SIGHUP and when the file changes.",
+    ),
     Variable("data_dir", Path, ".forwardauth", "Folder for keys and the embedded servers' data."),
     Variable("signing_alg", parse_algorithm, "RS256", "RS256, ES256, EdDSA or HS256."),
     Variable("keys_dir", Path, "DATA_DIR/keys", "Folder of private signing keys (PEM, mode 0600)."),
-    Variable("hmac_secret", str, "(none)", "HS256 secret, at least 32 bytes (or HMAC_SECRET_FILE).",
-             secret=True),
+    Variable("hmac_secret", str, "(none)", "HS256 secret, at least 32 bytes (or HMAC_SECRET_FILE).", secret=True),
     Variable("argon2_time_cost", parse_positive_int, "3", "Argon2id iterations."),
     Variable("argon2_memory_cost", parse_positive_int, "65536", "Argon2id memory in KiB."),
     Variable("argon2_parallelism", parse_positive_int, "4", "Argon2id lanes."),
-    Variable("password_min_length", parse_password_min_length, "15",
-             "Shortest password `user add` / `user passwd` accept (NIST SP 800-63B: 15 for a single factor, "
-             "never below 8); common or guessable ones are refused at any length."),
-    Variable("login_max_failures", parse_positive_int, "5",
-             "Failed logins per address and username within the window before 429 (x4 per address, x10 "
-             "per username)."),
+    Variable(
+        "password_min_length",
+        parse_password_min_length,
+        "15",
+        "Shortest password `user add` / `user passwd` accept (NIST SP 800-63B: 15 for a single factor, "
+        "never below 8); common or guessable ones are refused at any length.",
+    ),
+    Variable(
+        "login_max_failures",
+        parse_positive_int,
+        "5",
+        "Failed logins per address and username within the window before 429 (x4 per address, x10 per username).",
+    ),
     Variable("login_window", parse_duration, "5m", "Sliding window for counting failed logins."),
-    Variable("local_cache", parse_bool, "true",
-             "Remember live tokens per worker while subscribed to revocations (false: ask Redis every time)."),
-    Variable("db_pool_size", parse_positive_int, "4",
-             "Threads (and PostgreSQL connections) per worker for logins."),
+    Variable(
+        "local_cache",
+        parse_bool,
+        "true",
+        "Remember live tokens per worker while subscribed to revocations (false: ask Redis every time).",
+    ),
+    Variable("db_pool_size", parse_positive_int, "4", "Threads (and PostgreSQL connections) per worker for logins."),
     Variable("auto_migrate", parse_bool, "true", "Apply migrations when `serve` starts."),
     Variable("shutdown_timeout", parse_duration, "10s", "Time in-flight requests get on SIGTERM."),
-    Variable("header_timeout", parse_duration, "10s",
-             "Time a client has to send a request's line and headers, from its first byte (or from connecting); "
-             "a slower one is closed with 408."),
+    Variable(
+        "header_timeout",
+        parse_duration,
+        "10s",
+        "Time a client has to send a request's line and headers, from its first byte (or from connecting); "
+        "a slower one is closed with 408.",
+    ),
     Variable("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
-    Variable("log_format", parse_log_format, "json",
-             "json (one object per line, with the request id) or text (lines for a terminal)."),
+    Variable(
+        "log_format",
+        parse_log_format,
+        "json",
+        "json (one object per line, with the request id) or text (lines for a terminal).",
+    ),
 )
 
 _FILE_SUFFIX = "_FILE"

@@ -26,11 +26,13 @@ CONNECT_TIMEOUT = 3  # seconds, for each store
 def add_parser(sub: Any) -> None:
     """``config`` [``check`` [--no-connect] | ``variables``] under the top-level parser."""
     command: argparse.ArgumentParser = sub.add_parser(
-        "config", help="show the configuration in effect (secrets masked); check it; list the variables")
+        "config", help="show the configuration in effect (secrets masked); check it; list the variables"
+    )
     actions = command.add_subparsers(dest="action")
     check = actions.add_parser("check", help="validate the configuration without starting (exit status 1 if not)")
-    check.add_argument("--no-connect", dest="connect", action="store_false",
-                       help="do not try to reach PostgreSQL and Redis")
+    check.add_argument(
+        "--no-connect", dest="connect", action="store_false", help="do not try to reach PostgreSQL and Redis"
+    )
     actions.add_parser("variables", help="list every variable with its default and meaning")
 
 
@@ -109,7 +111,7 @@ def _writable(path: Path) -> bool:
 
 def _check_files(settings: Settings, notes: list[str]) -> list[str]:
     from forwardauth.core.policy import PolicyError
-    from forwardauth.core.policy import load as load_policy
+    from forwardauth.core.policyfile import load as load_policy
     from forwardauth.keys import KeyFileError, inspect, refusal
 
     problems = []

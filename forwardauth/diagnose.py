@@ -121,17 +121,24 @@ def database_problem(exc: BaseException, dsn: str) -> ConfigError | None:
     where = _server(dsn)
     if found := re.search(r'database "([^"]*)" does not exist', text):
         name = found.group(1)
-        return ConfigError(f'{variable}: database "{name}" does not exist on {where}: create it '
-                           f'(createdb {name}, or CREATE DATABASE "{name}") or correct the name in the URL')
+        return ConfigError(
+            f'{variable}: database "{name}" does not exist on {where}: create it '
+            f'(createdb {name}, or CREATE DATABASE "{name}") or correct the name in the URL'
+        )
     if found := re.search(r'role "([^"]*)" does not exist', text):
-        return ConfigError(f'{variable}: PostgreSQL user "{found.group(1)}" does not exist on {where}: '
-                           "create it or correct the user in the URL")
+        return ConfigError(
+            f'{variable}: PostgreSQL user "{found.group(1)}" does not exist on {where}: '
+            "create it or correct the user in the URL"
+        )
     if found := re.search(r'password authentication failed for user "([^"]*)"', text):
-        return ConfigError(f'{variable}: PostgreSQL on {where} refused the password of user "{found.group(1)}": '
-                           "correct the password in the URL")
+        return ConfigError(
+            f'{variable}: PostgreSQL on {where} refused the password of user "{found.group(1)}": '
+            "correct the password in the URL"
+        )
     if "no pg_hba.conf entry" in text:
-        return ConfigError(f"{variable}: PostgreSQL on {where} does not let this host in (no pg_hba.conf entry): "
-                           "allow it there")
+        return ConfigError(
+            f"{variable}: PostgreSQL on {where} does not let this host in (no pg_hba.conf entry): allow it there"
+        )
     return None
 
 
@@ -144,9 +151,11 @@ def keys_problem(settings: Settings, exc: BaseException) -> ConfigError:
     if isinstance(exc, OSError) and exc.filename is not None:
         reason = f"{reason}: {exc.filename}"
     default = "" if settings.keys_dir is not None else f" (unset: {PREFIX}DATA_DIR/keys)"
-    return ConfigError(f"{PREFIX}KEYS_DIR{default}: cannot use {directory} ({reason}): let the user running "
-                       "forwardauth read it (and write it, to create the first key), or point the variable "
-                       "at another folder")
+    return ConfigError(
+        f"{PREFIX}KEYS_DIR{default}: cannot use {directory} ({reason}): let the user running "
+        "forwardauth read it (and write it, to create the first key), or point the variable "
+        "at another folder"
+    )
 
 
 def is_inside(path: str | bytes | None, folder: Path) -> bool:

@@ -55,8 +55,9 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
             print(f"  {key.kid[:12]}: a worker last recorded signing with it {max(now - used, 0):.0f} s ago")
     print(escape(f"({len(found.keys) + len(found.problems)} key file(s) in {directory})"))
     if found.problems:
-        raise KeyFileError("the running service cannot load this folder and keeps its current keys: "
-                           + refusal(found.problems))
+        raise KeyFileError(
+            "the running service cannot load this folder and keeps its current keys: " + refusal(found.problems)
+        )
     if not signing:
         raise KeyFileError(f"{VARIABLE} {directory}: no {settings.signing_alg} key")
 
@@ -68,14 +69,18 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
     directory = settings.key_directory
     before = inspect(directory)
     if before.problems:
-        raise KeyFileError("not rotated: the running service cannot load this folder and keeps signing with its "
-                           "current key until it can: " + refusal(before.problems))
+        raise KeyFileError(
+            "not rotated: the running service cannot load this folder and keeps signing with its "
+            "current key until it can: " + refusal(before.problems)
+        )
     key = rotate(directory, settings.signing_alg)
     try:
         ring = load_ring(settings, create=False)  # what a worker's reload will do
     except KeyFileError as exc:
-        raise KeyFileError(f"new key {key.kid} written, but the running service cannot load the folder and keeps "
-                           f"signing with its current key: {exc}") from None
+        raise KeyFileError(
+            f"new key {key.kid} written, but the running service cannot load the folder and keeps "
+            f"signing with its current key: {exc}"
+        ) from None
     if ring.current.kid != key.kid:
         raise KeyFileError(f"new key {key.kid} written, but {ring.current.kid} still signs (its file name sorts later)")
     print(f"new signing key {key.kid}; running workers sign with it within {RELOAD_SECONDS:.0f} s")
@@ -91,5 +96,7 @@ def cmd_keys_prune(settings: Settings, args: argparse.Namespace) -> None:
     removed = prune(settings.key_directory, settings.signing_alg, retire_after(settings))
     for path in removed:
         print(escape(f"removed {path.name}"))
-    print(f"{len(removed)} key(s) removed; keys that signed (or could have) in the last "
-          f"{retire_after(settings):.0f} s are kept")
+    print(
+        f"{len(removed)} key(s) removed; keys that signed (or could have) in the last "
+        f"{retire_after(settings):.0f} s are kept"
+    )

@@ -37,6 +37,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 # What every LogRecord has; anything else on a record came from ``extra=`` and is logged as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
+
 def enter_request(request: web.Request) -> Token[web.Request | None]:
     """Make ``request`` the current one, until :func:`leave_request` with what this returned."""
     return _CURRENT.set(request)

@@ -30,8 +30,10 @@ def _where(host: str, port: int) -> str:
 
 
 def in_use_message(host: str, port: int) -> str:
-    return (f"port {port} is already in use ({_where(host, port)}): stop what listens there or choose "
-            "another port (FORWARDAUTH_PORT or --port)")
+    return (
+        f"port {port} is already in use ({_where(host, port)}): stop what listens there or choose "
+        "another port (FORWARDAUTH_PORT or --port)"
+    )
 
 
 def probe(host: str, port: int, variable: str = "FORWARDAUTH_HOST") -> None:
@@ -75,8 +77,10 @@ def claim(host: str, port: int) -> Iterator[None]:
         except OSError as exc:
             lock.close()
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"port {port} is already used by another forwardauth server on this machine: "
-                                "stop it first, or choose another port (FORWARDAUTH_PORT or --port)") from None
+                raise PortInUse(
+                    f"port {port} is already used by another forwardauth server on this machine: "
+                    "stop it first, or choose another port (FORWARDAUTH_PORT or --port)"
+                ) from None
             raise
     try:
         probe(host, port)

@@ -89,5 +89,12 @@ class RedisSettings:
             raise ValueError("a Sentinel URL names the master: redis+sentinel://host:26379/SERVICE[/DB]")
         if len(parts) == 2 and not parts[1].isdigit():
             raise ValueError("the database of a Sentinel URL must be a number")
-        return cls(url=url, mode="sentinel", nodes=nodes, service=unquote(parts[0]),
-                   db=int(parts[1]) if len(parts) == 2 else 0, username=username, password=password)
+        return cls(
+            url=url,
+            mode="sentinel",
+            nodes=nodes,
+            service=unquote(parts[0]),
+            db=int(parts[1]) if len(parts) == 2 else 0,
+            username=username,
+            password=password,
+        )

@@ -35,8 +35,10 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
     try:
         probe("127.0.0.1", port)
     except PortInUse:
-        raise DemoError(f"port {port} is already in use (another `make run`?): stop it, or choose another "
-                        "port with forwardauth demo --port P") from None
+        raise DemoError(
+            f"port {port} is already in use (another `make run`?): stop it, or choose another "
+            "port with forwardauth demo --port P"
+        ) from None
     try:
         greeting = demo_user(settings)
         run_stack(port, proxy, settings.data_dir.resolve() / "demo", greeting)

@@ -71,11 +71,15 @@ def _parents_safe(path: Path, variable: str) -> None:
             except OSError as exc:
                 raise UnsafePath(f"{variable} {path}: cannot check {parent} ({exc.strerror})") from None
             if info.st_uid not in (uid, 0):
-                raise UnsafePath(f"{variable} {path}: the folder {parent} above it belongs to "
-                                 f"{owner_name(info.st_uid)}, who could replace it")
+                raise UnsafePath(
+                    f"{variable} {path}: the folder {parent} above it belongs to "
+                    f"{owner_name(info.st_uid)}, who could replace it"
+                )
             if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
-                raise UnsafePath(f"{variable} {path}: the folder {parent} above it is writable by other users "
-                                 f"(mode {stat.S_IMODE(info.st_mode):04o}), who could replace it")
+                raise UnsafePath(
+                    f"{variable} {path}: the folder {parent} above it is writable by other users "
+                    f"(mode {stat.S_IMODE(info.st_mode):04o}), who could replace it"
+                )
 
 
 def check_dir(path: Path, variable: str, private: bool = False, allow_root: bool = True) -> None:
@@ -89,8 +93,10 @@ def check_dir(path: Path, variable: str, private: bool = False, allow_root: bool
         raise UnsafePath(f"{variable} {path}: not a folder")
     owners = (uid, 0) if allow_root else (uid,)
     if info.st_uid not in owners:
-        raise UnsafePath(f"{variable} {path}: owned by {owner_name(info.st_uid)}, not by forwardauth's user "
-                         f"{owner_name(uid)}; refused")
+        raise UnsafePath(
+            f"{variable} {path}: owned by {owner_name(info.st_uid)}, not by forwardauth's user "
+            f"{owner_name(uid)}; refused"
+        )
     mode = stat.S_IMODE(info.st_mode)
     if mode & (0o077 if private else 0o022):
         what = "open to" if private else "writable by"
@@ -114,8 +120,10 @@ def read_checked(path: Path, variable: str, secret: bool, max_bytes: int) -> byt
             raise UnsafePath(f"{variable} {path}: not a regular file; refused")
         uid = os.geteuid()
         if info.st_uid != uid:
-            raise UnsafePath(f"{variable} {path}: owned by {owner_name(info.st_uid)}, not by forwardauth's user "
-                             f"{owner_name(uid)}; refused")
+            raise UnsafePath(
+                f"{variable} {path}: owned by {owner_name(info.st_uid)}, not by forwardauth's user "
+                f"{owner_name(uid)}; refused"
+            )
         mode = stat.S_IMODE(info.st_mode)
         if mode & (0o077 if secret else 0o022):
             what = "readable or writable by" if secret else "writable by"
@@ -147,7 +155,7 @@ def write_private(path: Path, data: bytes, sync: bool = False) -> None:
         os.fchmod(fd, SECRET)  # a file left by an earlier run keeps its mode otherwise
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         if sync:
             os.fsync(fd)
     finally:

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from forwardauth import diagnose, logs, ports
 from forwardauth.config import Settings
-from forwardauth.core.policy import load as load_policy
+from forwardauth.core.policyfile import load as load_policy
 from forwardauth.dev import embedded
 from forwardauth.http import browser, limits
 from forwardauth.http.app import create_app

@@ -22,8 +22,9 @@ from forwardauth.stores import users
 def cmd_user_add(settings: Settings, args: argparse.Namespace) -> None:
     password = users.check_password(read_password(args))
     check_policy(password, settings.password_min_length, (args.name, args.email))  # before starting stores
-    user = with_db(settings, users.create, Passwords.from_settings(settings), args.name, password,
-                    args.role, args.email)
+    user = with_db(
+        settings, users.create, Passwords.from_settings(settings), args.name, password, args.role, args.email
+    )
     print(f"created user {escape(user.username)} ({user.id})")
 
 
@@ -50,8 +51,9 @@ def cmd_user_modify(settings: Settings, args: argparse.Namespace) -> None:
     edit = _role_edit(args)
     set_email = args.email is not None or args.no_email
     if edit is None and not set_email:
-        raise CommandError("nothing to change: give --role, --no-roles, --add-role, --remove-role, --email "
-                           "or --no-email")
+        raise CommandError(
+            "nothing to change: give --role, --no-roles, --add-role, --remove-role, --email or --no-email"
+        )
     before, after = with_db(settings, users.modify, args.name, edit, args.email, set_email)
     name = escape(after.username)
     print(f"modified {name}: roles {escape(','.join(after.roles)) or '-'}, e-mail {escape(after.email or '-')}")

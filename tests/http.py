@@ -38,16 +38,18 @@ class Response(NamedTuple):
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Hand every 3xx back to the caller instead of following it."""
 
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
-                         headers: Message, newurl: str) -> urllib.request.Request | None:
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Message, newurl: str
+    ) -> urllib.request.Request | None:
         return None
 
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
-def request(method: str, url: str, headers: Mapping[str, str] | None = None, body: bytes | None = None,
-            timeout: float = TIMEOUT) -> Response:
+def request(
+    method: str, url: str, headers: Mapping[str, str] | None = None, body: bytes | None = None, timeout: float = TIMEOUT
+) -> Response:
     """One request, redirects not followed, HTTP errors returned as responses."""
     req = urllib.request.Request(url, data=body, headers=dict(headers or {}), method=method)
     try:
@@ -76,13 +78,21 @@ def get(url: str, headers: Mapping[str, str] | None = None) -> Response:
 
 def post_form(url: str, fields: Mapping[str, str], headers: Mapping[str, str] | None = None) -> Response:
     """POST ``application/x-www-form-urlencoded``, as a browser submits a form."""
-    return request("POST", url, {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
-                   urlencode(fields).encode())
+    return request(
+        "POST",
+        url,
+        {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+        urlencode(fields).encode(),
+    )
 
 
 def post_json(url: str, data: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return request("POST", url, {"Content-Type": "application/json", "Accept": "application/json",
-                                 **(headers or {})}, json.dumps(data).encode())
+    return request(
+        "POST",
+        url,
+        {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})},
+        json.dumps(data).encode(),
+    )
 
 
 def set_cookies(response: Response) -> dict[str, dict[str, str]]:

@@ -30,8 +30,9 @@ class OwnRedis:
     or a sentinel (tests/clusters.py).
     """
 
-    def __init__(self, directory: Path, extra: Sequence[str] = (), config: Path | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, extra: Sequence[str] = (), config: Path | None = None, port: int | None = None
+    ) -> None:
         self.binary = require_program("redis-server")
         self.directory = directory
         self.extra = tuple(extra)
@@ -43,10 +44,26 @@ class OwnRedis:
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [self.binary, *([str(self.config)] if self.config else []), "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log"), *self.extra],
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                self.binary,
+                *([str(self.config)] if self.config else []),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
+                *self.extra,
+            ],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:
             wait_until(client.ping, 20, f"redis on port {self.port}")
@@ -75,16 +92,46 @@ class OwnPostgres:
         self._user = POSTGRES_USER if os.geteuid() == 0 else None
         if self._user:
             shutil.chown(self.directory, self._user)
-        subprocess.run([str(self.bin / "initdb"), "-D", str(self.directory / "data"), "-A", "trust", "-U",
-                        "postgres", "--no-sync"], user=self._user, check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.directory / "data"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+            user=self._user,
+            check=True,
+            capture_output=True,
+        )
 
     def start(self) -> None:
         data = self.directory / "data"
         self.process = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.directory),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "log_min_messages=fatal"],
-            user=self._user, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.directory),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "log_min_messages=fatal",
+            ],
+            user=self._user,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
         def accepts() -> bool:
             with contextlib.closing(psycopg2.connect(self.url, connect_timeout=1)):

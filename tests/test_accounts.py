@@ -42,16 +42,22 @@ def basic(client_id: str, secret: str) -> dict[str, str]:
 
 def oauth_token(svc: Service, client_id: str, secret: str, **form: str) -> http.Response:
     body = "&".join(f"{k}={v}" for k, v in form.items()).encode()
-    return http.request("POST", svc.base + "/oauth/token",
-                        {**basic(client_id, secret), "Content-Type": "application/x-www-form-urlencoded"}, body)
+    return http.request(
+        "POST",
+        svc.base + "/oauth/token",
+        {**basic(client_id, secret), "Content-Type": "application/x-www-form-urlencoded"},
+        body,
+    )
 
 
 def audit_detail(database: Database, user_id: str, event: str) -> list[dict[str, Any]]:
     def query(conn: Connection) -> list[dict[str, Any]]:
         with conn.cursor() as cur:
-            cur.execute("SELECT detail FROM audit_events WHERE user_id = %s AND event = %s ORDER BY id",
-                        (user_id, event))
+            cur.execute(
+                "SELECT detail FROM audit_events WHERE user_id = %s AND event = %s ORDER BY id", (user_id, event)
+            )
             return [row[0] for row in cur.fetchall()]
+
     return database.call(query)
 
 
@@ -87,8 +93,7 @@ async def test_a_password_change_may_keep_the_session_it_is_made_from(
     user = make_user()
     kept, other = [await password_grant_login(client, user) for _ in range(2)]
     sid = jwt.decode(kept["access_token"], options={"verify_signature": False})["sid"]
-    _, count = await changes.change_password(services_of(client), user.username, strong_password(),
-                                              except_sid=sid)
+    _, count = await changes.change_password(services_of(client), user.username, strong_password(), except_sid=sid)
     assert count == 1
     assert await auth_status(client, kept["access_token"]) == 200
     assert await auth_status(client, other["access_token"]) == 401
@@ -108,14 +113,25 @@ def test_client_disable_revokes_every_token_and_enable_restores_none(
     env: dict[str, str], service: Callable[..., Service], make_user: Callable[..., users.User]
 ) -> None:
     client_id = f"app-{secrets.token_hex(4)}"
-    added = run(env, "client", "add", client_id, "--grant", "password", "--grant", "refresh_token",
-                "--grant", "client_credentials")
+    added = run(
+        env,
+        "client",
+        "add",
+        client_id,
+        "--grant",
+        "password",
+        "--grant",
+        "refresh_token",
+        "--grant",
+        "client_credentials",
+    )
     assert added.returncode == 0, added.stderr
     secret = client_secret(added.stdout)
     user = make_user()
     svc = service()
-    for_user = oauth_token(svc, client_id, secret, grant_type="password", username=user.username,
-                           password=PASSWORD.replace(" ", "+")).json()
+    for_user = oauth_token(
+        svc, client_id, secret, grant_type="password", username=user.username, password=PASSWORD.replace(" ", "+")
+    ).json()
     own = oauth_token(svc, client_id, secret, grant_type="client_credentials").json()
     tokens = (for_user["access_token"], own["access_token"])
     assert all(http.get(svc.base + "/auth", http.bearer(t)).status == 200 for t in tokens)
@@ -149,7 +165,10 @@ def test_user_disable_then_enable_brings_no_session_back(
 
 @pytest.mark.parametrize("command", ["user disable", "user passwd", "user revoke", "client disable"])
 def test_with_redis_down_nothing_is_changed(
-    env: dict[str, str], make_user: Callable[..., users.User], make_client: MakeClient, database: Database,
+    env: dict[str, str],
+    make_user: Callable[..., users.User],
+    make_client: MakeClient,
+    database: Database,
     command: str,
 ) -> None:
     """A change committed without its revocations would leave access tokens passing: refused first."""
@@ -213,6 +232,7 @@ class InThread:
                 row = cur.fetchone()
             watcher.commit()
             return bool(row and row[0] == "Lock")
+
         wait_until(blocked, timeout=10, what="the change to wait for the transaction in flight")
 
     def join(self) -> Any:
@@ -232,8 +252,9 @@ def still_valid(database: Database, token_value: str, client_id: str | None = No
 
 
 def password_change(passwords: Passwords, user: users.User) -> Callable[[Any], Any]:
-    return lambda conn: changes.change_password_in_db(conn, passwords, user.username, strong_password(), 900,
-                                                       None, None)
+    return lambda conn: changes.change_password_in_db(
+        conn, passwords, user.username, strong_password(), 900, None, None
+    )
 
 
 def test_a_refresh_in_flight_during_a_password_change_is_revoked_too(
@@ -300,8 +321,11 @@ async def test_a_client_disabled_during_its_token_request_gets_no_token(
     with pytest.raises(sessions.ClientDisabled):
         database.call(sessions.start, make_user(), TTL, app.id)
     assert secret is not None
-    status, body = await token(client, {"grant_type": "password", "username": make_user().username,
-                                        "password": PASSWORD}, basic(app.id, secret))
+    status, body = await token(
+        client,
+        {"grant_type": "password", "username": make_user().username, "password": PASSWORD},
+        basic(app.id, secret),
+    )
     assert status == 401 and body["error"] == "invalid_client"
 
 
@@ -325,13 +349,22 @@ def test_client_add_resource_server_may_introspect_other_clients_access_tokens(
 
     svc = service()
     user = make_user()
-    access = oauth_token(svc, ids["app"], secrets_of["app"], grant_type="password", username=user.username,
-                         password=PASSWORD.replace(" ", "+")).json()["access_token"]
+    access = oauth_token(
+        svc,
+        ids["app"],
+        secrets_of["app"],
+        grant_type="password",
+        username=user.username,
+        password=PASSWORD.replace(" ", "+"),
+    ).json()["access_token"]
 
     def introspect(kind: str) -> Any:
-        return http.request("POST", svc.base + "/oauth/introspect",
-                            {**basic(ids[kind], secrets_of[kind]), "Content-Type": "application/x-www-form-urlencoded"},
-                            f"token={access}".encode()).json()
+        return http.request(
+            "POST",
+            svc.base + "/oauth/introspect",
+            {**basic(ids[kind], secrets_of[kind]), "Content-Type": "application/x-www-form-urlencoded"},
+            f"token={access}".encode(),
+        ).json()
 
     assert introspect("api")["active"] is True and introspect("api")["username"] == user.username
     assert introspect("other") == {"active": False}
@@ -340,8 +373,9 @@ def test_client_add_resource_server_may_introspect_other_clients_access_tokens(
 
 def test_policy_explain_tells_a_client_from_a_user_of_the_same_name(env: dict[str, str], tmp_path: Path) -> None:
     rules = tmp_path / "policy.yml"
-    rules.write_text("default: deny\nrules:\n  - path: /robots\n    clients: [bob]\n  - path: /people\n"
-                     "    users: [bob]\n")
+    rules.write_text(
+        "default: deny\nrules:\n  - path: /robots\n    clients: [bob]\n  - path: /people\n    users: [bob]\n"
+    )
 
     def decision(path: str, *who: str) -> str:
         result = run(env, "policy", "explain", "--file", str(rules), "--host", "x.test", "--path", path, *who)

@@ -33,7 +33,8 @@ from multidict import CIMultiDict
 
 from forwardauth import config
 from forwardauth.core.forwarding import address_in, client_address
-from forwardauth.core.policy import PolicyError, from_data
+from forwardauth.core.policy import PolicyError
+from forwardauth.core.policyfile import from_data
 from forwardauth.http.app import create_app
 from forwardauth.stores import users
 

@@ -40,7 +40,8 @@ def test_tail_prints_the_last_events_oldest_first(env: dict[str, str], database:
     assert result.returncode == 0, result.stderr
     lines = [line.split("\t") for line in result.stdout.splitlines()]
     assert [line[1:] for line in lines] == [
-        ["login_failure", name, "192.0.2.7", f'{{"attempt":{n}}}'] for n in (1, 2, 3)]
+        ["login_failure", name, "192.0.2.7", f'{{"attempt":{n}}}'] for n in (1, 2, 3)
+    ]
     assert all(line[0].startswith("20") and line[0].endswith("+00:00") for line in lines)  # ISO 8601, UTC
 
 
@@ -49,8 +50,13 @@ def test_tail_follow_prints_new_events_as_they_come(env: dict[str, str], databas
     failures(database, first, 1)
     out, err = tmp_path / "tail.out", tmp_path / "tail.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        tail = subprocess.Popen([sys.executable, "-m", "forwardauth", "audit", "tail", "-n", "1", "--follow"],
-                                env={**os.environ, **env}, stdout=stdout, stderr=stderr, start_new_session=True)
+        tail = subprocess.Popen(
+            [sys.executable, "-m", "forwardauth", "audit", "tail", "-n", "1", "--follow"],
+            env={**os.environ, **env},
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
         try:
             wait_until(lambda: first in out.read_text(), what="the last event")  # now following
             failures(database, second, 1)
@@ -69,8 +75,10 @@ def test_a_negative_count_is_refused(env: dict[str, str]) -> None:
 
 # CR LF to forge a line, ESC sequences (retitle the window, conceal text), BEL, a tab to shift a
 # field, DEL, C1 (NEL, CSI), the bidi override and isolate, the Unicode line separator.
-HOSTILE = ("\r\n2026-01-01T00:00:00+00:00\tlogin_success\troot\t10.0.0.1\t-\x1b]0;pwned\x07\x1b[8mhidden\x1b[0m"
-           "\x7f\x85\x9b2J\u202eelor\u2066x\u2069\u2028y\u2029z\x0b\x0c\x08end")
+HOSTILE = (
+    "\r\n2026-01-01T00:00:00+00:00\tlogin_success\troot\t10.0.0.1\t-\x1b]0;pwned\x07\x1b[8mhidden\x1b[0m"
+    "\x7f\x85\x9b2J\u202eelor\u2066x\u2069\u2028y\u2029z\x0b\x0c\x08end"
+)
 RAW = sorted({c for c in HOSTILE if not c.isprintable()} | {"\u202e", "\u2066", "\u2069"})
 
 

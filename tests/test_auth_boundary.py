@@ -48,22 +48,33 @@ rules:
 
 def nginx(path: str, host: str = APP, method: str = "GET", routed: str | None = None) -> dict[str, str]:
     """What the shipped nginx snippet sends: the URL the browser asked for, and the vhost nginx routed on."""
-    return {"X-Original-URL": f"http://{host}{path}", "X-Original-URI": path, "X-Original-Method": method,
-            "X-Original-Host": routed or host.split(":")[0], "X-Forwarded-Proto": "http",
-            "X-Forwarded-For": "203.0.113.9"}
+    return {
+        "X-Original-URL": f"http://{host}{path}",
+        "X-Original-URI": path,
+        "X-Original-Method": method,
+        "X-Original-Host": routed or host.split(":")[0],
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-For": "203.0.113.9",
+    }
 
 
 def traefik(path: str, host: str = APP, method: str = "GET") -> dict[str, str]:
     """What Traefik's forwardAuth (and Caddy's forward_auth) send."""
-    return {"X-Forwarded-Method": method, "X-Forwarded-Proto": "http", "X-Forwarded-Host": host,
-            "X-Forwarded-Uri": path, "X-Forwarded-For": "203.0.113.9"}
+    return {
+        "X-Forwarded-Method": method,
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-Host": host,
+        "X-Forwarded-Uri": path,
+        "X-Forwarded-For": "203.0.113.9",
+    }
 
 
 FAMILIES = {"nginx": nginx, "traefik": traefik}
 
 
-async def make(aiohttp_client: Any, env: dict[str, str], tmp_path: Path, with_policy: bool = True,
-               **extra: str) -> Client:
+async def make(
+    aiohttp_client: Any, env: dict[str, str], tmp_path: Path, with_policy: bool = True, **extra: str
+) -> Client:
     """The real application with POLICY (or none) and these settings."""
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
@@ -85,8 +96,10 @@ def refusals(monkeypatch: pytest.MonkeyPatch) -> RefusalLog:
 
 
 async def tokens(client: Client, make_user: MakeUser) -> dict[str, str]:
-    return {"user": (await login(client, make_user(roles=("user",))))["access_token"],
-            "admin": (await login(client, make_user(roles=("admin",))))["access_token"]}
+    return {
+        "user": (await login(client, make_user(roles=("user",))))["access_token"],
+        "admin": (await login(client, make_user(roles=("admin",))))["access_token"],
+    }
 
 
 async def status(client: Client, headers: dict[str, str], token: str | None = None) -> int:
@@ -130,26 +143,32 @@ async def test_ambiguous_paths_are_400_in_every_family(
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("path,anonymous,user,admin", [
-    ("/admin;x=1/panel", 401, 403, 200),
-    ("/Admin;jsessionid=1/panel", 401, 403, 200),
-    ("/ADMIN/x", 401, 403, 200),
-    ("//admin", 401, 403, 200),
-    ("/%61dmin", 401, 403, 200),
-    ("/%2561dmin", 401, 403, 200),
-    ("/api/v1/admin;x", 401, 403, 200),
-    ("/PUBLIC/x", 401, 200, 200),
-    ("/public/x", 200, 200, 200),
-    ("/healthz", 200, 200, 200),
-    ("/elsewhere", 401, 200, 200),
-])
+@pytest.mark.parametrize(
+    "path,anonymous,user,admin",
+    [
+        ("/admin;x=1/panel", 401, 403, 200),
+        ("/Admin;jsessionid=1/panel", 401, 403, 200),
+        ("/ADMIN/x", 401, 403, 200),
+        ("//admin", 401, 403, 200),
+        ("/%61dmin", 401, 403, 200),
+        ("/%2561dmin", 401, 403, 200),
+        ("/api/v1/admin;x", 401, 403, 200),
+        ("/PUBLIC/x", 401, 200, 200),
+        ("/public/x", 200, 200, 200),
+        ("/healthz", 200, 200, 200),
+        ("/elsewhere", 401, 200, 200),
+    ],
+)
 async def test_paths_read_several_ways_are_judged_by_the_strictest(
     strict: Client, make_user: MakeUser, family: str, path: str, anonymous: int, user: int, admin: int
 ) -> None:
     given = await tokens(strict, make_user)
     describe = FAMILIES[family]
-    got = (await status(strict, describe(path)), await status(strict, describe(path), given["user"]),
-           await status(strict, describe(path), given["admin"]))
+    got = (
+        await status(strict, describe(path)),
+        await status(strict, describe(path), given["user"]),
+        await status(strict, describe(path), given["admin"]),
+    )
     assert got == (anonymous, user, admin)
     # again: the memo gives the same answers
     assert await status(strict, describe(path), given["user"]) == user
@@ -214,8 +233,13 @@ async def test_the_login_location_is_on_the_host_asked_for(
 
 @pytest.mark.parametrize("with_policy", [True, False])
 async def test_describing_headers_from_an_untrusted_address_are_a_loud_400(
-    aiohttp_client: Any, env: dict[str, str], tmp_path: Path, make_user: MakeUser, with_policy: bool,
-    refusals: RefusalLog, caplog: pytest.LogCaptureFixture
+    aiohttp_client: Any,
+    env: dict[str, str],
+    tmp_path: Path,
+    make_user: MakeUser,
+    with_policy: bool,
+    refusals: RefusalLog,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A proxy missing from FORWARDAUTH_TRUSTED_PROXIES: every path rule would be silently off, so
     its descriptions are refused with an error naming the variable and the sender, logged as one
@@ -223,8 +247,17 @@ async def test_describing_headers_from_an_untrusted_address_are_a_loud_400(
     client = await make(aiohttp_client, env, tmp_path, with_policy, FORWARDAUTH_TRUSTED_PROXIES="10.9.9.9/32")
     token = (await login(client, make_user()))["access_token"]
     bearer = {"Authorization": f"Bearer {token}"}
-    for name in ("X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Original-Host", "X-Forwarded-Uri",
-                 "X-Forwarded-Method", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix"):
+    for name in (
+        "X-Original-URL",
+        "X-Original-URI",
+        "X-Original-Method",
+        "X-Original-Host",
+        "X-Forwarded-Uri",
+        "X-Forwarded-Method",
+        "X-Forwarded-Host",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Prefix",
+    ):
         response = await client.get("/auth", headers={**bearer, name: "/x" if "U" in name else "x"})
         assert response.status == 400, name
         message = (await response.json())["error_description"]
@@ -261,8 +294,11 @@ async def test_a_request_for_an_app_carrying_the_refresh_cookie_is_refused(
     app: whatever the path, a request for an app never gets the 14-day refresh token through."""
     access = (await tokens(strict, make_user))["user"]
     describe = FAMILIES[family]
-    for cookie in ("forwardauth_refresh=abc", f"forwardauth={access}; forwardauth_refresh=abc",
-                   "a=1;forwardauth_refresh = abc ; b=2"):
+    for cookie in (
+        "forwardauth_refresh=abc",
+        f"forwardauth={access}; forwardauth_refresh=abc",
+        "a=1;forwardauth_refresh = abc ; b=2",
+    ):
         for path in ("/public/x", "/x", "/forwardauth/x"):
             assert await status(strict, {**describe(path), "Cookie": cookie}) == 400, (cookie, path)
     # lookalike names are not ours; the access cookie alone passes

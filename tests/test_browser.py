@@ -23,8 +23,13 @@ from .test_web import audit_events
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 PROTECTED = "/private/page?x=1"
 LOGIN_PATH = "/forwardauth/login"
@@ -120,8 +125,9 @@ def test_login_redirects_back_to_the_protected_page(
     assert (tmp_path / "protected.png").stat().st_size > 0
 
 
-def test_an_expired_session_is_renewed_without_the_form(context: BrowserContext, stack: Stack,
-                                                         user: users.User, database: Database) -> None:
+def test_an_expired_session_is_renewed_without_the_form(
+    context: BrowserContext, stack: Stack, user: users.User, database: Database
+) -> None:
     page = context.new_page()
     open_protected(page, stack)
     sign_in(page, user.username, PASSWORD)
@@ -150,15 +156,18 @@ def test_a_cookie_that_cannot_reach_the_app_is_explained_not_looped(
     and the login page until the browser gives up, the login page says what is wrong, before any
     session is opened (see test_sso.py for the other cases)."""
     require_program("nginx")
-    stack = proxy_stack("nginx", {"FORWARDAUTH_COOKIE_DOMAIN": "example.test",
-                                  "FORWARDAUTH_ALLOWED_DOMAINS": "127.0.0.1"})
+    stack = proxy_stack(
+        "nginx", {"FORWARDAUTH_COOKIE_DOMAIN": "example.test", "FORWARDAUTH_ALLOWED_DOMAINS": "127.0.0.1"}
+    )
     page = context.new_page()
     open_protected(page, stack)
     sign_in(page, user.username, PASSWORD)
     expect(page).to_have_url(on_login_page(stack))
     expect(page.get_by_role("alert")).to_contain_text("FORWARDAUTH_COOKIE_DOMAIN=example.test does not cover 127.0.0.1")
-    assert "sign-in refused: FORWARDAUTH_COOKIE_DOMAIN=example.test does not cover 127.0.0.1" in \
-        stack.service.log.read_text()
+    assert (
+        "sign-in refused: FORWARDAUTH_COOKIE_DOMAIN=example.test does not cover 127.0.0.1"
+        in stack.service.log.read_text()
+    )
     assert audit_events(database, user.username) == []  # no "login_success" for a sign-in that cannot hold
 
 
@@ -210,8 +219,11 @@ def phone(browser: Browser) -> Iterator[BrowserContext]:
 def test_login_form_fits_a_phone(phone: BrowserContext, stack: Stack, user: users.User) -> None:
     page = phone.new_page()
     open_protected(page, stack)
-    for control in (page.get_by_label("Username"), page.get_by_label("Password"),
-                    page.get_by_role("button", name="Sign in")):
+    for control in (
+        page.get_by_label("Username"),
+        page.get_by_label("Password"),
+        page.get_by_role("button", name="Sign in"),
+    ):
         expect(control).to_be_in_viewport()
         box = control.bounding_box()
         assert box is not None

@@ -81,8 +81,9 @@ def test_forget_one_token_or_a_session_and_prune() -> None:
 
 
 def login(base: str, user: users.User) -> str:
-    return str(httpx.post(base + "/login", json={"username": user.username, "password": PASSWORD}).json()[
-        "access_token"])
+    return str(
+        httpx.post(base + "/login", json={"username": user.username, "password": PASSWORD}).json()["access_token"]
+    )
 
 
 def statuses(base: str, token: str, n: int = 12) -> set[int]:
@@ -90,9 +91,7 @@ def statuses(base: str, token: str, n: int = 12) -> set[int]:
     return {httpx.get(base + "/auth", headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(n)}
 
 
-def test_revocation_reaches_every_worker(
-    service: Callable[..., Service], make_user: Callable[..., users.User]
-) -> None:
+def test_revocation_reaches_every_worker(service: Callable[..., Service], make_user: Callable[..., users.User]) -> None:
     svc = service(workers=2)
     user = make_user()
     token = login(svc.base, user)

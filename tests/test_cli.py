@@ -23,8 +23,14 @@ NEW_PASSWORD = "a brand new passphrase"
 
 def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """``python -m forwardauth ARGS`` with the test environment, output captured."""
-    return subprocess.run([sys.executable, "-m", "forwardauth", *args], env={**os.environ, **env}, input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "forwardauth", *args],
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
@@ -227,9 +233,21 @@ def test_policy_explain_prints_the_readings_and_refusals(env: dict[str, str], tm
     assert lines[-1] == "decision: deny (403)"
     refused = explain(env, tmp_path, "--path", "/admin/%252e%252e/public")
     assert refused[-1].startswith("decision: refused (400): the path holds a . or .. segment")
-    bad_host = run(env, "policy", "explain", "--file", str(tmp_path / "explain.yml"), "--host", "app.example.test:",
-                   "--path", "/public")
+    bad_host = run(
+        env,
+        "policy",
+        "explain",
+        "--file",
+        str(tmp_path / "explain.yml"),
+        "--host",
+        "app.example.test:",
+        "--path",
+        "/public",
+    )
     assert bad_host.stdout.splitlines()[-1].startswith("decision: refused (400): the host is not a valid host")
     public = explain(env, tmp_path, "--path", "/public/x")
-    assert public[1:] == ["reading /public/x (as sent): rule 1 (bypass)", "decided by: rule 1 (bypass)",
-                          "decision: allow (200)"]
+    assert public[1:] == [
+        "reading /public/x (as sent): rule 1 (bypass)",
+        "decided by: rule 1 (bypass)",
+        "decision: allow (200)",
+    ]

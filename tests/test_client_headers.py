@@ -17,9 +17,12 @@ SPOOFED_CLIENT = {"X-Auth-Client": "robot", "X-Auth-Client-Roles": "admin"}
 
 def client_token(stack: Stack, client_id: str, secret: str) -> str:
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-    response = http.request("POST", stack.service.base + "/oauth/token",
-                            {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
-                            b"grant_type=client_credentials")
+    response = http.request(
+        "POST",
+        stack.service.base + "/oauth/token",
+        {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
+        b"grant_type=client_credentials",
+    )
     return str(expect(stack, response, 200, "client_credentials grant").json()["access_token"])
 
 
@@ -31,10 +34,15 @@ def test_the_app_tells_a_client_from_a_user_and_client_headers_cannot_be_spoofed
     app, secret = make_client(grants=("client_credentials",), roles=("service",))
     assert secret is not None
     spoofed_user = {"X-Auth-User": app.id, "X-Auth-Roles": "admin", "X-Auth-Email": "spoof@evil.test"}
-    seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(client_token(stack, app.id, secret)),
-                                                          **SPOOFED_CLIENT, **spoofed_user}))
-    assert identity(seen) == {"x-auth-client": app.id, "x-auth-client-roles": "service",
-                              "x-auth-subject": f"client:{app.id}"}
+    seen = upstream_saw(
+        stack,
+        http.get(stack.url + "/p", {**bearer(client_token(stack, app.id, secret)), **SPOOFED_CLIENT, **spoofed_user}),
+    )
+    assert identity(seen) == {
+        "x-auth-client": app.id,
+        "x-auth-client-roles": "service",
+        "x-auth-subject": f"client:{app.id}",
+    }
 
     user = make_user(email=None)
     seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(bearer_token(stack, user)), **SPOOFED_CLIENT}))

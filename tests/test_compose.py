@@ -119,7 +119,7 @@ def test_the_file_follows_the_compose_specification() -> None:
 
 
 def test_published_ports_are_on_loopback_only() -> None:
-    """"localhost only" must be true: a port without an address is published on every interface."""
+    """ "localhost only" must be true: a port without an address is published on every interface."""
     published = [(name, str(port)) for name, service in SERVICES.items() for port in service.get("ports", [])]
     assert published, "nginx must be reachable on this machine"
     for name, port in published:
@@ -128,11 +128,16 @@ def test_published_ports_are_on_loopback_only() -> None:
 
 def test_the_database_password_must_be_chosen() -> None:
     """Compose refuses an unset or empty password; .env.example ships none; forwardauth refuses the old placeholder."""
-    for where in (SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"],
-                  SERVICES["forwardauth"]["environment"]["FORWARDAUTH_DATABASE_URL"]):
+    for where in (
+        SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"],
+        SERVICES["forwardauth"]["environment"]["FORWARDAUTH_DATABASE_URL"],
+    ):
         assert "${POSTGRES_PASSWORD:?" in where and "${POSTGRES_PASSWORD}" not in where
-    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert example == {"POSTGRES_PASSWORD": ""}
     url = SERVICES["forwardauth"]["environment"]["FORWARDAUTH_DATABASE_URL"]
     placeholder = re.sub(r"\$\{POSTGRES_PASSWORD[^}]*\}", "change-me", url)
@@ -140,17 +145,21 @@ def test_the_database_password_must_be_chosen() -> None:
         config.load({**forwardauth_environment(), "FORWARDAUTH_DATABASE_URL": placeholder})
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql://forwardauth:change-me@postgres:5432/forwardauth",
-    "postgres://u:CHANGEME@db/x",
-    "postgresql://u:change%2Dme@db/x",
-    "postgresql://u@db/x?password=change-me",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://forwardauth:change-me@postgres:5432/forwardauth",
+        "postgres://u:CHANGEME@db/x",
+        "postgresql://u:change%2Dme@db/x",
+        "postgresql://u@db/x?password=change-me",
+    ],
+)
 def test_forwardauth_refuses_the_placeholder_password(url: str) -> None:
     with pytest.raises(config.ConfigError) as refused:
         config.load({"FORWARDAUTH_DATABASE_URL": url})
     assert str(refused.value).startswith("FORWARDAUTH_DATABASE_URL: ") and "set a password of your own" in str(
-        refused.value)
+        refused.value
+    )
     assert config.load({"FORWARDAUTH_DATABASE_URL": re.sub("(?i)change", "k3pt-s3cret", url)}).database_url
 
 

@@ -29,18 +29,20 @@ def test_defaults() -> None:
 
 
 def test_values_are_parsed() -> None:
-    settings = load({
-        "FORWARDAUTH_PORT": "9000",
-        "FORWARDAUTH_ACCESS_TTL": "5m",
-        "FORWARDAUTH_REFRESH_TTL": "2d",
-        "FORWARDAUTH_COOKIE_SECURE": "no",
-        "FORWARDAUTH_COOKIE_DOMAIN": ".Example.com",
-        "FORWARDAUTH_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
-        "FORWARDAUTH_ISSUER": "https://auth.example.com/",
-        "FORWARDAUTH_SIGNING_ALG": "eddsa",
-        "FORWARDAUTH_DATABASE_URL": "postgresql://db/x",
-        "FORWARDAUTH_REDIS_URL": "redis://cache:6379/1",
-    })
+    settings = load(
+        {
+            "FORWARDAUTH_PORT": "9000",
+            "FORWARDAUTH_ACCESS_TTL": "5m",
+            "FORWARDAUTH_REFRESH_TTL": "2d",
+            "FORWARDAUTH_COOKIE_SECURE": "no",
+            "FORWARDAUTH_COOKIE_DOMAIN": ".Example.com",
+            "FORWARDAUTH_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
+            "FORWARDAUTH_ISSUER": "https://auth.example.com/",
+            "FORWARDAUTH_SIGNING_ALG": "eddsa",
+            "FORWARDAUTH_DATABASE_URL": "postgresql://db/x",
+            "FORWARDAUTH_REDIS_URL": "redis://cache:6379/1",
+        }
+    )
     assert settings.port == 9000 and settings.access_ttl == 300 and settings.refresh_ttl == 172800
     assert settings.cookie_secure is False and settings.cookie_domain == "example.com"
     assert settings.allowed_domains == ("example.com",)
@@ -72,8 +74,13 @@ def test_bad_value_names_the_variable(variable: str, value: str) -> None:
         load({variable: value})
 
 
-@pytest.mark.parametrize("variable,value,message", [("FORWARDAUTH_PORT", "http", "'http' is not a TCP port"),
-                                                    ("FORWARDAUTH_WORKERS", "two", "'two' is not a whole number")])
+@pytest.mark.parametrize(
+    "variable,value,message",
+    [
+        ("FORWARDAUTH_PORT", "http", "'http' is not a TCP port"),
+        ("FORWARDAUTH_WORKERS", "two", "'two' is not a whole number"),
+    ],
+)
 def test_bad_numbers_say_what_was_expected(variable: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{variable}: {message}$"):
         load({variable: value})
@@ -84,8 +91,13 @@ def test_secrets_are_not_echoed() -> None:
         load({"FORWARDAUTH_DATABASE_URL": "mysql://user:" + SECRET + "@db/x"})
     assert SECRET not in str(caught.value)
     assert "FORWARDAUTH_DATABASE_URL" in str(caught.value)
-    settings = load({"FORWARDAUTH_SIGNING_ALG": "HS256", "FORWARDAUTH_HMAC_SECRET": SECRET,
-                     "FORWARDAUTH_DATABASE_URL": f"postgresql://u:{SECRET}@db/x"})
+    settings = load(
+        {
+            "FORWARDAUTH_SIGNING_ALG": "HS256",
+            "FORWARDAUTH_HMAC_SECRET": SECRET,
+            "FORWARDAUTH_DATABASE_URL": f"postgresql://u:{SECRET}@db/x",
+        }
+    )
     assert SECRET not in repr(settings)
 
 
@@ -110,8 +122,9 @@ def test_refresh_must_outlive_access() -> None:
         load({"FORWARDAUTH_ACCESS_TTL": "1h", "FORWARDAUTH_REFRESH_TTL": "10m"})
 
 
-@pytest.mark.parametrize("text,seconds", [("900", 900), ("15m", 900), ("2h", 7200), ("14d", 1209600),
-                                          ("30s", 30), (" 5M ", 300)])
+@pytest.mark.parametrize(
+    "text,seconds", [("900", 900), ("15m", 900), ("2h", 7200), ("14d", 1209600), ("30s", 30), (" 5M ", 300)]
+)
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
@@ -128,11 +141,14 @@ def test_another_database_kind_is_explained_without_its_url() -> None:
     assert SECRET not in message and "root" not in message
 
 
-@pytest.mark.parametrize("variable,value,fix", [
-    ("FORWARDAUTH_LOGIN_URL", "forwardauth/login", "a path needs a leading / (/forwardauth/login)"),
-    ("FORWARDAUTH_ISSUER", "auth.example.com", "write it with its scheme, e.g. https://auth.example.com"),
-    ("FORWARDAUTH_ISSUER", "https://", "has no host"),
-])
+@pytest.mark.parametrize(
+    "variable,value,fix",
+    [
+        ("FORWARDAUTH_LOGIN_URL", "forwardauth/login", "a path needs a leading / (/forwardauth/login)"),
+        ("FORWARDAUTH_ISSUER", "auth.example.com", "write it with its scheme, e.g. https://auth.example.com"),
+        ("FORWARDAUTH_ISSUER", "https://", "has no host"),
+    ],
+)
 def test_a_url_without_scheme_or_slash_says_how_to_write_it(variable: str, value: str, fix: str) -> None:
     with pytest.raises(ConfigError, match=f"^{variable}: ") as caught:
         load({variable: value})
@@ -146,15 +162,19 @@ def test_paths_and_urls_still_pass() -> None:
 
 
 def test_unknown_variables_are_named_with_the_likely_one() -> None:
-    found = unknown_variables({
-        "FORWARDAUTH_COOKIE_DOMIAN": "example.com",   # a typo
-        "forwardauth_port": "9000",                    # lower case: names are case-sensitive
-        "FORWARDAUTH_SOMETHING_ELSE": "x",             # nothing close
-        "FORWARDAUTH_PORT_FILE": "/run/secrets/port",  # only secrets take _FILE
-        "FORWARDAUTH_HMAC_SECRET_FILE": "/run/secrets/hmac",
-        "FORWARDAUTH_DEMO_PASSWORD": "x", "FORWARDAUTH_ADDR": "forwardauth:8080",  # read elsewhere
-        "FORWARDAUTH_PORT": "9000", "PATH": "/usr/bin",
-    })
+    found = unknown_variables(
+        {
+            "FORWARDAUTH_COOKIE_DOMIAN": "example.com",  # a typo
+            "forwardauth_port": "9000",  # lower case: names are case-sensitive
+            "FORWARDAUTH_SOMETHING_ELSE": "x",  # nothing close
+            "FORWARDAUTH_PORT_FILE": "/run/secrets/port",  # only secrets take _FILE
+            "FORWARDAUTH_HMAC_SECRET_FILE": "/run/secrets/hmac",
+            "FORWARDAUTH_DEMO_PASSWORD": "x",
+            "FORWARDAUTH_ADDR": "forwardauth:8080",  # read elsewhere
+            "FORWARDAUTH_PORT": "9000",
+            "PATH": "/usr/bin",
+        }
+    )
     assert found == [
         "FORWARDAUTH_COOKIE_DOMIAN: unknown variable, ignored (did you mean FORWARDAUTH_COOKIE_DOMAIN?)",
         "FORWARDAUTH_PORT_FILE: unknown variable, ignored (did you mean FORWARDAUTH_PORT?)",
@@ -169,22 +189,33 @@ def test_a_variable_added_to_the_settings_is_known_at_once(monkeypatch: pytest.M
     assert unknown_variables({"FORWARDAUTH_BRAND_NEW": "1"}) == []
 
 
-@pytest.mark.parametrize("url,shown", [
-    ("postgresql://fa:hunter2@db:5432/auth", "postgresql://fa:****@db:5432/auth"),
-    ("postgresql://fa@db/auth?password=hunter2&sslmode=require", "postgresql://fa@db/auth?password=****&sslmode=require"),
-    ("redis://:hunter2@cache:6379/0", "redis://:****@cache:6379/0"),
-    ("redis+sentinel://u:hunter2@s1:26379,s2:26379/main/0", "redis+sentinel://u:****@s1:26379,s2:26379/main/0"),
-    ("redis://hunter2@cache/0", "redis://hunter2@cache/0"),  # a user name, not a password
-    ("postgresql://fa:p%40ss@w0rd@db/auth", "postgresql://fa:****@db/auth"),
-])
+@pytest.mark.parametrize(
+    "url,shown",
+    [
+        ("postgresql://fa:hunter2@db:5432/auth", "postgresql://fa:****@db:5432/auth"),
+        (
+            "postgresql://fa@db/auth?password=hunter2&sslmode=require",
+            "postgresql://fa@db/auth?password=****&sslmode=require",
+        ),
+        ("redis://:hunter2@cache:6379/0", "redis://:****@cache:6379/0"),
+        ("redis+sentinel://u:hunter2@s1:26379,s2:26379/main/0", "redis+sentinel://u:****@s1:26379,s2:26379/main/0"),
+        ("redis://hunter2@cache/0", "redis://hunter2@cache/0"),  # a user name, not a password
+        ("postgresql://fa:p%40ss@w0rd@db/auth", "postgresql://fa:****@db/auth"),
+    ],
+)
 def test_urls_are_shown_with_the_password_masked(url: str, shown: str) -> None:
     assert mask_url(url) == shown
 
 
 def test_values_in_effect_mask_every_secret(tmp_path: Path) -> None:
-    environ = {"FORWARDAUTH_SIGNING_ALG": "HS256", "FORWARDAUTH_HMAC_SECRET": SECRET,
-               "FORWARDAUTH_DATABASE_URL": f"postgresql://fa:{SECRET}@db/auth", "FORWARDAUTH_COOKIE_SECURE": "false",
-               "FORWARDAUTH_ACCESS_TTL": "5m", "FORWARDAUTH_DATA_DIR": str(tmp_path)}
+    environ = {
+        "FORWARDAUTH_SIGNING_ALG": "HS256",
+        "FORWARDAUTH_HMAC_SECRET": SECRET,
+        "FORWARDAUTH_DATABASE_URL": f"postgresql://fa:{SECRET}@db/auth",
+        "FORWARDAUTH_COOKIE_SECURE": "false",
+        "FORWARDAUTH_ACCESS_TTL": "5m",
+        "FORWARDAUTH_DATA_DIR": str(tmp_path),
+    }
     rows = {name: (value, origin) for name, value, origin in values_in_effect(load(environ), environ)}
     assert {name for name in rows} == {var.env for var in config.VARIABLES}
     assert SECRET not in repr(rows)

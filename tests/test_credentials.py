@@ -50,7 +50,8 @@ def test_two_candidates_are_refused(authorization: list[str], cookies: list[str]
 
 TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)
 COOKIE_NAMES = st.sampled_from([NAME, "x" + NAME, NAME + "x", "a", "session", f" {NAME}"]) | st.from_regex(
-    r"[A-Za-z0-9_-]{1,12}", fullmatch=True)
+    r"[A-Za-z0-9_-]{1,12}", fullmatch=True
+)
 VALUES = st.from_regex(r"[A-Za-z0-9._~+/=-]{0,30}", fullmatch=True)
 
 

@@ -81,17 +81,22 @@ def env(env: dict[str, str]) -> dict[str, str]:
 
 
 async def form_login(client: Client, user: users.User, headers: dict[str, str]) -> Any:
-    return await client.post("/login", data={"username": user.username, "password": PASSWORD}, headers=headers,
-                             allow_redirects=False)
+    return await client.post(
+        "/login", data={"username": user.username, "password": PASSWORD}, headers=headers, allow_redirects=False
+    )
 
 
 @pytest.mark.parametrize(
     "headers",
-    [EVIL, {"Origin": "null"}, {"Referer": "https://evil.test/page"}, {"Origin": "https://example.test.evil.test"},
-     {"Origin": "http://auth.example.test.evil.test"}],
+    [
+        EVIL,
+        {"Origin": "null"},
+        {"Referer": "https://evil.test/page"},
+        {"Origin": "https://example.test.evil.test"},
+        {"Origin": "http://auth.example.test.evil.test"},
+    ],
 )
-async def test_a_cross_site_form_login_is_refused(client: Client, make_user: MakeUser,
-                                                  headers: dict[str, str]) -> None:
+async def test_a_cross_site_form_login_is_refused(client: Client, make_user: MakeUser, headers: dict[str, str]) -> None:
     response = await form_login(client, make_user(), headers)
     assert response.status == 403
     assert "Set-Cookie" not in response.headers
@@ -101,8 +106,14 @@ async def test_a_cross_site_form_login_is_refused(client: Client, make_user: Mak
 async def test_same_site_form_logins_pass(client: Client, make_user: MakeUser) -> None:
     user = make_user()
     own = f"http://127.0.0.1:{client.server.port}"  # the Host the browser used
-    for headers in ({"Origin": own}, {"Origin": "http://auth.example.test"}, {"Origin": "https://app.example.test"},
-                    {"Referer": "https://app.example.test/x"}, {"Referer": own + "/login?rd=x"}, {}):
+    for headers in (
+        {"Origin": own},
+        {"Origin": "http://auth.example.test"},
+        {"Origin": "https://app.example.test"},
+        {"Referer": "https://app.example.test/x"},
+        {"Referer": own + "/login?rd=x"},
+        {},
+    ):
         response = await form_login(client, user, headers)
         assert response.status == 303 and "forwardauth=" in response.headers["Set-Cookie"], headers
 

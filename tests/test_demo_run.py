@@ -25,10 +25,16 @@ BANNER_END = "Ctrl-C stops everything)"
 def demo_env(redis_prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A database of its own (no demo user yet), the run's Redis prefix, fast Argon2."""
     with throwaway_database("forwardauth_demo") as url:
-        yield {"FORWARDAUTH_DATABASE_URL": url, "FORWARDAUTH_REDIS_URL": REDIS_URL,
-               "FORWARDAUTH_REDIS_PREFIX": redis_prefix + "demo:", "FORWARDAUTH_DATA_DIR": str(tmp_path / "data"),
-               "FORWARDAUTH_WORKERS": "1", "FORWARDAUTH_ARGON2_TIME_COST": "1",
-               "FORWARDAUTH_ARGON2_MEMORY_COST": "1024", "FORWARDAUTH_ARGON2_PARALLELISM": "1"}
+        yield {
+            "FORWARDAUTH_DATABASE_URL": url,
+            "FORWARDAUTH_REDIS_URL": REDIS_URL,
+            "FORWARDAUTH_REDIS_PREFIX": redis_prefix + "demo:",
+            "FORWARDAUTH_DATA_DIR": str(tmp_path / "data"),
+            "FORWARDAUTH_WORKERS": "1",
+            "FORWARDAUTH_ARGON2_TIME_COST": "1",
+            "FORWARDAUTH_ARGON2_MEMORY_COST": "1024",
+            "FORWARDAUTH_ARGON2_PARALLELISM": "1",
+        }
 
 
 def listening(port: int) -> bool:
@@ -44,9 +50,13 @@ def test_demo_shows_the_password_then_ctrl_c_stops_all_cleanly(demo_env: dict[st
     port = free_port()
     out = tmp_path / "demo.out"
     with open(out, "wb") as sink:
-        demo = subprocess.Popen([sys.executable, "-m", "forwardauth", "demo", "--proxy", "nginx", "--port", str(port)],
-                                env={**os.environ, **demo_env}, stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "forwardauth", "demo", "--proxy", "nginx", "--port", str(port)],
+            env={**os.environ, **demo_env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_until(lambda: BANNER_END in out.read_text(), timeout=90, what="the demo's banner")
         text = out.read_text()
@@ -68,8 +78,10 @@ def test_demo_shows_the_password_then_ctrl_c_stops_all_cleanly(demo_env: dict[st
 
     again = run(demo_env, "user", "demo")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == ("demo user 'demo' exists (its password was shown when it was created; "
-                                    "to set a new one: forwardauth user passwd demo)")
+    assert again.stdout.strip() == (
+        "demo user 'demo' exists (its password was shown when it was created; "
+        "to set a new one: forwardauth user passwd demo)"
+    )
 
 
 def test_demo_on_a_port_in_use_says_so(demo_env: dict[str, str]) -> None:
@@ -79,5 +91,7 @@ def test_demo_on_a_port_in_use_says_so(demo_env: dict[str, str]) -> None:
         holder.listen()
         result = run(demo_env, "demo", "--port", str(port))
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"forwardauth: port {port} is already in use (another `make run`?): stop it, "
-                                     "or choose another port with forwardauth demo --port P")
+    assert result.stderr.strip() == (
+        f"forwardauth: port {port} is already in use (another `make run`?): stop it, "
+        "or choose another port with forwardauth demo --port P"
+    )

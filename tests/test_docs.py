@@ -22,8 +22,9 @@ def test_every_variable_is_documented() -> None:
 
 def test_the_table_is_the_config_output() -> None:
     """Each row reads exactly as `forwardauth config` prints it (regenerate the table if not)."""
-    stale = [env for env, default, meaning in config.variable_rows()
-             if f"| `{env}` | {default} | {meaning} |" not in README]
+    stale = [
+        env for env, default, meaning in config.variable_rows() if f"| `{env}` | {default} | {meaning} |" not in README
+    ]
     assert not stale
 
 
@@ -41,8 +42,9 @@ def test_every_command_is_documented() -> None:
         nested = [a for a in parser._actions if a.dest == "action"]
         if nested:
             for action in nested[0].choices:  # type: ignore[union-attr]
-                assert f"forwardauth {name} {action}" in README or f"/ `{action}" in README or \
-                    f"/ {action}" in README, f"forwardauth {name} {action}"
+                assert (
+                    f"forwardauth {name} {action}" in README or f"/ `{action}" in README or f"/ {action}" in README
+                ), f"forwardauth {name} {action}"
         else:
             assert f"forwardauth {name}" in README, name
 

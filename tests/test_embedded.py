@@ -44,11 +44,20 @@ def test_embedded_stores_serve_a_login_and_stop_with_the_service(
     data = tmp_path / "data"
     for name in ("FORWARDAUTH_DATABASE_URL", "FORWARDAUTH_REDIS_URL"):
         monkeypatch.delenv(name, raising=False)  # Service and run() start from os.environ
-    env = {"FORWARDAUTH_DATA_DIR": str(data), "FORWARDAUTH_DEMO_PASSWORD": DEMO_PASSWORD,
-           "FORWARDAUTH_COOKIE_SECURE": "false", **FAST_ARGON2}
+    env = {
+        "FORWARDAUTH_DATA_DIR": str(data),
+        "FORWARDAUTH_DEMO_PASSWORD": DEMO_PASSWORD,
+        "FORWARDAUTH_COOKIE_SECURE": "false",
+        **FAST_ARGON2,
+    }
 
-    demo = subprocess.run([sys.executable, "-m", "forwardauth", "user", "demo"], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120)
+    demo = subprocess.run(
+        [sys.executable, "-m", "forwardauth", "user", "demo"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert demo.returncode == 0, demo.stderr
     assert "demo user created" in demo.stdout
     wait_until(lambda: not processes_using(data), timeout=30, what="the CLI's embedded PostgreSQL to stop")
@@ -71,8 +80,13 @@ def test_embedded_stores_serve_a_login_and_stop_with_the_service(
         assert answer.headers["X-Auth-User"] == "demo"
 
         # A command run beside the server shares its embedded stores, never starts its own.
-        revoke = subprocess.run([sys.executable, "-m", "forwardauth", "user", "revoke", "demo"],
-                                env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        revoke = subprocess.run(
+            [sys.executable, "-m", "forwardauth", "user", "revoke", "demo"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert revoke.returncode == 0 and "revoked 1 session(s)" in revoke.stdout, revoke.stderr
         wait_until(lambda: http.get(svc.base + "/auth", bearer).status == 401, timeout=5, what="the revocation")
         assert http.get(svc.base + "/readyz").status == 200
@@ -88,9 +102,7 @@ def modes_above(path: Path) -> dict[str, int]:
     return {str(parent): os.stat(parent).st_mode for parent in path.parents}
 
 
-def test_a_long_data_path_still_gives_other_users_no_way_in(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_long_data_path_still_gives_other_users_no_way_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past ~85 characters the sockets once fell back to TCP (Redis) or a shared runtime folder
     (PostgreSQL), both without a password, and PostgreSQL's wheel chmodded every folder above
     the data folder: here another local user reaches neither server and no folder, and nothing
@@ -102,10 +114,20 @@ def test_a_long_data_path_still_gives_other_users_no_way_in(
     before = modes_above(tmp_path / "parent" / "x")
     for name in ("FORWARDAUTH_DATABASE_URL", "FORWARDAUTH_REDIS_URL"):
         monkeypatch.delenv(name, raising=False)
-    env = {"FORWARDAUTH_DATA_DIR": str(data), "FORWARDAUTH_DEMO_PASSWORD": DEMO_PASSWORD,
-           "FORWARDAUTH_COOKIE_SECURE": "false", **FAST_ARGON2}
-    demo = subprocess.run([sys.executable, "-m", "forwardauth", "user", "demo"], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120, umask=0)
+    env = {
+        "FORWARDAUTH_DATA_DIR": str(data),
+        "FORWARDAUTH_DEMO_PASSWORD": DEMO_PASSWORD,
+        "FORWARDAUTH_COOKIE_SECURE": "false",
+        **FAST_ARGON2,
+    }
+    demo = subprocess.run(
+        [sys.executable, "-m", "forwardauth", "user", "demo"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        umask=0,
+    )
     assert demo.returncode == 0, demo.stderr
     wait_until(lambda: not processes_using(data), timeout=30, what="the CLI's embedded PostgreSQL to stop")
 
@@ -139,8 +161,7 @@ def test_a_long_data_path_still_gives_other_users_no_way_in(
                 "keys": attempt(lambda: os.listdir(data / "keys")),
             }
 
-        assert as_nobody(intrude) == dict.fromkeys(("redis", "postgres", "sockets", "data", "keys"),
-                                                   "PermissionError")
+        assert as_nobody(intrude) == dict.fromkeys(("redis", "postgres", "sockets", "data", "keys"), "PermissionError")
     finally:
         assert svc.stop(timeout=30) == 0
     wait_until(lambda: not processes_using(data), timeout=30, what="the embedded PostgreSQL and Redis to stop")
@@ -155,9 +176,13 @@ def test_a_data_folder_other_users_can_write_is_refused(tmp_path: Path, monkeypa
     data.chmod(0o777)
     for name in ("FORWARDAUTH_DATABASE_URL", "FORWARDAUTH_REDIS_URL"):
         monkeypatch.delenv(name, raising=False)
-    result = subprocess.run([sys.executable, "-m", "forwardauth", "migrate"],
-                            env={**os.environ, "FORWARDAUTH_DATA_DIR": str(data)}, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "forwardauth", "migrate"],
+        env={**os.environ, "FORWARDAUTH_DATA_DIR": str(data)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert "FORWARDAUTH_DATA_DIR" in result.stderr and "writable by other users" in result.stderr
     assert stat.S_IMODE(data.stat().st_mode) == 0o777  # told, not changed

@@ -48,8 +48,13 @@ HOST = rawhttp.DEFAULT_HOST  # app.example.test: under FORWARDAUTH_ALLOWED_DOMAI
 # Every spelling an application may read as one of ours (PHP maps `-` and `.` to `_`).
 IDENTITY_NAME = re.compile(r"^x[^a-z0-9]auth[^a-z0-9]", re.I)
 # The client pair, spoofed too: forwardauth sets them only for a client's own token.
-CLIENT_SPOOFS = [("X-Auth-Client", "evil"), ("X.Auth.Client", "evil"), ("X-Auth-Client-Roles", "admin"),
-                 ("x-auth-client-roles", "admin"), ("X_Auth_Client", "evil")]
+CLIENT_SPOOFS = [
+    ("X-Auth-Client", "evil"),
+    ("X.Auth.Client", "evil"),
+    ("X-Auth-Client-Roles", "admin"),
+    ("x-auth-client-roles", "admin"),
+    ("X_Auth_Client", "evil"),
+]
 
 
 def require_envoy() -> None:
@@ -93,8 +98,11 @@ def identity(seen: Seen) -> dict[str, str]:
 
 def users_identity(caller: Caller) -> dict[str, str]:
     assert caller.user is not None
-    return {"x-auth-user": caller.user.username, "x-auth-roles": ",".join(caller.user.roles),
-            "x-auth-subject": str(caller.user.id)}
+    return {
+        "x-auth-user": caller.user.username,
+        "x-auth-roles": ",".join(caller.user.roles),
+        "x-auth-subject": str(caller.user.id),
+    }
 
 
 def test_envoy_runs_the_shipped_file_without_a_complaint(
@@ -102,8 +110,9 @@ def test_envoy_runs_the_shipped_file_without_a_complaint(
 ) -> None:
     """No deprecated field, no missing limit: Envoy logs no warning starting the file as shipped."""
     require_envoy()
-    proxy = envoy.Envoy(tmp_path / "envoy", free_port(), f"127.0.0.1:{boundary_service.port}",
-                        real_backends("echo").addr).start()
+    proxy = envoy.Envoy(
+        tmp_path / "envoy", free_port(), f"127.0.0.1:{boundary_service.port}", real_backends("echo").addr
+    ).start()
     try:
         assert send(proxy.url, "/forwardauth/healthz").status == 200
         assert proxy.complaints() == []
@@ -136,8 +145,11 @@ def test_a_browser_gets_401_with_the_login_page_and_signs_in_through_envoy(echo:
 
     target = urlsplit(location)
     # The client's own prefix and host are not believed on the /forwardauth/ route.
-    page = send(echo, f"{target.path}?{target.query}",
-                [*BROWSER, ("X-Forwarded-Prefix", "/evil"), ("X-Forwarded-Host", "evil.test")])
+    page = send(
+        echo,
+        f"{target.path}?{target.query}",
+        [*BROWSER, ("X-Forwarded-Prefix", "/evil"), ("X-Forwarded-Host", "evil.test")],
+    )
     assert page.status == 200 and "text/html" in (page.headers.get("Content-Type") or ""), page.text[:300]
     assert "evil" not in page.text
     [form] = http.forms(page.text)
@@ -146,14 +158,23 @@ def test_a_browser_gets_401_with_the_login_page_and_signs_in_through_envoy(echo:
     assert form.inputs["rd"] == original
 
     body = f"username={quote(user.username)}&password={quote(PASSWORD)}&rd={quote(original, safe='')}"
-    login = send(echo, form.action, [*BROWSER, ("Content-Type", "application/x-www-form-urlencoded")],
-                         method="POST", body=body.encode())
+    login = send(
+        echo,
+        form.action,
+        [*BROWSER, ("Content-Type", "application/x-www-form-urlencoded")],
+        method="POST",
+        body=body.encode(),
+    )
     assert login.status == 303 and login.headers["Location"] == original, (login.status, login.text[:300])
     cookie = http.set_cookies(login)["forwardauth"]["value"]
     seen = backends.seen(send(echo, "/private/page?x=1", [*API, ("Cookie", f"forwardauth={cookie}")]).body)
     assert seen is not None and seen.server == "echo"
-    assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user,ops",
-                              "x-auth-subject": str(user.id), "x-auth-email": str(user.email)}
+    assert identity(seen) == {
+        "x-auth-user": user.username,
+        "x-auth-roles": "user,ops",
+        "x-auth-subject": str(user.id),
+        "x-auth-email": str(user.email),
+    }
 
 
 # --- a JSON login through Envoy, then the token --------------------------------------------------
@@ -169,8 +190,7 @@ def test_a_json_login_through_envoy_then_the_token_passes_with_the_identity(echo
         seen = backends.seen(answer.body)
         assert answer.status == 200 and seen is not None, (path, answer.status, answer.text[:200])
         assert (seen.raw["method"], seen.raw["path"]) == (method, path)
-        assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user",
-                                  "x-auth-subject": str(user.id)}
+        assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user", "x-auth-subject": str(user.id)}
     refused = send(echo, "/private/data", [*API, ("Authorization", f"Bearer {token[:-4]}AAAA")])
     assert refused.status == 401 and backends.seen(refused.body) is None
     assert refused.headers.get("WWW-Authenticate") == 'Bearer error="invalid_token"'
@@ -216,8 +236,9 @@ def test_without_the_header_filter_php_would_read_a_spoofed_identity(
         manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         names = [f["name"] for f in manager["http_filters"]]
         assert "envoy.filters.http.header_mutation" in names
-        manager["http_filters"] = [f for f in manager["http_filters"]
-                                   if f["name"] != "envoy.filters.http.header_mutation"]
+        manager["http_filters"] = [
+            f for f in manager["http_filters"] if f["name"] != "envoy.filters.http.header_mutation"
+        ]
 
     url = envoy_front(real_backends("php").addr, unfiltered, "unfiltered")
     headers = [*boundary_callers["none"].headers(), ("X.Auth.User", "root")]
@@ -239,8 +260,9 @@ def test_no_path_reaches_more_than_the_caller_may_see(
             answer = send(url, path, caller.headers())
             assert answer.status != 0, f"{path}: Envoy answered nothing"
             assert answer.status < 500, f"{path} as {caller.name}: {answer.status} {answer.text[:200]!r}"
-            found += [f"{path} ({caller.name}, {answer.status}): {w}"
-                      for w in violations(backends.seen(answer.body), caller)]
+            found += [
+                f"{path} ({caller.name}, {answer.status}): {w}" for w in violations(backends.seen(answer.body), caller)
+            ]
     assert not found, "\n".join(found)
 
 
@@ -410,7 +432,10 @@ def test_forwardauth_down_is_a_503_never_the_app(
 
 
 def test_a_redis_outage_is_a_503_never_a_pass(
-    service: Callable[..., Service], real_backends: Backends, make_user: MakeUser, own_redis: OwnRedis,
+    service: Callable[..., Service],
+    real_backends: Backends,
+    make_user: MakeUser,
+    own_redis: OwnRedis,
     tmp_path: Path,
 ) -> None:
     """forwardauth answers 503 while its Redis is down. ext_authz takes any 5xx as an error and answers
@@ -422,8 +447,7 @@ def test_a_redis_outage_is_a_503_never_a_pass(
         bearer = [*API, ("Authorization", f"Bearer {login_through(proxy.url, make_user())}")]
         assert served_by(send(proxy.url, "/app", bearer)) == "echo"
         own_redis.kill()
-        refused = wait_until(lambda: (r := send(proxy.url, "/app", bearer)).status != 200 and r, 10,
-                             "Envoy to refuse")
+        refused = wait_until(lambda: (r := send(proxy.url, "/app", bearer)).status != 200 and r, 10, "Envoy to refuse")
         assert refused.status == 503 and served_by(refused) is None, (refused.status, refused.text[:200])
         assert refused.headers.get("Retry-After") == "2" and "temporarily unavailable" in refused.text
         assert {send(proxy.url, "/app", bearer).status for _ in range(20)} == {503}
@@ -432,29 +456,50 @@ def test_a_redis_outage_is_a_503_never_a_pass(
 
 
 def test_a_client_cannot_choose_its_address_or_scheme(
-    service: Callable[..., Service], real_backends: Backends, make_user: MakeUser, env: dict[str, str],
+    service: Callable[..., Service],
+    real_backends: Backends,
+    make_user: MakeUser,
+    env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     """Envoy is the edge (``use_remote_address``): it appends the peer to ``X-Forwarded-For`` and sets
     ``X-Forwarded-Proto`` itself, so login throttling by address holds however the client names
     itself (every client here connects from 127.0.0.1, for which Envoy appends its own address)."""
     prefix = f"{env['FORWARDAUTH_REDIS_PREFIX']}rl{secrets.token_hex(3)}:"  # counters of its own
-    svc = service(extra={"FORWARDAUTH_LOGIN_MAX_FAILURES": "3", "FORWARDAUTH_LOGIN_WINDOW": "60",
-                         "FORWARDAUTH_REDIS_PREFIX": prefix})
+    svc = service(
+        extra={
+            "FORWARDAUTH_LOGIN_MAX_FAILURES": "3",
+            "FORWARDAUTH_LOGIN_WINDOW": "60",
+            "FORWARDAUTH_REDIS_PREFIX": prefix,
+        }
+    )
     proxy = start_envoy(tmp_path, svc, real_backends("echo").addr)
     try:
         token = login_through(proxy.url, make_user())
-        seen = backends.seen(send(proxy.url, "/app", [*API, ("Authorization", f"Bearer {token}"),
-                                                              ("X-Forwarded-For", "203.0.113.7"),
-                                                              ("X-Forwarded-Proto", "https")]).body)
+        seen = backends.seen(
+            send(
+                proxy.url,
+                "/app",
+                [
+                    *API,
+                    ("Authorization", f"Bearer {token}"),
+                    ("X-Forwarded-For", "203.0.113.7"),
+                    ("X-Forwarded-Proto", "https"),
+                ],
+            ).body
+        )
         assert seen is not None, "not served"
         hops = [h.strip() for h in seen.headers["x-forwarded-for"].split(",")]
         assert hops[0] == "203.0.113.7" and len(hops) == 2, hops  # the peer appended after the client's
         assert seen.headers["x-forwarded-proto"] == "http"
-        statuses = [http.post_json(proxy.url + "/forwardauth/login",
-                                   {"username": f"nobody-{secrets.token_hex(4)}", "password": "wrong"},
-                                   {"X-Forwarded-For": f"203.0.113.{n}", "X-Forwarded-Proto": "https"}).status
-                    for n in range(1, 21)]
+        statuses = [
+            http.post_json(
+                proxy.url + "/forwardauth/login",
+                {"username": f"nobody-{secrets.token_hex(4)}", "password": "wrong"},
+                {"X-Forwarded-For": f"203.0.113.{n}", "X-Forwarded-Proto": "https"},
+            ).status
+            for n in range(1, 21)
+        ]
         assert set(statuses) == {401, 429} and statuses[-1] == 429, statuses
     finally:
         proxy.stop()

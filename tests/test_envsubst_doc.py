@@ -17,7 +17,7 @@ from forwardauth.dev import demo
 def documented_commands() -> str:
     """The sh block that follows the envsubst paragraph."""
     text = (demo.DEPLOY / "README.md").read_text()
-    after = text[text.index("given the names to"):]
+    after = text[text.index("given the names to") :]
     found = re.search(r"```sh\n(.*?)```", after, re.DOTALL)
     assert found, "no sh block after the envsubst paragraph"
     return found.group(1)

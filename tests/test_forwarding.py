@@ -31,39 +31,74 @@ from forwardauth.core.forwarding import (
 from forwardauth.core.refusals import Refused
 
 TRUSTED = parse_networks("127.0.0.0/8,10.0.0.0/8")
-NGINX = {"Host": "www.example.test", "X-Original-URL": "https://www.example.test/a?b=1", "X-Original-URI": "/a?b=1",
-         "X-Original-Method": "GET", "X-Original-Host": "www.example.test", "X-Forwarded-Proto": "https"}
-TRAEFIK = {"Host": "fa:8080", "X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https",
-           "X-Forwarded-Host": "www.example.test", "X-Forwarded-Uri": "/a?b=1"}
+NGINX = {
+    "Host": "www.example.test",
+    "X-Original-URL": "https://www.example.test/a?b=1",
+    "X-Original-URI": "/a?b=1",
+    "X-Original-Method": "GET",
+    "X-Original-Host": "www.example.test",
+    "X-Forwarded-Proto": "https",
+}
+TRAEFIK = {
+    "Host": "fa:8080",
+    "X-Forwarded-Method": "GET",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "www.example.test",
+    "X-Forwarded-Uri": "/a?b=1",
+}
 
 
-def describe(headers: dict[str, str], remote: str | None = "127.0.0.1", target: str = "/auth",
-             envoy: bool = False, method: str = "GET") -> tuple[Source, str, str, str, str]:
+def describe(
+    headers: dict[str, str],
+    remote: str | None = "127.0.0.1",
+    target: str = "/auth",
+    envoy: bool = False,
+    method: str = "GET",
+) -> tuple[Source, str, str, str, str]:
     request = original_request(method, target, headers, remote, TRUSTED, "/auth/envoy" if envoy else None)
     return request.source, request.method, request.scheme, request.host, request.uri
 
 
 def test_nginx_headers_from_a_trusted_proxy() -> None:
     request = original_request(
-        "GET", "/auth",
-        {"Host": "auth.internal", "X-Original-URL": "https://App.Example.com/a/b?x=1", "X-Original-URI": "/a/b?x=1",
-         "X-Original-Method": "POST", "X-Original-Host": "app.example.com", "X-Forwarded-For": "203.0.113.9"},
-        "127.0.0.1", TRUSTED,
+        "GET",
+        "/auth",
+        {
+            "Host": "auth.internal",
+            "X-Original-URL": "https://App.Example.com/a/b?x=1",
+            "X-Original-URI": "/a/b?x=1",
+            "X-Original-Method": "POST",
+            "X-Original-Host": "app.example.com",
+            "X-Forwarded-For": "203.0.113.9",
+        },
+        "127.0.0.1",
+        TRUSTED,
     )
     assert request.source is Source.NGINX
-    assert (request.method, request.scheme, request.host, request.uri) == ("POST", "https", "app.example.com",
-                                                                           "/a/b?x=1")
+    assert (request.method, request.scheme, request.host, request.uri) == (
+        "POST",
+        "https",
+        "app.example.com",
+        "/a/b?x=1",
+    )
     assert request.url == "https://app.example.com/a/b?x=1"
     assert request.client_ip == "203.0.113.9"
 
 
 def test_traefik_and_caddy_headers() -> None:
     request = original_request(
-        "GET", "/auth",
-        {"Host": "fa:8080", "X-Forwarded-Method": "DELETE", "X-Forwarded-Proto": "https",
-         "X-Forwarded-Host": "app.example.com", "X-Forwarded-Uri": "/admin?y=2",
-         "X-Forwarded-For": "198.51.100.7, 10.0.0.5"},
-        "10.0.0.2", TRUSTED,
+        "GET",
+        "/auth",
+        {
+            "Host": "fa:8080",
+            "X-Forwarded-Method": "DELETE",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "app.example.com",
+            "X-Forwarded-Uri": "/admin?y=2",
+            "X-Forwarded-For": "198.51.100.7, 10.0.0.5",
+        },
+        "10.0.0.2",
+        TRUSTED,
     )
     assert request.source is Source.FORWARDED
     assert request.url == "https://app.example.com/admin?y=2" and request.method == "DELETE"
@@ -71,12 +106,20 @@ def test_traefik_and_caddy_headers() -> None:
 
 
 def test_envoy_keeps_method_and_path_under_the_prefix() -> None:
-    request = original_request("PUT", "/auth/envoy/api/items?id=3",
-                               {"Host": "app.example.com", "X-Forwarded-Proto": "https"},
-                               "127.0.0.1", TRUSTED, envoy_prefix="/auth/envoy")
+    request = original_request(
+        "PUT",
+        "/auth/envoy/api/items?id=3",
+        {"Host": "app.example.com", "X-Forwarded-Proto": "https"},
+        "127.0.0.1",
+        TRUSTED,
+        envoy_prefix="/auth/envoy",
+    )
     assert request.source is Source.ENVOY
-    assert (request.method, request.uri, request.url) == ("PUT", "/api/items?id=3",
-                                                          "https://app.example.com/api/items?id=3")
+    assert (request.method, request.uri, request.url) == (
+        "PUT",
+        "/api/items?id=3",
+        "https://app.example.com/api/items?id=3",
+    )
 
 
 def test_traefik_websocket_requests_are_http() -> None:
@@ -88,7 +131,12 @@ def test_traefik_websocket_requests_are_http() -> None:
 def test_no_describing_headers_judge_the_request_itself() -> None:
     assert describe({"Host": "auth.example.com"}) == (Source.DIRECT, "GET", "http", "auth.example.com", "/auth")
     assert describe({"Host": "auth.example.com"}, remote="203.0.113.50", target="/auth?x=1") == (
-        Source.DIRECT, "GET", "http", "auth.example.com", "/auth?x=1")
+        Source.DIRECT,
+        "GET",
+        "http",
+        "auth.example.com",
+        "/auth?x=1",
+    )
 
 
 # --- untrusted senders: loud, never silently ignored ---------------------------------------------
@@ -113,17 +161,43 @@ def test_the_envoy_route_from_an_untrusted_sender_is_refused() -> None:
 
 def test_untrusted_senders_without_describing_headers_are_judged_directly() -> None:
     """X-Forwarded-For and X-Real-IP are not descriptions (a CDN adds them): the client is the sender."""
-    request = original_request("GET", "/auth", {"Host": "auth.example.com", "X-Forwarded-For": "1.2.3.4",
-                                                "X-Real-IP": "1.2.3.4", "X-Original-URL": ""}, "203.0.113.50", TRUSTED)
+    request = original_request(
+        "GET",
+        "/auth",
+        {"Host": "auth.example.com", "X-Forwarded-For": "1.2.3.4", "X-Real-IP": "1.2.3.4", "X-Original-URL": ""},
+        "203.0.113.50",
+        TRUSTED,
+    )
     assert request.source is Source.DIRECT and request.client_ip == "203.0.113.50"
 
 
 # --- hosts: parsed strictly, never a fallback -------------------------------------------------------
 
-BAD_HOSTS = ["secret.example.test:", "secret.example.test:80x", ":80", "a b", "%", "secret%2eexample.test",
-             "user@secret.example.test", "secret.example.test:0", "secret.example.test:65536", "[::1", "[zz::1]",
-             "a..b", ".a.b", "-a.b", "a.b/x", "a.b?x", "a.b#x", "a,b", "secret.example.test, www.example.test",
-             "[::1]:", "x" * 254, "a\tb", "ä.example"]
+BAD_HOSTS = [
+    "secret.example.test:",
+    "secret.example.test:80x",
+    ":80",
+    "a b",
+    "%",
+    "secret%2eexample.test",
+    "user@secret.example.test",
+    "secret.example.test:0",
+    "secret.example.test:65536",
+    "[::1",
+    "[zz::1]",
+    "a..b",
+    ".a.b",
+    "-a.b",
+    "a.b/x",
+    "a.b?x",
+    "a.b#x",
+    "a,b",
+    "secret.example.test, www.example.test",
+    "[::1]:",
+    "x" * 254,
+    "a\tb",
+    "ä.example",
+]
 
 
 @pytest.mark.parametrize("value", BAD_HOSTS)
@@ -131,24 +205,34 @@ def test_unparsable_hosts_are_no_hosts(value: str) -> None:
     assert hosts.parse(value) is None
 
 
-@pytest.mark.parametrize("value,name", [
-    ("Secret.Example.Test", "secret.example.test"),
-    ("secret.example.test.", "secret.example.test"),  # a trailing dot: the same vhost
-    ("SECRET.example.test.:8443", "secret.example.test"),
-    ("[::1]:8080", "[::1]"),
-    ("[0:0::1]", "[::1]"),
-    ("a_b.example:443", "a_b.example"),
-    ("127.0.0.1:80", "127.0.0.1"),
-])
+@pytest.mark.parametrize(
+    "value,name",
+    [
+        ("Secret.Example.Test", "secret.example.test"),
+        ("secret.example.test.", "secret.example.test"),  # a trailing dot: the same vhost
+        ("SECRET.example.test.:8443", "secret.example.test"),
+        ("[::1]:8080", "[::1]"),
+        ("[0:0::1]", "[::1]"),
+        ("a_b.example:443", "a_b.example"),
+        ("127.0.0.1:80", "127.0.0.1"),
+    ],
+)
 def test_hosts_and_their_names(value: str, name: str) -> None:
     parsed = hosts.parse(value)
     assert parsed == value.lower() and hosts.name_of(parsed) == name
 
 
 @pytest.mark.parametrize("value", BAD_HOSTS)
-@pytest.mark.parametrize("protocol,header", [
-    ("nginx", "X-Original-URL"), ("nginx", "X-Original-Host"), ("traefik", "X-Forwarded-Host"),
-    ("direct", "Host"), ("envoy", "Host")])
+@pytest.mark.parametrize(
+    "protocol,header",
+    [
+        ("nginx", "X-Original-URL"),
+        ("nginx", "X-Original-Host"),
+        ("traefik", "X-Forwarded-Host"),
+        ("direct", "Host"),
+        ("envoy", "Host"),
+    ],
+)
 def test_a_bad_host_is_refused_in_every_protocol(value: str, protocol: str, header: str) -> None:
     headers = {"nginx": NGINX, "traefik": TRAEFIK}.get(protocol, {"Host": "www.example.test"}).copy()
     headers[header] = f"http://{value}/a?b=1" if header == "X-Original-URL" else value
@@ -158,10 +242,18 @@ def test_a_bad_host_is_refused_in_every_protocol(value: str, protocol: str, head
         describe(headers, envoy=protocol == "envoy", target="/auth/envoy/x" if protocol == "envoy" else "/auth")
 
 
-@pytest.mark.parametrize("protocol,missing", [
-    ("nginx", ("X-Original-URL", "X-Original-Host")), ("nginx", ("X-Original-Method",)),
-    ("traefik", ("X-Forwarded-Host",)), ("traefik", ("X-Forwarded-Uri",)), ("traefik", ("X-Forwarded-Method",)),
-    ("direct", ("Host",)), ("envoy", ("Host",))])
+@pytest.mark.parametrize(
+    "protocol,missing",
+    [
+        ("nginx", ("X-Original-URL", "X-Original-Host")),
+        ("nginx", ("X-Original-Method",)),
+        ("traefik", ("X-Forwarded-Host",)),
+        ("traefik", ("X-Forwarded-Uri",)),
+        ("traefik", ("X-Forwarded-Method",)),
+        ("direct", ("Host",)),
+        ("envoy", ("Host",)),
+    ],
+)
 def test_a_missing_header_the_protocol_needs_is_refused(protocol: str, missing: tuple[str, ...]) -> None:
     """Never the proxy's own Host (forwardauth's address, behind Traefik) in place of X-Forwarded-Host."""
     headers = {"nginx": NGINX, "traefik": TRAEFIK}.get(protocol, {"Host": "www.example.test"}).copy()
@@ -174,13 +266,20 @@ def test_a_missing_header_the_protocol_needs_is_refused(protocol: str, missing: 
 def test_nginx_judges_the_routed_host_and_refuses_an_absolute_form_mismatch() -> None:
     """``GET http://secret.example.test/x`` with ``Host: www.example.test``: nginx routes to the
     secret vhost ($host) while $http_host says www. Two readings: refused."""
-    mismatch = {**NGINX, "X-Original-URL": "http://www.example.test/x", "X-Original-URI": "/x",
-                "X-Original-Host": "secret.example.test"}
+    mismatch = {
+        **NGINX,
+        "X-Original-URL": "http://www.example.test/x",
+        "X-Original-URI": "/x",
+        "X-Original-Host": "secret.example.test",
+    }
     with pytest.raises(AmbiguousRequest, match="absolute-form"):
         describe(mismatch)
     # the same host in other spellings is one host: port, case, trailing dot
-    for url_host, routed in (("www.example.test:8080", "www.example.test"), ("WWW.example.test", "www.example.test"),
-                             ("www.example.test.", "www.example.test")):
+    for url_host, routed in (
+        ("www.example.test:8080", "www.example.test"),
+        ("WWW.example.test", "www.example.test"),
+        ("www.example.test.", "www.example.test"),
+    ):
         same = {**NGINX, "X-Original-URL": f"http://{url_host}/x", "X-Original-URI": "/x", "X-Original-Host": routed}
         assert describe(same)[3] == url_host.lower()
     # the routed host alone names the host
@@ -192,25 +291,28 @@ def test_nginx_ignores_a_client_sent_x_forwarded_host() -> None:
     assert describe({**NGINX, "X-Forwarded-Host": "evil.test"})[3] == "www.example.test"
 
 
-@pytest.mark.parametrize("headers,error", [
-    ({**NGINX, "X-Original-URI": "/other"}, AmbiguousRequest),  # the URL's path is another
-    ({**NGINX, "X-Original-URL": "https://www.example.test"}, BadDescription),  # no path
-    ({**NGINX, "X-Original-URL": "//www.example.test/a?b=1"}, BadDescription),
-    ({**NGINX, "X-Original-URL": "ftp://www.example.test/a?b=1"}, BadDescription),
-    ({**NGINX, "X-Original-URL": "https://www.example.test?x/a?b=1"}, BadDescription),
-    ({**NGINX, "X-Original-Method": "get"}, BadDescription),  # not every backend reads "get" as GET
-    ({**NGINX, "X-Original-Method": "G ET"}, BadDescription),
-    ({**NGINX, "X-Forwarded-Uri": "/admin"}, AmbiguousRequest),  # two protocols at once
-    ({**TRAEFIK, "X-Original-URI": "/public"}, AmbiguousRequest),
-    ({**TRAEFIK, "X-Forwarded-Uri": "admin"}, BadDescription),
-    ({**TRAEFIK, "X-Forwarded-Uri": "http://www.example.test/admin"}, BadDescription),
-    ({**TRAEFIK, "X-Forwarded-Uri": "/a b"}, BadDescription),
-    ({**TRAEFIK, "X-Forwarded-Uri": "/a\r\nX-Injected: 1"}, BadDescription),
-    ({**TRAEFIK, "X-Forwarded-Uri": "/" + "a" * 9000}, BadDescription),
-    ({**TRAEFIK, "X-Forwarded-Method": "post"}, BadDescription),
-    ({**TRAEFIK, "X-Forwarded-Proto": "javascript"}, BadDescription),
-    ({**TRAEFIK, "X-Forwarded-Host": "www.example.test:"}, BadDescription),
-])
+@pytest.mark.parametrize(
+    "headers,error",
+    [
+        ({**NGINX, "X-Original-URI": "/other"}, AmbiguousRequest),  # the URL's path is another
+        ({**NGINX, "X-Original-URL": "https://www.example.test"}, BadDescription),  # no path
+        ({**NGINX, "X-Original-URL": "//www.example.test/a?b=1"}, BadDescription),
+        ({**NGINX, "X-Original-URL": "ftp://www.example.test/a?b=1"}, BadDescription),
+        ({**NGINX, "X-Original-URL": "https://www.example.test?x/a?b=1"}, BadDescription),
+        ({**NGINX, "X-Original-Method": "get"}, BadDescription),  # not every backend reads "get" as GET
+        ({**NGINX, "X-Original-Method": "G ET"}, BadDescription),
+        ({**NGINX, "X-Forwarded-Uri": "/admin"}, AmbiguousRequest),  # two protocols at once
+        ({**TRAEFIK, "X-Original-URI": "/public"}, AmbiguousRequest),
+        ({**TRAEFIK, "X-Forwarded-Uri": "admin"}, BadDescription),
+        ({**TRAEFIK, "X-Forwarded-Uri": "http://www.example.test/admin"}, BadDescription),
+        ({**TRAEFIK, "X-Forwarded-Uri": "/a b"}, BadDescription),
+        ({**TRAEFIK, "X-Forwarded-Uri": "/a\r\nX-Injected: 1"}, BadDescription),
+        ({**TRAEFIK, "X-Forwarded-Uri": "/" + "a" * 9000}, BadDescription),
+        ({**TRAEFIK, "X-Forwarded-Method": "post"}, BadDescription),
+        ({**TRAEFIK, "X-Forwarded-Proto": "javascript"}, BadDescription),
+        ({**TRAEFIK, "X-Forwarded-Host": "www.example.test:"}, BadDescription),
+    ],
+)
 def test_malformed_descriptions_are_refused_not_defaulted(headers: dict[str, str], error: type[Exception]) -> None:
     with pytest.raises(error):
         describe(headers)
@@ -246,13 +348,25 @@ def test_client_address_is_the_last_untrusted_hop(forwarded_for: str, expected: 
         ("http", {"Host": "Auth.Example.com:80"}, "203.0.113.5", "http://auth.example.com"),
         ("https", {"Host": "auth.example.com:8443"}, "203.0.113.5", "https://auth.example.com:8443"),
         # behind a trusted proxy: the host and scheme the browser used
-        ("http", {"Host": "fa:8080", "X-Forwarded-Host": "app.example.com", "X-Forwarded-Proto": "https"},
-         "127.0.0.1", "https://app.example.com"),
-        ("http", {"Host": "fa:8080", "X-Forwarded-Host": "app.example.com:443", "X-Forwarded-Proto": "https"},
-         "127.0.0.1", "https://app.example.com"),
+        (
+            "http",
+            {"Host": "fa:8080", "X-Forwarded-Host": "app.example.com", "X-Forwarded-Proto": "https"},
+            "127.0.0.1",
+            "https://app.example.com",
+        ),
+        (
+            "http",
+            {"Host": "fa:8080", "X-Forwarded-Host": "app.example.com:443", "X-Forwarded-Proto": "https"},
+            "127.0.0.1",
+            "https://app.example.com",
+        ),
         # from anyone else those headers are not believed
-        ("http", {"Host": "fa:8080", "X-Forwarded-Host": "evil.test", "X-Forwarded-Proto": "https"},
-         "203.0.113.5", "http://fa:8080"),
+        (
+            "http",
+            {"Host": "fa:8080", "X-Forwarded-Host": "evil.test", "X-Forwarded-Proto": "https"},
+            "203.0.113.5",
+            "http://fa:8080",
+        ),
         # nonsense is not an origin, and nothing else takes its place (not the proxy's own Host)
         ("http", {"Host": "fa:8080", "X-Forwarded-Host": "a b"}, "127.0.0.1", None),
         ("http", {"Host": "fa:8080", "X-Forwarded-Host": "app.example.com:"}, "127.0.0.1", None),
@@ -270,9 +384,27 @@ def test_public_origin(scheme: str, headers: dict[str, str], remote: str, origin
 
 HEADER_NAMES = ["Host", "X-Forwarded-For", "X-Real-IP", *DESCRIBING]
 HEADER_VALUES = st.text(max_size=40) | st.sampled_from(
-    ["https", "http", "GET", "delete", "/admin?x=1", "//evil.test/", "app.example.com", "app.example.com:8443",
-     "app.example.com:", "[::1]:80", "https://app.example.com/a", "javascript:alert(1)", "10.0.0.1, 203.0.113.9",
-     "/forwardauth", "/a\r\nX: 1", "a b", "../..", ""])
+    [
+        "https",
+        "http",
+        "GET",
+        "delete",
+        "/admin?x=1",
+        "//evil.test/",
+        "app.example.com",
+        "app.example.com:8443",
+        "app.example.com:",
+        "[::1]:80",
+        "https://app.example.com/a",
+        "javascript:alert(1)",
+        "10.0.0.1, 203.0.113.9",
+        "/forwardauth",
+        "/a\r\nX: 1",
+        "a b",
+        "../..",
+        "",
+    ]
+)
 HEADERS = st.dictionaries(st.sampled_from(HEADER_NAMES), HEADER_VALUES, max_size=6)
 REMOTES = st.sampled_from(["127.0.0.1", "10.1.2.3", "203.0.113.7", "::1", "not-an-ip", None])
 PROPERTY = settings(max_examples=300, deadline=None)
@@ -305,8 +437,13 @@ def test_original_request_is_a_refusal_or_safe_to_use(
 
 
 @PROPERTY
-@given(st.lists(st.sampled_from(["203.0.113.9", "198.51.100.1", "10.0.0.5", "127.0.0.1", "::1", "junk", " "]),
-                max_size=5).map(", ".join) | st.text(max_size=30), REMOTES)
+@given(
+    st.lists(
+        st.sampled_from(["203.0.113.9", "198.51.100.1", "10.0.0.5", "127.0.0.1", "::1", "junk", " "]), max_size=5
+    ).map(", ".join)
+    | st.text(max_size=30),
+    REMOTES,
+)
 def test_client_address_is_a_hop_the_remote_or_unknown(forwarded_for: str, remote: str | None) -> None:
     client = client_address(forwarded_for, remote, TRUSTED)
     hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]

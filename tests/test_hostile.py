@@ -62,8 +62,10 @@ class Forger:
         jwk = RSAAlgorithm.to_jwk(self.attacker.public_key(), as_dict=True)
         now = int(time.time())
         self.values: dict[str, Any] = {
-            "{kid}": self.key.kid, "{attacker_kid}": self.attacker_kid,
-            "{attacker_jwk}": {**jwk, "kid": self.attacker_kid}, "{an_hour_ago}": now - 3600,
+            "{kid}": self.key.kid,
+            "{attacker_kid}": self.attacker_kid,
+            "{attacker_jwk}": {**jwk, "kid": self.attacker_kid},
+            "{an_hour_ago}": now - 3600,
             "{in_an_hour}": now + 3600,
         }
 
@@ -115,10 +117,12 @@ class Forger:
         if how == "attacker":
             return b64(ALGORITHMS["RS256"].sign(message, self.attacker))
         secret = {
-            "hmac-public-pem": public.public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo),
-            "hmac-public-der": public.public_bytes(serialization.Encoding.DER,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo),
+            "hmac-public-pem": public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+            "hmac-public-der": public.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
             "hmac-empty": b"",
         }[how]
         return b64(ALGORITHMS[header_alg(header, ("HS256", "HS512"))].sign(message, secret))
@@ -236,8 +240,12 @@ MALFORMED_BODIES: list[tuple[str, bytes, dict[str, str], int]] = [
     ("a 70 KiB JSON body", b'{"username": "' + b"a" * (70 * 1024) + b'"}', JSON_HEADERS, 413),
     ("a 70 KiB form", b"username=a&password=" + b"b" * (70 * 1024), FORM_HEADERS, 413),
     ("multipart without a boundary", b"x", {"Content-Type": "multipart/form-data"}, 400),
-    ("multipart with a nameless part", b"--b\r\n\r\nx\r\n--b--\r\n",
-     {"Content-Type": "multipart/form-data; boundary=b"}, 400),
+    (
+        "multipart with a nameless part",
+        b"--b\r\n\r\nx\r\n--b--\r\n",
+        {"Content-Type": "multipart/form-data; boundary=b"},
+        400,
+    ),
     ("plain text", b"username=a&password=b", {"Content-Type": "text/plain"}, 415),
     ("XML", b"<login><username>a</username></login>", {"Content-Type": "application/xml"}, 415),
     ("no content type", b"username=a&password=b", {}, 415),
@@ -255,8 +263,11 @@ async def test_malformed_bodies_are_clear_client_errors(
 
 
 BAD_VALUES: list[Any] = [{"$ne": None}, ["b"], 5, True, None, "a\x00b", "a" * 5000]
-FIELDS = {"/login": {"username": "a", "password": "b"}, "/refresh": {"refresh_token": "r"},
-          "/logout": {"refresh_token": "r"}}
+FIELDS = {
+    "/login": {"username": "a", "password": "b"},
+    "/refresh": {"refresh_token": "r"},
+    "/logout": {"refresh_token": "r"},
+}
 
 
 @pytest.mark.parametrize("path,field", [(p, f) for p, fields in FIELDS.items() for f in fields])
@@ -278,15 +289,17 @@ async def test_login_needs_both_fields(client: Client, body: dict[str, str]) -> 
 
 @pytest.mark.parametrize(
     "username",
-    ["' OR '1'='1", "' OR 1=1 --", "admin'--", "\"; DROP TABLE users; --", "%", "_", "*", "\\", "a' UNION SELECT 1--"],
+    ["' OR '1'='1", "' OR 1=1 --", "admin'--", '"; DROP TABLE users; --', "%", "_", "*", "\\", "a' UNION SELECT 1--"],
 )
 async def test_sql_metacharacters_log_nobody_in(
     client: Client, make_user: MakeUser, database: Database, username: str
 ) -> None:
     victim = make_user()
-    for form in ({"username": username, "password": PASSWORD}, {"username": victim.username + username,
-                                                                 "password": PASSWORD},
-                 {"username": victim.username, "password": username}):
+    for form in (
+        {"username": username, "password": PASSWORD},
+        {"username": victim.username + username, "password": PASSWORD},
+        {"username": victim.username, "password": username},
+    ):
         response = await client.post("/login", json=form)
         assert response.status == 401, form
     assert database.call(users.find, victim.username) == victim  # the table is intact
@@ -303,8 +316,11 @@ async def test_hostile_token_requests(client: Client, make_client: MakeClient, m
     sql_basic = basic("' OR '1'='1", "' OR '1'='1")
     cases: list[tuple[str, dict[str, Any], int]] = [
         ("JSON body", {"json": good, "headers": basic(app.id, secret)}, 400),
-        ("text body", {"data": "grant_type=password", "headers": {**basic(app.id, secret),
-                                                                  "Content-Type": "text/plain"}}, 400),
+        (
+            "text body",
+            {"data": "grant_type=password", "headers": {**basic(app.id, secret), "Content-Type": "text/plain"}},
+            400,
+        ),
         ("NUL in a field", {"data": {**good, "username": "a\x00"}, "headers": basic(app.id, secret)}, 400),
         ("a 5000-character field", {"data": {**good, "scope": "s" * 5000}, "headers": basic(app.id, secret)}, 400),
         ("a 70 KiB body", {"data": {**good, "x": "y" * (70 * 1024)}, "headers": basic(app.id, secret)}, 413),
@@ -313,8 +329,7 @@ async def test_hostile_token_requests(client: Client, make_client: MakeClient, m
         ("a 10000-character client id", {"data": good, "headers": long_basic}, 401),
         ("SQL in the client id", {"data": good, "headers": sql_basic}, 401),
         ("SQL in the client id, form", {"data": {**good, "client_id": "x' OR 1=1 --"}}, 401),
-        ("SQL in the username", {"data": {**good, "username": "' OR '1'='1"}, "headers": basic(app.id, secret)},
-         400),
+        ("SQL in the username", {"data": {**good, "username": "' OR '1'='1"}, "headers": basic(app.id, secret)}, 400),
         ("a grant type of NUL", {"data": {**good, "grant_type": "\x00"}, "headers": basic(app.id, secret)}, 400),
     ]
     for name, kwargs, status in cases:
@@ -332,8 +347,9 @@ async def test_login_never_redirects_off_site(client: Client, make_user: MakeUse
     user = make_user()
     off_site = [rd for rd in refused_destinations("example.test") if rd]
     for rd in off_site:
-        response = await client.post("/login", data={"username": user.username, "password": PASSWORD, "rd": rd},
-                                     allow_redirects=False)
+        response = await client.post(
+            "/login", data={"username": user.username, "password": PASSWORD, "rd": rd}, allow_redirects=False
+        )
         # signed in and sent to the default page; or, for a NUL, refused as input
         assert (response.status, response.headers.get("Location", "/")) in ((303, "/"), (400, "/")), rd
         page = await (await client.get("/login", params={"rd": rd})).text()

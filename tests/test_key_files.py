@@ -46,8 +46,13 @@ def settings_in(data: Path) -> config.Settings:
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "forwardauth", *args], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "forwardauth", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def stamped(path: Path, days_ago: float) -> Path:
@@ -105,8 +110,14 @@ def spoil(keys: Path, how: str) -> str:
     return "above it is writable by other users"
 
 
-SPOILS = ["key owned by nobody", "key readable by others", "key writable by others", "folder owned by nobody",
-          "folder writable by others", "data folder writable by others"]
+SPOILS = [
+    "key owned by nobody",
+    "key readable by others",
+    "key writable by others",
+    "folder owned by nobody",
+    "folder writable by others",
+    "data folder writable by others",
+]
 
 
 @pytest.mark.parametrize("how", SPOILS)
@@ -176,8 +187,11 @@ def bad_key(keys: Path, kind: str) -> Path:
         path.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot base64 at all\n-----END PRIVATE KEY-----\n")
     else:
         private = ec.generate_private_key(ec.SECP384R1())
-        path.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        path.write_bytes(
+            private.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     path.chmod(0o600)
     if kind == "nobody":
         os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)

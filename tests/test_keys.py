@@ -94,7 +94,8 @@ def test_prune_removes_only_what_no_token_needs(tmp_path: Path) -> None:
 
 def login_token(base: str, username: str) -> str:
     request = urllib.request.Request(
-        base + "/login", data=json.dumps({"username": username, "password": PASSWORD}).encode(),
+        base + "/login",
+        data=json.dumps({"username": username, "password": PASSWORD}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -122,8 +123,14 @@ def test_running_workers_pick_up_rotation_and_prune(
     svc = service(workers=2)
     before = login_token(svc.base, user.username)  # type: ignore[attr-defined]
     old_kid = jwt.get_unverified_header(before)["kid"]
-    result = subprocess.run([sys.executable, "-m", "forwardauth", "keys", "rotate"], env={**env},
-                            capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "forwardauth", "keys", "rotate"],
+        env={**env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert "new signing key" in result.stdout
 
     def every_login_uses_a_new_key() -> bool:
@@ -142,8 +149,7 @@ def test_running_workers_pick_up_rotation_and_prune(
     prune(replace(settings).key_directory, "RS256", retire_after=0)
 
     def old_key_gone() -> bool:  # in every worker: several answers in a row, each from either
-        return all(auth_status(svc.base, before) == 401 and old_kid not in str(fetch_jwks(svc.base))
-                   for _ in range(8))
+        return all(auth_status(svc.base, before) == 401 and old_kid not in str(fetch_jwks(svc.base)) for _ in range(8))
 
     wait_until(old_key_gone, timeout=20, what="workers dropping the pruned key")
     assert auth_status(svc.base, after) == 200

@@ -19,8 +19,15 @@ from pathlib import Path
 import forwardauth
 
 PACKAGE = Path(forwardauth.__file__).parent
-BASE = {"forwardauth", "forwardauth.constants", "forwardauth.config", "forwardauth.redisurl", "forwardauth.keys",
-        "forwardauth.safefiles", "forwardauth.safetext"}
+BASE = {
+    "forwardauth",
+    "forwardauth.constants",
+    "forwardauth.config",
+    "forwardauth.redisurl",
+    "forwardauth.keys",
+    "forwardauth.safefiles",
+    "forwardauth.safetext",
+}
 LAYERS = {"core": 1, "stores": 2, "accounts": 3, "http": 4, "dev": 5}
 NAMES = {0: "base", 1: "core", 2: "stores", 3: "accounts", 4: "http", 5: "server/cli"}
 
@@ -72,9 +79,12 @@ GRAPH = {module_of(path): imports_of(path) for path in sorted(PACKAGE.rglob("*.p
 
 
 def test_every_import_points_down_the_layers() -> None:
-    upward = [f"{importer} ({NAMES[layer(importer)]}) imports {imported} ({NAMES[layer(imported)]})"
-              for importer, imported_set in GRAPH.items() for imported in sorted(imported_set)
-              if layer(imported) > layer(importer)]
+    upward = [
+        f"{importer} ({NAMES[layer(importer)]}) imports {imported} ({NAMES[layer(imported)]})"
+        for importer, imported_set in GRAPH.items()
+        for imported in sorted(imported_set)
+        if layer(imported) > layer(importer)
+    ]
     assert upward == []
 
 
@@ -90,7 +100,7 @@ def test_no_import_cycle() -> None:
 
     def visit(module: str, path: list[str]) -> None:
         if module in path:
-            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(module):], module]))
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(module) :], module]))
         if module in done:
             return
         for imported in sorted(GRAPH.get(module, ())):
@@ -103,9 +113,11 @@ def test_no_import_cycle() -> None:
 
 def loaded_after(modules: list[str]) -> set[str]:
     """Top-level packages a fresh interpreter has loaded after importing ``modules``."""
-    code = ("import importlib, json, sys\n"
-            f"for name in {modules!r}: importlib.import_module(name)\n"
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     return set(json.loads(result.stdout))
 

@@ -63,8 +63,9 @@ async def test_a_compressed_body_counts_decompressed(client: Client) -> None:
     """A small gzip body that inflates past the limit is refused, not inflated."""
     bomb = gzip.compress(b"0" * (100 * MAX_BODY))
     assert len(bomb) < MAX_BODY
-    response = await client.post("/login", data=bomb, headers={"Content-Type": "application/json",
-                                                               "Content-Encoding": "gzip"})
+    response = await client.post(
+        "/login", data=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
     assert response.status == 413
     assert (await response.json())["error_description"] == f"the request body is over {MAX_BODY} bytes"
 
@@ -73,8 +74,12 @@ async def test_a_compressed_body_counts_decompressed(client: Client) -> None:
     "request_bytes,status",
     [
         (b"GET /auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer SECRET-TOKEN\x00\r\n\r\n", 400),
-        (b"GET /auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer SECRET-TOKEN" + b"a" * MAX_HEADER_FIELD
-         + b"\r\n\r\n", 431),
+        (
+            b"GET /auth HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer SECRET-TOKEN"
+            + b"a" * MAX_HEADER_FIELD
+            + b"\r\n\r\n",
+            431,
+        ),
         (b"GET /auth?SECRET-TOKEN" + b"a" * MAX_REQUEST_LINE + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
         (b"GET /auth HTTP/1.1\r\nHost: x\r\nCookie SECRET-TOKEN\r\n\r\n", 400),
         (b"\x16\x03\x01SECRET-TOKEN\r\n\r\n", 400),
@@ -107,8 +112,9 @@ async def impatient(aiohttp_client: Any, settings: Any) -> Client:
     return await aiohttp_client(AppServer(create_app(dataclasses.replace(settings, header_timeout=HEAD_TIMEOUT))))
 
 
-async def closed_after(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lines: list[bytes],
-                       every: float, deadline: float) -> tuple[float, bytes]:
+async def closed_after(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lines: list[bytes], every: float, deadline: float
+) -> tuple[float, bytes]:
     """Send ``lines`` one by one, ``every`` seconds apart, until the server closes; (seconds, reply)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -159,8 +165,10 @@ async def test_keep_alive_and_a_slow_body_are_not_cut_off(impatient: Client) -> 
     assert first.startswith(b"HTTP/1.1 200 ")
     await asyncio.sleep(HEAD_TIMEOUT * 1.5)  # idle for longer than a head may take
     body = b'{"username": "nobody", "password": "wrong"}'
-    writer.write(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                 b"Connection: close\r\n\r\n" % len(body) + body[:10])
+    writer.write(
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n" % len(body) + body[:10]
+    )
     await writer.drain()
     await asyncio.sleep(HEAD_TIMEOUT * 1.5)  # the body's rest, late
     writer.write(body[10:])
@@ -170,8 +178,10 @@ async def test_keep_alive_and_a_slow_body_are_not_cut_off(impatient: Client) -> 
 
 
 async def test_pipelined_requests_still_work(impatient: Client) -> None:
-    reply = await exchange(impatient, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-                                      b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = await exchange(
+        impatient,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
     assert reply.count(b"HTTP/1.1 200 ") == 2
 
 
@@ -180,6 +190,11 @@ def test_a_bad_header_timeout_names_the_variable(value: str) -> None:
     from forwardauth import config
 
     with pytest.raises(config.ConfigError, match=r"^FORWARDAUTH_HEADER_TIMEOUT: "):
-        config.load({"FORWARDAUTH_HEADER_TIMEOUT": value, "FORWARDAUTH_DATABASE_URL": "postgresql://db/x",
-                     "FORWARDAUTH_REDIS_URL": "redis://r"})
+        config.load(
+            {
+                "FORWARDAUTH_HEADER_TIMEOUT": value,
+                "FORWARDAUTH_DATABASE_URL": "postgresql://db/x",
+                "FORWARDAUTH_REDIS_URL": "redis://r",
+            }
+        )
     assert config.load({"FORWARDAUTH_HEADER_TIMEOUT": "30s"}).header_timeout == 30

@@ -20,14 +20,21 @@ MakeUser = Callable[..., users.User]
 
 def key_material(data_dir: Path) -> list[str]:
     """The base64 lines of every private key PEM (its header and footer are not secret)."""
-    lines = [line for pem in (data_dir / "keys").glob("*.pem") for line in pem.read_text().splitlines()
-             if line and not line.startswith("-----")]
+    lines = [
+        line
+        for pem in (data_dir / "keys").glob("*.pem")
+        for line in pem.read_text().splitlines()
+        if line and not line.startswith("-----")
+    ]
     assert lines, "no private key found"
     return lines
 
 
 def test_secrets_never_reach_the_log(
-    service: Callable[..., Service], make_user: MakeUser, make_client: MakeClient, env: dict[str, str],
+    service: Callable[..., Service],
+    make_user: MakeUser,
+    make_client: MakeClient,
+    env: dict[str, str],
     database: Database,
 ) -> None:
     svc = service(extra={"FORWARDAUTH_LOG_LEVEL": "DEBUG"})
@@ -55,8 +62,12 @@ def test_secrets_never_reach_the_log(
     secret_values += [http.set_cookies(form)["forwardauth"]["value"], browser_refresh]
     # a browser renewed with its refresh cookie, once its access cookie expired
     backdate_sessions(database, user)
-    renewed = keep(http.get(base + "/login?rd=http%3A%2F%2Fapp.example.test%2F",
-                            http.cookie_header(forwardauth_refresh=browser_refresh)), 303)
+    renewed = keep(
+        http.get(
+            base + "/login?rd=http%3A%2F%2Fapp.example.test%2F", http.cookie_header(forwardauth_refresh=browser_refresh)
+        ),
+        303,
+    )
     secret_values += [c["value"] for c in http.set_cookies(renewed).values()]
     keep(http.post_form(base + "/login", {"username": user.username, "password": wrong_password}), 401)
     # refresh, right and wrong
@@ -67,10 +78,17 @@ def test_secrets_never_reach_the_log(
     oauth = keep(http.post_form(base + "/oauth/token", grant, basic(app.id, client_secret)), 200).json()
     keep(http.post_form(base + "/oauth/token", {**grant, "client_id": app.id, "client_secret": client_secret}), 200)
     keep(http.post_form(base + "/oauth/token", grant, basic(app.id, wrong_secret)), 401)
-    keep(http.post_form(base + "/oauth/token", {**grant, "password": wrong_password}, basic(app.id, client_secret)),
-         400)
-    keep(http.post_form(base + "/oauth/token", {"grant_type": "refresh_token", "refresh_token": oauth["refresh_token"]},
-                        basic(app.id, client_secret)), 200)
+    keep(
+        http.post_form(base + "/oauth/token", {**grant, "password": wrong_password}, basic(app.id, client_secret)), 400
+    )
+    keep(
+        http.post_form(
+            base + "/oauth/token",
+            {"grant_type": "refresh_token", "refresh_token": oauth["refresh_token"]},
+            basic(app.id, client_secret),
+        ),
+        200,
+    )
     # /auth with good and bad tokens, and malformed requests carrying a live token
     live = refreshed["access_token"]
     keep(http.get(base + "/auth", http.bearer(live)), 200)

@@ -28,6 +28,7 @@ def json_lines(svc: Service) -> list[dict[str, Any]]:
 
 def access_lines(svc: Service, count: int) -> list[dict[str, Any]]:
     """The DEBUG line of each /auth request, once ``count`` of them are written."""
+
     def written() -> list[dict[str, Any]]:
         lines = [e for e in json_lines(svc) if e["logger"] == "forwardauth.access" and e["path"] == "/auth"]
         return lines if len(lines) >= count else []
@@ -71,7 +72,8 @@ def record(message: str, **extra: Any) -> logging.LogRecord:
         raise ValueError("boom")
     except ValueError:
         made = logging.getLogger("forwardauth.test").makeRecord(
-            "forwardauth.test", logging.ERROR, __file__, 1, message, ("x",), sys.exc_info(), extra=extra)
+            "forwardauth.test", logging.ERROR, __file__, 1, message, ("x",), sys.exc_info(), extra=extra
+        )
     return made
 
 
@@ -88,8 +90,10 @@ def test_text_formatter_is_one_classic_line() -> None:
     assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR \[\d+\] forwardauth\.test: failed x$", first)
 
 
-HOSTILE = ("bob\r\n2026-01-01 00:00:00,000 INFO [1] forwardauth.web: login ok for root"
-           "\x1b]0;pwned\x07\x1b[8m\u202e\u2028\x85\x7f")
+HOSTILE = (
+    "bob\r\n2026-01-01 00:00:00,000 INFO [1] forwardauth.web: login ok for root"
+    "\x1b]0;pwned\x07\x1b[8m\u202e\u2028\x85\x7f"
+)
 
 
 def through_logger(formatter: logging.Formatter, *args: Any, exc: bool = False) -> str:
@@ -119,7 +123,8 @@ def test_text_log_escapes_control_characters_in_messages_and_arguments() -> None
     assert not UNSAFE.search(written.rstrip("\n"))
     assert written.rstrip("\n").endswith(
         "login failed for bob\\r\\n2026-01-01 00:00:00,000 INFO [1] forwardauth.web: login ok for root"
-        "\\x1b]0;pwned\\x07\\x1b[8m\\u202e\\u2028\\x85\\x7f")
+        "\\x1b]0;pwned\\x07\\x1b[8m\\u202e\\u2028\\x85\\x7f"
+    )
 
 
 def test_text_log_traceback_lines_are_indented_and_escaped() -> None:

@@ -32,8 +32,11 @@ REQUESTS = "forwardauth_requests_total"
 
 
 def parse(text: str) -> Samples:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def scrape(svc: Service) -> Samples:
@@ -77,9 +80,7 @@ def two_workers(service: Callable[..., Service], tmp_path: Path) -> Service:
     return svc
 
 
-def test_every_scrape_sums_every_worker(
-    service: Callable[..., Service], make_user: MakeUser, tmp_path: Path
-) -> None:
+def test_every_scrape_sums_every_worker(service: Callable[..., Service], make_user: MakeUser, tmp_path: Path) -> None:
     svc = two_workers(service, tmp_path)
     user = make_user()
     token = http.login(svc.base, user.username, PASSWORD).json()["access_token"]
@@ -90,10 +91,12 @@ def test_every_scrape_sums_every_worker(
     expected = {"allowed": 20, "no_token": 15, "invalid_token": 10, "revoked": 0, "bypass": 0}
 
     def exact(samples: Samples) -> bool:
-        return (all(decided(samples, reason) == n for reason, n in expected.items())
-                and value(samples, REQUESTS, handler="auth", status="200") == 20
-                and value(samples, REQUESTS, handler="auth", status="401") == 25
-                and value(samples, REQUESTS, handler="unmatched", status="404") == 1)
+        return (
+            all(decided(samples, reason) == n for reason, n in expected.items())
+            and value(samples, REQUESTS, handler="auth", status="200") == 20
+            and value(samples, REQUESTS, handler="auth", status="401") == 25
+            and value(samples, REQUESTS, handler="unmatched", status="404") == 1
+        )
 
     # Each scrape is a new connection, answered by either worker: all of them must be exact.
     wait_until(lambda: all(exact(scrape(svc)) for _ in range(10)), timeout=10, what="exact sums in every scrape")
@@ -155,8 +158,12 @@ rules:
 
 def forwarded(path: str, token: str | None = None) -> dict[str, str]:
     """Traefik's description of a request for ``path``, from a trusted address (the test client)."""
-    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.test", "X-Forwarded-Uri": path,
-               "X-Forwarded-Method": "GET"}
+    headers = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "app.example.test",
+        "X-Forwarded-Uri": path,
+        "X-Forwarded-Method": "GET",
+    }
     return {**headers, **http.bearer(token)} if token else headers
 
 
@@ -169,17 +176,33 @@ async def test_every_decision_has_its_reason(
     user = make_user()
     login = await client.post("/login", json={"username": user.username, "password": PASSWORD})
     token = (await login.json())["access_token"]
-    answers = [(await client.get("/auth", headers=headers)).status for headers in (
-        forwarded("/public"), forwarded("/closed", token), forwarded("/admin", token), forwarded("/app"),
-        forwarded("/app", "x.y.z"), forwarded("/app", token))]
+    answers = [
+        (await client.get("/auth", headers=headers)).status
+        for headers in (
+            forwarded("/public"),
+            forwarded("/closed", token),
+            forwarded("/admin", token),
+            forwarded("/app"),
+            forwarded("/app", "x.y.z"),
+            forwarded("/app", token),
+        )
+    ]
     assert answers == [200, 403, 403, 401, 401, 200]
     assert (await client.post("/logout", headers=http.bearer(token))).status == 200
     assert (await client.get("/auth", headers=forwarded("/app", token))).status == 401
     samples = parse(await (await client.get("/metrics")).text())
-    assert {reason: decided(samples, reason) for reason in (
-        "bypass", "forbidden_rule", "forbidden_role", "no_token", "invalid_token", "allowed", "revoked")} == {
-        "bypass": 1, "forbidden_rule": 1, "forbidden_role": 1, "no_token": 1, "invalid_token": 1, "allowed": 1,
-        "revoked": 1}
+    assert {
+        reason: decided(samples, reason)
+        for reason in ("bypass", "forbidden_rule", "forbidden_role", "no_token", "invalid_token", "allowed", "revoked")
+    } == {
+        "bypass": 1,
+        "forbidden_rule": 1,
+        "forbidden_role": 1,
+        "no_token": 1,
+        "invalid_token": 1,
+        "allowed": 1,
+        "revoked": 1,
+    }
     assert value(samples, REQUESTS, handler="auth", status="403") == 2
     assert value(samples, REQUESTS, handler="login", status="200") == 1
     assert value(samples, "forwardauth_request_duration_seconds_count", handler="auth") == 7
@@ -188,16 +211,18 @@ async def test_every_decision_has_its_reason(
 
 async def test_store_outages_are_counted(aiohttp_client: Any, env: dict[str, str], make_user: MakeUser) -> None:
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
-    no_redis = await aiohttp_client(AppServer(create_app(config.load(
-        {**env, "FORWARDAUTH_REDIS_URL": f"redis://{nowhere}/0"}))))
+    no_redis = await aiohttp_client(
+        AppServer(create_app(config.load({**env, "FORWARDAUTH_REDIS_URL": f"redis://{nowhere}/0"})))
+    )
     minted = no_redis.server.app[SERVICES].tokens.mint(Identity("id-1", "someone", ("user",)), "sid-1")
     assert (await no_redis.get("/auth", headers=http.bearer(minted.token))).status == 503
     samples = parse(await (await no_redis.get("/metrics")).text())
     assert value(samples, "forwardauth_store_errors_total", store="redis") == 1
     assert value(samples, REQUESTS, handler="auth", status="503") == 1
 
-    no_postgres = await aiohttp_client(AppServer(create_app(config.load(
-        {**env, "FORWARDAUTH_DATABASE_URL": f"postgresql://postgres@{nowhere}/none"}))))
+    no_postgres = await aiohttp_client(
+        AppServer(create_app(config.load({**env, "FORWARDAUTH_DATABASE_URL": f"postgresql://postgres@{nowhere}/none"})))
+    )
     user = make_user()
     login = await no_postgres.post("/login", json={"username": user.username, "password": PASSWORD})
     assert login.status == 503
@@ -210,8 +235,11 @@ def test_snapshots_add_up() -> None:
     """What a worker writes, another reads back and adds: counters and histograms alike."""
     zeros = [0] * 14  # 16 buckets (the last is +Inf), then the sum of seconds
     one = Totals({("requests", "auth", "200"): 2}, {("auth",): [1, 0, *zeros, 0.5]})
-    two = Totals.loads(Totals({("requests", "auth", "200"): 3, ("requests", "auth", "401"): 1},
-                              {("auth",): [0, 1, *zeros, 0.25]}).dumps())
+    two = Totals.loads(
+        Totals(
+            {("requests", "auth", "200"): 3, ("requests", "auth", "401"): 1}, {("auth",): [0, 1, *zeros, 0.25]}
+        ).dumps()
+    )
     one.add(two)
     assert one.counters == {("requests", "auth", "200"): 5, ("requests", "auth", "401"): 1}
     assert one.histograms == {("auth",): [1, 1, *zeros, 0.75]}
@@ -258,8 +286,11 @@ def test_bad_or_foreign_snapshot_files_never_break_a_scrape(service: Callable[..
         foreign.write_bytes(huge)
         os.chown(foreign, NOBODY.pw_uid, NOBODY.pw_gid)
     assert auth_statuses(svc, {}, 7) == {401}
-    wait_until(lambda: all(decided(scrape(svc), "no_token") == 7 for _ in range(6)), timeout=10,
-               what="every scrape to count exactly the requests made")
+    wait_until(
+        lambda: all(decided(scrape(svc), "no_token") == 7 for _ in range(6)),
+        timeout=10,
+        what="every scrape to count exactly the requests made",
+    )
     logged = svc.log.read_text()
     assert "worker-negative_counter.json ignored" in logged and "worker-open.json ignored" in logged
     assert "Traceback" not in logged

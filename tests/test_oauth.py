@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from forwardauth.core import policy
+from forwardauth.core import policyfile
 from forwardauth.stores import clients, users
 from forwardauth.stores.postgres import Database
 
@@ -18,6 +18,8 @@ from .conftest import PASSWORD, MakeClient
 from .test_web import MakeUser, auth_status, services_of
 
 Client = Any
+
+
 def basic(client_id: str, secret: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
 
@@ -28,8 +30,9 @@ async def token(client: Client, form: dict[str, str], headers: dict[str, str] | 
     return response.status, await response.json()
 
 
-async def password_grant(client: Client, app: clients.Client, secret: str | None, user: users.User,
-                         **extra: str) -> dict[str, Any]:
+async def password_grant(
+    client: Client, app: clients.Client, secret: str | None, user: users.User, **extra: str
+) -> dict[str, Any]:
     form = {"grant_type": "password", "username": user.username, "password": PASSWORD, **extra}
     status, body = await token(client, form, basic(app.id, secret) if secret else None)
     assert status == 200, body
@@ -54,8 +57,14 @@ async def test_client_secret_post_and_narrowed_scope(
 ) -> None:
     app, secret = make_client()
     assert secret is not None
-    form = {"grant_type": "password", "username": make_user().username, "password": PASSWORD,
-            "client_id": app.id, "client_secret": secret, "scope": "read"}
+    form = {
+        "grant_type": "password",
+        "username": make_user().username,
+        "password": PASSWORD,
+        "client_id": app.id,
+        "client_secret": secret,
+        "scope": "read",
+    }
     status, body = await token(client, form)
     assert status == 200 and body["scope"] == "read"
 
@@ -106,14 +115,19 @@ async def test_malformed_token_requests(client: Client, make_client: MakeClient)
     assert secret is not None
     json_body = await client.post("/oauth/token", json={"grant_type": "password"}, headers=basic(app.id, secret))
     assert json_body.status == 400 and (await json_body.json())["error"] == "invalid_request"
-    twice = await client.post("/oauth/token", data="grant_type=password&grant_type=password",
-                              headers={**basic(app.id, secret), "Content-Type": "application/x-www-form-urlencoded"})
+    twice = await client.post(
+        "/oauth/token",
+        data="grant_type=password&grant_type=password",
+        headers={**basic(app.id, secret), "Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert twice.status == 400 and (await twice.json())["error"] == "invalid_request"
-    both = await client.post("/oauth/token", data={"grant_type": "password", "client_secret": secret},
-                             headers=basic(app.id, secret))
+    both = await client.post(
+        "/oauth/token", data={"grant_type": "password", "client_secret": secret}, headers=basic(app.id, secret)
+    )
     assert both.status == 400
-    garbled = await client.post("/oauth/token", data={"grant_type": "password"},
-                                headers={"Authorization": "Basic !!!not-base64"})
+    garbled = await client.post(
+        "/oauth/token", data={"grant_type": "password"}, headers={"Authorization": "Basic !!!not-base64"}
+    )
     assert garbled.status == 401
 
 
@@ -127,8 +141,9 @@ async def test_disabled_client_is_refused(
     assert status == 401 and body["error"] == "invalid_client"
 
 
-async def test_rotated_client_secret(client: Client, make_client: MakeClient, make_user: MakeUser,
-                                     database: Database) -> None:
+async def test_rotated_client_secret(
+    client: Client, make_client: MakeClient, make_user: MakeUser, database: Database
+) -> None:
     app, old = make_client()
     new = database.call(clients.rotate_secret, app.id)
     form = {"grant_type": "password", "username": make_user().username, "password": PASSWORD}
@@ -143,12 +158,18 @@ async def test_refresh_grant_rotates_and_narrows(client: Client, make_client: Ma
     app, secret = make_client()
     assert secret is not None
     first = await password_grant(client, app, secret, make_user())
-    status, second = await token(client, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
-                                          "scope": "read"}, basic(app.id, secret))
+    status, second = await token(
+        client,
+        {"grant_type": "refresh_token", "refresh_token": first["refresh_token"], "scope": "read"},
+        basic(app.id, secret),
+    )
     assert status == 200 and second["scope"] == "read" and second["refresh_token"] != first["refresh_token"]
     # a refresh cannot widen the scope again
-    status, body = await token(client, {"grant_type": "refresh_token", "refresh_token": second["refresh_token"],
-                                        "scope": "read write"}, basic(app.id, secret))
+    status, body = await token(
+        client,
+        {"grant_type": "refresh_token", "refresh_token": second["refresh_token"], "scope": "read write"},
+        basic(app.id, secret),
+    )
     assert status == 400 and body["error"] == "invalid_scope"
 
 
@@ -158,8 +179,11 @@ async def test_refresh_token_is_bound_to_its_client(
     app, secret = make_client()
     other, other_secret = make_client()
     tokens = await password_grant(client, app, secret, make_user())
-    status, body = await token(client, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-                               basic(other.id, other_secret or ""))
+    status, body = await token(
+        client,
+        {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        basic(other.id, other_secret or ""),
+    )
     assert status == 400 and body["error"] == "invalid_grant"
     # nor can a /login refresh token be used through OAuth, or the other way round
     response = await client.post("/refresh", json={"refresh_token": tokens["refresh_token"]})
@@ -181,8 +205,9 @@ async def test_refresh_reuse_revokes_the_family(
     assert status == 400 and body["error"] == "invalid_grant"
     assert await auth_status(client, second["access_token"]) == 401
     assert await auth_status(client, first["access_token"]) == 401
-    status, _ = await token(client, {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]},
-                            basic(app.id, secret))
+    status, _ = await token(
+        client, {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}, basic(app.id, secret)
+    )
     assert status == 400
 
 
@@ -218,13 +243,21 @@ async def test_a_client_named_like_a_user_is_never_that_user(
     user = make_user(name=name, roles=("service",), email=None)
     app, secret = database.call(clients.create, name, ["client_credentials"], [], ["service"], False)
     assert user.username == app.id == name and secret is not None
-    services_of(client).use_policy(policy.from_data({"default": "deny", "rules": [
-        {"path": "/users", "users": [name]},
-        {"path": "/roles", "roles": ["service"]},
-        {"path": "/clients", "clients": [name]},
-        {"path": "/client-roles", "client_roles": ["service"]},
-        {"path": "/any", "policy": "authenticated"},
-    ]}, "test"))
+    services_of(client).use_policy(
+        policyfile.from_data(
+            {
+                "default": "deny",
+                "rules": [
+                    {"path": "/users", "users": [name]},
+                    {"path": "/roles", "roles": ["service"]},
+                    {"path": "/clients", "clients": [name]},
+                    {"path": "/client-roles", "client_roles": ["service"]},
+                    {"path": "/any", "policy": "authenticated"},
+                ],
+            },
+            "test",
+        )
+    )
     as_user = (await password_grant_login(client, user))["access_token"]
     status, body = await token(client, {"grant_type": "client_credentials"}, basic(app.id, secret))
     assert status == 200
@@ -288,8 +321,9 @@ async def test_revoke_refresh_token_revokes_its_access_tokens(
     tokens = await password_grant(client, app, None, make_user(), client_id=app.id)
     assert await revoke(client, app, secret, tokens["refresh_token"]) == 200
     assert await auth_status(client, tokens["access_token"]) == 401
-    status, _ = await token(client, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
-                                     "client_id": app.id})
+    status, _ = await token(
+        client, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": app.id}
+    )
     assert status == 400
 
 
@@ -339,8 +373,7 @@ async def test_a_client_introspects_only_its_own_tokens(
     tokens = await password_grant(client, app1, secret1, user)
     browser = await password_grant_login(client, user)
     own = (await token(client, {"grant_type": "client_credentials"}, basic(app2.id, secret2)))[1]["access_token"]
-    for value in (tokens["access_token"], tokens["refresh_token"], browser["access_token"],
-                  browser["refresh_token"]):
+    for value in (tokens["access_token"], tokens["refresh_token"], browser["access_token"], browser["refresh_token"]):
         assert await introspect(client, app2, secret2, value) == (200, {"active": False})
     for value in (tokens["access_token"], tokens["refresh_token"]):
         assert (await introspect(client, app1, secret1, value))[1]["active"] is True
@@ -350,15 +383,19 @@ async def test_a_client_introspects_only_its_own_tokens(
     assert status == 200 and body["active"] is True and body["client_id"] == app2.id
     assert body["sub"] == f"client:{app2.id}" and "username" not in body
     # Nothing was spent: the refresh token still rotates, once.
-    assert (await token(client, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
-                        basic(app1.id, secret1)))[0] == 200
+    assert (
+        await token(
+            client, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, basic(app1.id, secret1)
+        )
+    )[0] == 200
 
 
 async def test_a_resource_server_introspects_any_access_token_but_no_foreign_refresh_token(
     client: Client, make_client: MakeClient, make_user: MakeUser, database: Database
 ) -> None:
-    resource, secret = database.call(clients.create, f"api-{secrets.token_hex(4)}", ["client_credentials"], [], [],
-                                     False, True)
+    resource, secret = database.call(
+        clients.create, f"api-{secrets.token_hex(4)}", ["client_credentials"], [], [], False, True
+    )
     assert resource.resource_server and secret is not None
     app, app_secret = make_client()
     user = make_user()
@@ -395,15 +432,20 @@ async def test_logout_everywhere(client: Client, make_client: MakeClient, make_u
     app, secret = make_client()
     user = make_user()
     phone = await password_grant(client, app, secret, user)
-    browser = (await client.post("/login", json={"username": user.username, "password": PASSWORD}))
+    browser = await client.post("/login", json={"username": user.username, "password": PASSWORD})
     laptop = await browser.json()
     bystander = await password_grant(client, app, secret, make_user())
     response = await client.post("/logout/all", headers={"Authorization": f"Bearer {laptop['access_token']}"})
     assert response.status == 200 and (await response.json())["sessions_revoked"] == 2
     for tokens in (phone, laptop):
         assert await auth_status(client, tokens["access_token"]) == 401
-    assert (await token(client, {"grant_type": "refresh_token", "refresh_token": phone["refresh_token"]},
-                        basic(app.id, secret or "")))[0] == 400
+    assert (
+        await token(
+            client,
+            {"grant_type": "refresh_token", "refresh_token": phone["refresh_token"]},
+            basic(app.id, secret or ""),
+        )
+    )[0] == 400
     assert (await client.post("/refresh", json={"refresh_token": laptop["refresh_token"]})).status == 401
     assert await auth_status(client, bystander["access_token"]) == 200
     again = await client.post("/logout/all", headers={"Authorization": f"Bearer {laptop['access_token']}"})

@@ -19,8 +19,9 @@ from .conftest import PASSWORD, Service
 
 
 def cli(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "forwardauth", *args], env=env, capture_output=True,
-                            text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "forwardauth", *args], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
     return result.stdout
 
 
@@ -61,15 +62,22 @@ def test_password_refresh_revoke_introspect(
 
         # Reusing the rotated refresh token from elsewhere is theft: the whole family dies.
         with pytest.raises(OAuthError) as reused:
-            oauth.refresh_token(token_url, refresh_token=first["refresh_token"],
-                                headers={"Accept": "application/json", "X-Forwarded-For": "203.0.113.66",
-                                         "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8"})
+            oauth.refresh_token(
+                token_url,
+                refresh_token=first["refresh_token"],
+                headers={
+                    "Accept": "application/json",
+                    "X-Forwarded-For": "203.0.113.66",
+                    "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8",
+                },
+            )
         assert reused.value.error == "invalid_grant"
         assert auth_status(live.base, second["access_token"]) == 401
 
         third = oauth.fetch_token(token_url, username=user.username, password=PASSWORD, grant_type="password")
-        revoked = oauth.revoke_token(live.base + "/oauth/revoke", token=third["refresh_token"],
-                                     token_type_hint="refresh_token")
+        revoked = oauth.revoke_token(
+            live.base + "/oauth/revoke", token=third["refresh_token"], token_type_hint="refresh_token"
+        )
         assert revoked.status_code == 200
         assert auth_status(live.base, third["access_token"]) == 401
         info = oauth.introspect_token(live.base + "/oauth/introspect", token=third["refresh_token"]).json()
@@ -98,8 +106,10 @@ def test_user_revoke_logs_out_everywhere(
     live: Service, env: dict[str, str], make_user: Callable[..., users.User]
 ) -> None:
     user = make_user()
-    sessions = [httpx.post(live.base + "/login", json={"username": user.username, "password": PASSWORD}).json()
-                for _ in range(3)]
+    sessions = [
+        httpx.post(live.base + "/login", json={"username": user.username, "password": PASSWORD}).json()
+        for _ in range(3)
+    ]
     assert all(auth_status(live.base, s["access_token"]) == 200 for s in sessions)
     assert "revoked 3 session(s)" in cli(env, "user", "revoke", user.username)
     assert all(auth_status(live.base, s["access_token"]) == 401 for s in sessions)

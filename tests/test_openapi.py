@@ -41,9 +41,15 @@ def test_document_matches_the_routes(settings: config.Settings) -> None:
 def live(database_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One live server for all generated cases."""
     tmp: Path = tmp_path_factory.mktemp("openapi")
-    env = {"FORWARDAUTH_DATABASE_URL": database_url, "FORWARDAUTH_REDIS_URL": REDIS_URL,
-           "FORWARDAUTH_REDIS_PREFIX": redis_prefix, "FORWARDAUTH_DATA_DIR": str(tmp / "data"),
-           "FORWARDAUTH_COOKIE_SECURE": "false", "FORWARDAUTH_LOG_LEVEL": "WARNING", **FAST_ARGON2}
+    env = {
+        "FORWARDAUTH_DATABASE_URL": database_url,
+        "FORWARDAUTH_REDIS_URL": REDIS_URL,
+        "FORWARDAUTH_REDIS_PREFIX": redis_prefix,
+        "FORWARDAUTH_DATA_DIR": str(tmp / "data"),
+        "FORWARDAUTH_COOKIE_SECURE": "false",
+        "FORWARDAUTH_LOG_LEVEL": "WARNING",
+        **FAST_ARGON2,
+    }
     svc = Service(env, free_port(), workers=1, cwd=tmp)
     svc.wait_ready()
     yield svc
@@ -51,8 +57,9 @@ def live(database_url: str, redis_prefix: str, tmp_path_factory: pytest.TempPath
 
 
 @SCHEMA.parametrize()
-@hypothesis.settings(max_examples=25, deadline=None, suppress_health_check=list(hypothesis.HealthCheck),
-                     derandomize=True)
+@hypothesis.settings(
+    max_examples=25, deadline=None, suppress_health_check=list(hypothesis.HealthCheck), derandomize=True
+)
 def test_api_conforms(case: schemathesis.Case, live: Service) -> None:
     """No 500, and every status, content type and body as documented.
 

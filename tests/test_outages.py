@@ -50,8 +50,11 @@ def test_redis_down_fails_closed_and_a_restarted_empty_redis_costs_no_login(
     own_redis.kill()
     # Fail closed: once the worker sees Redis gone, every check is a 503, the revoked token's too.
     wait_until(lambda: auth_status(svc, kept["access_token"]) == 503, 10, "/auth to fail closed")
-    answers = {auth_status(svc, token) for token in (kept["access_token"], ended["access_token"])
-               for _ in range(OUTAGE_REQUESTS // 2)}
+    answers = {
+        auth_status(svc, token)
+        for token in (kept["access_token"], ended["access_token"])
+        for _ in range(OUTAGE_REQUESTS // 2)
+    }
     assert answers == {503}
     assert get(svc.base + "/readyz").status == 503
     refused = login(svc.base, user.username, PASSWORD)  # throttling state lives in Redis
@@ -98,12 +101,13 @@ def test_postgres_down_refuses_logins_clearly_while_auth_goes_on(
     own_postgres.stop()
     api = login(svc.base, user.username, PASSWORD)
     assert api.status == 503 and api.json()["error"] == "temporarily_unavailable"
-    page = post_form(svc.base + "/login", {"username": user.username, "password": PASSWORD},
-                     {"Accept": "text/html"})
+    page = post_form(svc.base + "/login", {"username": user.username, "password": PASSWORD}, {"Accept": "text/html"})
     assert page.status == 503 and page.headers["Content-Type"].startswith("text/html")
     assert "unavailable" in page.text and page.headers["Retry-After"]
-    grant = post_form(svc.base + "/oauth/token", {"grant_type": "password", "client_id": PUBLIC_CLIENT,
-                                                  "username": user.username, "password": PASSWORD})
+    grant = post_form(
+        svc.base + "/oauth/token",
+        {"grant_type": "password", "client_id": PUBLIC_CLIENT, "username": user.username, "password": PASSWORD},
+    )
     assert grant.status == 503 and grant.json()["error"] == "temporarily_unavailable"
     assert get(svc.base + "/readyz").status == 503
     # The hot path never touches PostgreSQL.
@@ -137,7 +141,8 @@ def test_through_a_proxy_a_redis_outage_is_a_503_never_a_pass(
     token = login(stack.url + "/forwardauth", user.username, PASSWORD).json()["access_token"]
     assert get(stack.url + "/app", bearer(token)).status == 200
     own_redis.kill()
-    refused = wait_until(lambda: (r := get(stack.url + "/app", bearer(token))).status != 200 and r, 10,
-                         "the proxy to refuse")
+    refused = wait_until(
+        lambda: (r := get(stack.url + "/app", bearer(token))).status != 200 and r, 10, "the proxy to refuse"
+    )
     assert refused.status == 503
     assert refused.headers["Retry-After"]

@@ -31,10 +31,9 @@ from forwardauth.core.policy import (
     PolicyError,
     Subject,
     decide,
-    from_data,
-    load,
     normalise_host,
 )
+from forwardauth.core.policyfile import from_data, load
 from forwardauth.stores import users
 
 from .conftest import PASSWORD, Service, wait_until
@@ -48,18 +47,25 @@ BOB = Subject("bob", ("user",))
 OPS = Subject("olga", ("ops",))
 
 # The review's own rules, on one host: public and health pages, admin paths, an API, a denied tree.
-STRICT = from_data({"default": "authenticated", "rules": [
-    {"path": "/public", "policy": "bypass"},
-    {"path": "/healthz", "policy": "bypass"},
-    {"path": "/admin", "roles": ["admin"]},
-    {"path_regex": "^/api/v[0-9]+/admin(/|$)", "roles": ["admin"]},
-    {"path": "/ops", "roles": ["ops"]},
-    {"path": "/secret", "policy": "deny"},
-]}, "strict")
+STRICT = from_data(
+    {
+        "default": "authenticated",
+        "rules": [
+            {"path": "/public", "policy": "bypass"},
+            {"path": "/healthz", "policy": "bypass"},
+            {"path": "/admin", "roles": ["admin"]},
+            {"path_regex": "^/api/v[0-9]+/admin(/|$)", "roles": ["admin"]},
+            {"path": "/ops", "roles": ["ops"]},
+            {"path": "/secret", "policy": "deny"},
+        ],
+    },
+    "strict",
+)
 
 
-def outcome(policy: Policy, host: str, uri: str, subject: Subject | None, method: str = "GET",
-            ip: str | None = None) -> str:
+def outcome(
+    policy: Policy, host: str, uri: str, subject: Subject | None, method: str = "GET", ip: str | None = None
+) -> str:
     """What /auth answers: 400 (refused), 401, 403 or allow."""
     try:
         verdict = policy.judge(Object.of("https", host, uri, method), ip)
@@ -69,8 +75,14 @@ def outcome(policy: Policy, host: str, uri: str, subject: Subject | None, method
     return "allow" if result is None else "403" if result is Effect.DENY else "401"
 
 
-def verdict(policy_data: dict[str, Any], host: str, uri: str, subject: Subject | None,
-            method: str = "GET", ip: str | None = None) -> str:
+def verdict(
+    policy_data: dict[str, Any],
+    host: str,
+    uri: str,
+    subject: Subject | None,
+    method: str = "GET",
+    ip: str | None = None,
+) -> str:
     return outcome(from_data(policy_data, "test"), host, uri, subject, method, ip)
 
 
@@ -108,33 +120,73 @@ def verdict(policy_data: dict[str, Any], host: str, uri: str, subject: Subject |
         ("other.test", "/anything", BOB, "GET", None, "403"),  # default deny
     ],
 )
-def test_example_policy(host: str, uri: str, subject: Subject | None, method: str, ip: str | None,
-                        expected: str) -> None:
+def test_example_policy(
+    host: str, uri: str, subject: Subject | None, method: str, ip: str | None, expected: str
+) -> None:
     assert outcome(EXAMPLE, host, uri, subject, method, ip) == expected
 
 
 REFUSED_PATHS = [
     # issue 12, item 1
-    "/admin/%252e%252e/healthz", "/admin/../public/x", "/admin/%2e%2e/public/x", "/public/..;/admin/x",
+    "/admin/%252e%252e/healthz",
+    "/admin/../public/x",
+    "/admin/%2e%2e/public/x",
+    "/public/..;/admin/x",
     # dot segments in every spelling, at every depth, with params
-    "/admin/./x", "/public/.", "/public/..", "/./admin", "/public/%2e%2e/admin", "/public/%2E%2E/admin",
-    "/public/.%2e/admin", "/public/%252e%252e/admin", "/public/%25252e%25252e/admin", "/public/..;x=1/admin",
-    "/public/.;/admin", "/public/%2e%2e;/admin", "/public/..%3b/admin", "/public/%2e%2e%3bx/admin",
-    "/public/.../admin", "/public/. /admin", "/public/%20/admin",
+    "/admin/./x",
+    "/public/.",
+    "/public/..",
+    "/./admin",
+    "/public/%2e%2e/admin",
+    "/public/%2E%2E/admin",
+    "/public/.%2e/admin",
+    "/public/%252e%252e/admin",
+    "/public/%25252e%25252e/admin",
+    "/public/..;x=1/admin",
+    "/public/.;/admin",
+    "/public/%2e%2e;/admin",
+    "/public/..%3b/admin",
+    "/public/%2e%2e%3bx/admin",
+    "/public/.../admin",
+    "/public/. /admin",
+    "/public/%20/admin",
     # separators that are not separators
-    "/public%2f..%2fadmin", "/public%2F..%2Fadmin", "/public%5c..%5cadmin", "/public\\..\\admin", "/public\\admin",
-    "/public/%252fadmin", "/public/%255cadmin",
+    "/public%2f..%2fadmin",
+    "/public%2F..%2Fadmin",
+    "/public%5c..%5cadmin",
+    "/public\\..\\admin",
+    "/public\\admin",
+    "/public/%252fadmin",
+    "/public/%255cadmin",
     # controls, invisible characters, encoded ? and #
-    "/public/%00", "/public%00/admin", "/public/x%0a", "/public/x%0d%0a", "/public/%7f", "/public/%c2%85",
-    "/public/%e2%80%8b", "/public/%ef%bb%bf", "/public/%e2%80%ae", "/public/%c2%a0", "/public%3f/x", "/public%23/x",
+    "/public/%00",
+    "/public%00/admin",
+    "/public/x%0a",
+    "/public/x%0d%0a",
+    "/public/%7f",
+    "/public/%c2%85",
+    "/public/%e2%80%8b",
+    "/public/%ef%bb%bf",
+    "/public/%e2%80%ae",
+    "/public/%c2%a0",
+    "/public%3f/x",
+    "/public%23/x",
     "/public#/../admin",
     # not UTF-8, overlong forms, invalid escapes, encoded too deep
-    "/public/%ff", "/public/%c0%ae%c0%ae/admin", "/public/%e0%80%ae", "/public/%zz", "/public/%", "/public/%2",
-    "/public/%u002e%u002e/admin", "/%2525252561dmin",
+    "/public/%ff",
+    "/public/%c0%ae%c0%ae/admin",
+    "/public/%e0%80%ae",
+    "/public/%zz",
+    "/public/%",
+    "/public/%2",
+    "/public/%u002e%u002e/admin",
+    "/%2525252561dmin",
     # compatibility forms that are separators (fullwidth solidus, percent)
-    "/public%ef%bc%8fadmin", "/public/%ef%bc%85%32%66",
+    "/public%ef%bc%8fadmin",
+    "/public/%ef%bc%85%32%66",
     # not a path
-    "public/x", "",
+    "public/x",
+    "",
 ]
 
 
@@ -222,11 +274,16 @@ def test_first_match_wins_and_default_applies() -> None:
 
 
 def test_a_rule_combines_its_criteria() -> None:
-    data = {"rules": [{"host": "a.test", "path": "/x", "methods": ["post"], "networks": ["10.0.0.0/8"],
-                       "policy": "bypass"}]}
+    data = {
+        "rules": [{"host": "a.test", "path": "/x", "methods": ["post"], "networks": ["10.0.0.0/8"], "policy": "bypass"}]
+    }
     assert verdict(data, "a.test", "/x", None, "POST", "10.0.0.1") == "allow"
-    for host, uri, method, ip in (("b.test", "/x", "POST", "10.0.0.1"), ("a.test", "/y", "POST", "10.0.0.1"),
-                                  ("a.test", "/x", "GET", "10.0.0.1"), ("a.test", "/x", "POST", "11.0.0.1")):
+    for host, uri, method, ip in (
+        ("b.test", "/x", "POST", "10.0.0.1"),
+        ("a.test", "/y", "POST", "10.0.0.1"),
+        ("a.test", "/x", "GET", "10.0.0.1"),
+        ("a.test", "/x", "POST", "11.0.0.1"),
+    ):
         assert verdict(data, host, uri, None, method, ip) == "403"
 
 
@@ -275,13 +332,52 @@ def test_files(tmp_path: Path) -> None:
 
 # --- properties: verdicts against a model of backends ------------------------------------------------
 
-TOKENS = ["/", "/", ".", "..", "%2e", "%252e", "%2f", "%5c", "%25", "\\", ";", ";x=1", "admin", "ADMIN", "Admin",
-          "public", "%61", "%2561", "%41", "dmin", "%", "2", "5", "e", "f", "A", "a", "//", "%3b", "%00", " ", "%20"]
-PATHS = st.tuples(st.sampled_from(["/", "/admin", "/public/", "/admin/", "/ADMIN", "/public", "/%61dmin/"]),
-                  st.lists(st.sampled_from(TOKENS), max_size=8)).map(lambda t: t[0] + "".join(t[1]))
+TOKENS = [
+    "/",
+    "/",
+    ".",
+    "..",
+    "%2e",
+    "%252e",
+    "%2f",
+    "%5c",
+    "%25",
+    "\\",
+    ";",
+    ";x=1",
+    "admin",
+    "ADMIN",
+    "Admin",
+    "public",
+    "%61",
+    "%2561",
+    "%41",
+    "dmin",
+    "%",
+    "2",
+    "5",
+    "e",
+    "f",
+    "A",
+    "a",
+    "//",
+    "%3b",
+    "%00",
+    " ",
+    "%20",
+]
+PATHS = st.tuples(
+    st.sampled_from(["/", "/admin", "/public/", "/admin/", "/ADMIN", "/public", "/%61dmin/"]),
+    st.lists(st.sampled_from(TOKENS), max_size=8),
+).map(lambda t: t[0] + "".join(t[1]))
 MODEL = settings(max_examples=1500, deadline=None)
-PROPERTY_POLICY = from_data({"default": "authenticated", "rules": [
-    {"path": "/public", "policy": "bypass"}, {"path": "/admin", "roles": ["admin"]}]}, "property")
+PROPERTY_POLICY = from_data(
+    {
+        "default": "authenticated",
+        "rules": [{"path": "/public", "policy": "bypass"}, {"path": "/admin", "roles": ["admin"]}],
+    },
+    "property",
+)
 
 
 def _resolve(path: str) -> str:
@@ -303,7 +399,8 @@ def backend_readings(path: str) -> set[str]:
     not; case folded or not. Written apart from forwardauth/core/paths.py, on purpose plainly."""
     found = set()
     for decodes, params, backslash, dots, merge, lower in itertools.product(
-            (0, 1, 2), ("keep", "before", "after"), *[(False, True)] * 4):
+        (0, 1, 2), ("keep", "before", "after"), *[(False, True)] * 4
+    ):
         p = re.sub(r";[^/]*", "", path) if params == "before" else path
         for _ in range(decodes):
             p = unquote(p, errors="replace")
@@ -369,8 +466,9 @@ def test_fold_is_idempotent_and_lowers_ascii(text: str) -> None:
     assert fold(text.upper()) == fold(text) or not text.isascii()
 
 
-@given(st.from_regex(r"[a-z]{1,8}(\.[a-z]{1,8}){0,3}", fullmatch=True),
-       st.sampled_from(["", ":8080", "."]), st.booleans())
+@given(
+    st.from_regex(r"[a-z]{1,8}(\.[a-z]{1,8}){0,3}", fullmatch=True), st.sampled_from(["", ":8080", "."]), st.booleans()
+)
 def test_host_matching(name: str, suffix: str, upper: bool) -> None:
     host = (name.upper() if upper else name) + suffix
     assert normalise_host(host) == name
@@ -395,8 +493,12 @@ def write_policy(path: Path, admin_roles: list[str]) -> None:
 
 
 def check(base: str, path: str, token: str | None = None) -> httpx.Response:
-    headers = {"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.test",
-               "X-Forwarded-Uri": path}
+    headers = {
+        "X-Forwarded-Method": "GET",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "app.example.test",
+        "X-Forwarded-Uri": path,
+    }
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.get(base + "/auth", headers=headers)
@@ -410,7 +512,8 @@ def test_live_enforcement_and_reload(
     svc = service(workers=2, extra={"FORWARDAUTH_POLICY_FILE": str(policy_file)})
     ops = make_user(roles=("ops",))
     token = httpx.post(svc.base + "/login", json={"username": ops.username, "password": PASSWORD}).json()[
-        "access_token"]
+        "access_token"
+    ]
 
     open_response = check(svc.base, "/open/x")
     assert open_response.status_code == 200 and "X-Auth-User" not in open_response.headers
@@ -421,8 +524,11 @@ def test_live_enforcement_and_reload(
 
     # A changed file is picked up by every worker, without a restart.
     write_policy(policy_file, ["admin", "ops"])
-    wait_until(lambda: all(check(svc.base, "/admin/panel", token).status_code == 200 for _ in range(8)),
-               timeout=20, what="the new rules in every worker")
+    wait_until(
+        lambda: all(check(svc.base, "/admin/panel", token).status_code == 200 for _ in range(8)),
+        timeout=20,
+        what="the new rules in every worker",
+    )
 
     # A broken file is refused; the rules in force stay.
     policy_file.write_text("rules: [ {path: /admin, roles: }\n")
@@ -434,8 +540,11 @@ def test_live_enforcement_and_reload(
     # SIGHUP reloads a good file at once.
     write_policy(policy_file, ["admin"])
     os.kill(svc.process.pid, signal.SIGHUP)
-    wait_until(lambda: all(check(svc.base, "/admin/panel", token).status_code == 403 for _ in range(8)),
-               timeout=20, what="the SIGHUP reload")
+    wait_until(
+        lambda: all(check(svc.base, "/admin/panel", token).status_code == 403 for _ in range(8)),
+        timeout=20,
+        what="the SIGHUP reload",
+    )
 
 
 def test_a_broken_policy_stops_the_start(env: dict[str, str], tmp_path: Path) -> None:
@@ -444,16 +553,25 @@ def test_a_broken_policy_stops_the_start(env: dict[str, str], tmp_path: Path) ->
 
     policy_file = tmp_path / "policy.yml"
     policy_file.write_text("rules:\n  - path: /x\n    policy: sometimes\n")
-    result = subprocess.run([sys.executable, "-m", "forwardauth", "serve"], capture_output=True, text=True,
-                            env={**os.environ, **env, "FORWARDAUTH_POLICY_FILE": str(policy_file)}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "forwardauth", "serve"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "FORWARDAUTH_POLICY_FILE": str(policy_file)},
+        timeout=60,
+    )
     assert result.returncode == 1
     assert f"{policy_file}: rule 1: policy must be one of" in result.stderr
 
 
-@given(st.sampled_from(["admin.example.com", "www.example.com", "example.com", "intranet.example.com",
-                        "other.test", "api.example.com"]),
-       st.sampled_from(["/", "/public/x", "/healthz", "/api/v1/admin", "/x", "/API/v1/Admin;x", "//public/x"]),
-       st.sampled_from(["GET", "HEAD", "POST"]), st.sampled_from([None, "10.0.0.1", "203.0.113.1"]))
+@given(
+    st.sampled_from(
+        ["admin.example.com", "www.example.com", "example.com", "intranet.example.com", "other.test", "api.example.com"]
+    ),
+    st.sampled_from(["/", "/public/x", "/healthz", "/api/v1/admin", "/x", "/API/v1/Admin;x", "//public/x"]),
+    st.sampled_from(["GET", "HEAD", "POST"]),
+    st.sampled_from([None, "10.0.0.1", "203.0.113.1"]),
+)
 def test_host_index_agrees_with_a_plain_scan(host: str, path: str, method: str, ip: str | None) -> None:
     obj = Object.of("https", host, path, method)
     judged = EXAMPLE.judge(obj, ip)

@@ -29,8 +29,15 @@ BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;
 API = {"Accept": "application/json"}
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SPOOF = {"X-Auth-User": "root", "X-Auth-Roles": "admin", "X-Auth-Email": "spoof@evil.test", "X-Auth-Subject": "x"}
-OFF_SITE = ["https://evil.test/", "//evil.test/", "/\\evil.test", "javascript:alert(1)",
-            "https://127.0.0.1@evil.test/", "http://127.0.0.1.evil.test/", "https://evil.test%2F@127.0.0.1/"]
+OFF_SITE = [
+    "https://evil.test/",
+    "//evil.test/",
+    "/\\evil.test",
+    "javascript:alert(1)",
+    "https://127.0.0.1@evil.test/",
+    "http://127.0.0.1.evil.test/",
+    "https://evil.test%2F@127.0.0.1/",
+]
 MakeUser = Callable[..., users.User]
 
 
@@ -46,10 +53,14 @@ def login_url(stack: Stack) -> str:
     return stack.url + "/forwardauth/login"
 
 
-def form_login(stack: Stack, user: users.User, rd: str = "", url: str | None = None,
-               headers: dict[str, str] | None = None) -> http.Response:
-    return http.post_form(url or login_url(stack), {"username": user.username, "password": PASSWORD, "rd": rd},
-                          {**BROWSER, **(headers or {})})
+def form_login(
+    stack: Stack, user: users.User, rd: str = "", url: str | None = None, headers: dict[str, str] | None = None
+) -> http.Response:
+    return http.post_form(
+        url or login_url(stack),
+        {"username": user.username, "password": PASSWORD, "rd": rd},
+        {**BROWSER, **(headers or {})},
+    )
 
 
 def bearer_token(stack: Stack, user: users.User) -> str:
@@ -78,7 +89,8 @@ def logs(stack: Stack, lines: int = 15) -> str:
 def expect(stack: Stack, response: http.Response, status: int, what: str = "") -> http.Response:
     """Assert the status; on failure say what came back and what the servers logged."""
     assert response.status == status, (
-        f"{stack.kind} {what}: {response.status} instead of {status}: {response.text[:300]!r}\n{logs(stack)}")
+        f"{stack.kind} {what}: {response.status} instead of {status}: {response.text[:300]!r}\n{logs(stack)}"
+    )
     return response
 
 
@@ -126,8 +138,9 @@ def test_browser_is_sent_to_login_page_and_back(stack: Stack, make_user: MakeUse
     assert form.inputs["rd"] == original
     assert {"username", "password"} <= set(form.inputs)
 
-    login = expect(stack, form_login(stack, user, rd=form.inputs["rd"], url=urljoin(location, form.action)), 303,
-                   "form login")
+    login = expect(
+        stack, form_login(stack, user, rd=form.inputs["rd"], url=urljoin(location, form.action)), 303, "form login"
+    )
     assert login.headers["Location"] == original
     # The session cookie for the whole domain, after the expiry of any host-only one left from
     # before FORWARDAUTH_COOKIE_DOMAIN was set (two cookies of one name would be refused).
@@ -144,8 +157,12 @@ def test_browser_is_sent_to_login_page_and_back(stack: Stack, make_user: MakeUse
     seen = upstream_saw(stack, http.get(original, {**API, **http.cookie_header(forwardauth=cookie["value"])}))
     assert seen["method"] == "GET"
     assert seen["path"] == "/private/page?x=1&y=two%20words&z=%2F"
-    assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user,ops",
-                              "x-auth-subject": str(user.id), "x-auth-email": user.email}
+    assert identity(seen) == {
+        "x-auth-user": user.username,
+        "x-auth-roles": "user,ops",
+        "x-auth-subject": str(user.id),
+        "x-auth-email": user.email,
+    }
 
 
 def test_an_expired_session_is_renewed_through_the_login_page(
@@ -159,9 +176,12 @@ def test_an_expired_session_is_renewed_through_the_login_page(
     backdate_sessions(database, user)  # the access cookie has expired since
     assert refresh["path"] == "/forwardauth/" and refresh["domain"] == "example.test"  # every host's (test_sso.py)
     first = expect(stack, http.get(original, BROWSER), 302, "the access cookie expired")
-    renewed = expect(stack, http.get(first.headers["Location"],
-                                     {**BROWSER, **http.cookie_header(forwardauth_refresh=refresh["value"])}),
-                     303, "renewal on the login page")
+    renewed = expect(
+        stack,
+        http.get(first.headers["Location"], {**BROWSER, **http.cookie_header(forwardauth_refresh=refresh["value"])}),
+        303,
+        "renewal on the login page",
+    )
     assert renewed.headers["Location"] == original
     cookies = http.set_cookies(renewed)
     assert cookies["forwardauth_refresh"]["value"] not in ("", refresh["value"])  # rotated
@@ -173,8 +193,9 @@ def test_an_expired_session_is_renewed_through_the_login_page(
 def test_wrong_password_gives_no_session(stack: Stack, make_user: MakeUser) -> None:
     user = make_user()
     original = stack.url + "/somewhere"
-    response = http.post_form(login_url(stack), {"username": user.username, "password": "wrong", "rd": original},
-                              BROWSER)
+    response = http.post_form(
+        login_url(stack), {"username": user.username, "password": "wrong", "rd": original}, BROWSER
+    )
     assert response.status == 401
     assert not response.headers.get_all("Set-Cookie")
     [form] = http.forms(response.text)
@@ -213,8 +234,7 @@ def test_spoofed_identity_headers_never_reach_the_app(stack: Stack, make_user: M
     user = make_user(email=None)
     token = bearer_token(stack, user)
     seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(token), **SPOOF}))
-    assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user",
-                              "x-auth-subject": str(user.id)}
+    assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user", "x-auth-subject": str(user.id)}
 
     anonymous = expect(stack, http.get(stack.url + "/p", {**API, **SPOOF}), 401, "spoofed headers, no token")
     assert b'"headers"' not in anonymous.body  # the proxy's or forwardauth's answer, not the echo
@@ -230,17 +250,26 @@ def test_x_auth_headers_forwardauth_does_not_set_are_stripped(
     """
     stack = proxy_stack(kind)
     token = bearer_token(stack, make_user(email=None))
-    seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(token), **SPOOF, "X-Auth-Groups": "admins",
-                                                    "x-auth-email": "lower@evil.test"}))
+    seen = upstream_saw(
+        stack,
+        http.get(
+            stack.url + "/p", {**bearer(token), **SPOOF, "X-Auth-Groups": "admins", "x-auth-email": "lower@evil.test"}
+        ),
+    )
     assert set(identity(seen)) == {"x-auth-user", "x-auth-roles", "x-auth-subject"}, identity(seen)
 
 
 UNDERSCORED = {"X_Auth_User": "root", "X_Auth_Roles": "admin", "X_Auth_Email": "spoof@evil.test", "X_Auth_Subject": "x"}
 
 
-@pytest.mark.parametrize("kind", [
-    "nginx", "traefik", "caddy",
-])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "nginx",
+        "traefik",
+        "caddy",
+    ],
+)
 def test_underscore_spellings_of_identity_headers_never_reach_the_app(
     proxy_stack: Callable[..., Stack], make_user: MakeUser, kind: str
 ) -> None:
@@ -265,8 +294,12 @@ def auth_location(conf: Path) -> str:
 def test_post_body_reaches_the_app_intact(stack: Stack, make_user: MakeUser, tmp_path: Path) -> None:
     user = make_user()
     body = b'{"hello": "world"}'
-    response = http.request("POST", stack.url + "/submit?n=1",
-                            {**bearer(bearer_token(stack, user)), "Content-Type": "application/json"}, body)
+    response = http.request(
+        "POST",
+        stack.url + "/submit?n=1",
+        {**bearer(bearer_token(stack, user)), "Content-Type": "application/json"},
+        body,
+    )
     seen = upstream_saw(stack, response)
     assert seen["method"] == "POST" and seen["path"] == "/submit?n=1"
     assert seen["body"] == body.decode()
@@ -313,8 +346,15 @@ def test_metrics_are_not_served_to_the_public(stack: Stack) -> None:
     (and never the protected app's: the browser sends the refresh cookie on /forwardauth/).
     So are /readyz (the orchestrator's) and the decision endpoints /auth and /auth/envoy/*
     (the proxy's alone); more spellings in tests/test_boundary.py."""
-    for path in ("/forwardauth/metrics", "/forwardauth/metrics?x=1", "/forwardauth//metrics", "/forwardauth/readyz",
-                 "/forwardauth/auth", "/forwardauth/auth/envoy/private/x", "/forwardauth//auth/envoy/x"):
+    for path in (
+        "/forwardauth/metrics",
+        "/forwardauth/metrics?x=1",
+        "/forwardauth//metrics",
+        "/forwardauth/readyz",
+        "/forwardauth/auth",
+        "/forwardauth/auth/envoy/private/x",
+        "/forwardauth//auth/envoy/x",
+    ):
         public = http.get(stack.url + path, API)
         assert public.status == 404, f"{stack.kind} {path}: {public.status}"
         assert "forwardauth_requests_total" not in public.text and '"checks"' not in public.text
@@ -351,10 +391,15 @@ def test_the_own_origin_is_the_proxys_public_one(
 ) -> None:
     """Neither the issuer nor the allowed domains name the stack's address here: a form post from
     its own page passes only because the proxy says (X-Forwarded-Host/-Proto) where the browser is."""
-    stack = proxy_stack(kind, {"FORWARDAUTH_ISSUER": "https://auth.example.test",
-                               "FORWARDAUTH_ALLOWED_DOMAINS": "example.test",
-                               # host-only: a cookie for example.test would not reach 127.0.0.1 (test_sso.py)
-                               "FORWARDAUTH_COOKIE_DOMAIN": ""})
+    stack = proxy_stack(
+        kind,
+        {
+            "FORWARDAUTH_ISSUER": "https://auth.example.test",
+            "FORWARDAUTH_ALLOWED_DOMAINS": "example.test",
+            # host-only: a cookie for example.test would not reach 127.0.0.1 (test_sso.py)
+            "FORWARDAUTH_COOKIE_DOMAIN": "",
+        },
+    )
     user = make_user()
     expect(stack, form_login(stack, user, headers={"Origin": stack.url}), 303, "form login from our own page")
     expect(stack, form_login(stack, user, headers={"Referer": login_url(stack)}), 303, "with a Referer only")
@@ -367,8 +412,7 @@ def test_the_own_origin_is_the_proxys_public_one(
 
 # --- access rules (policy file) ----------------------------------------------------------------------
 
-POLICY = ("default: authenticated\nrules:\n  - path: /admin\n    roles: [admin]\n"
-          "  - path: /public\n    policy: bypass\n")
+POLICY = "default: authenticated\nrules:\n  - path: /admin\n    roles: [admin]\n  - path: /public\n    policy: bypass\n"
 
 
 def policy_stack(proxy_stack: Callable[..., Stack], tmp_path: Path, kind: str) -> Stack:
@@ -394,9 +438,14 @@ def test_role_restricted_path_through_nginx(
     assert identity(public) == {}
 
 
-@pytest.mark.parametrize("kind", [
-    "nginx", "traefik", "caddy",
-])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "nginx",
+        "traefik",
+        "caddy",
+    ],
+)
 def test_client_cannot_choose_the_request_that_is_authorised(
     proxy_stack: Callable[..., Stack], make_user: MakeUser, tmp_path: Path, kind: str
 ) -> None:
@@ -405,8 +454,10 @@ def test_client_cannot_choose_the_request_that_is_authorised(
     as_ops = bearer(bearer_token(stack, make_user(roles=("ops",))))
     assert identity(upstream_saw(stack, http.get(stack.url + "/public/x", API))) == {}  # the rules are in force
     expect(stack, http.get(stack.url + "/admin/panel", API), 401, "no token")
-    for spoof in ({"X-Original-URI": "/public/x", "X-Original-Method": "GET"},
-                  {"X-Original-URL": stack.url + "/public/x"},
-                  {"X-Forwarded-Uri": "/public/x", "X-Forwarded-Method": "GET"}):
+    for spoof in (
+        {"X-Original-URI": "/public/x", "X-Original-Method": "GET"},
+        {"X-Original-URL": stack.url + "/public/x"},
+        {"X-Forwarded-Uri": "/public/x", "X-Forwarded-Method": "GET"},
+    ):
         expect(stack, http.get(stack.url + "/admin/panel", {**API, **spoof}), 401, f"no token, {spoof}")
         expect(stack, http.get(stack.url + "/admin/panel", {**as_ops, **spoof}), 403, f"role ops, {spoof}")

@@ -18,15 +18,50 @@ URLISH = st.builds(
     lambda *parts: "".join(parts),
     st.sampled_from(["https:", "http:", "HTTPS:", "javascript:", "data:", ""]),
     st.sampled_from(["//", "/", "", "\\\\", "/\\", "%2F%2F", "///", "\t//"]),
-    st.sampled_from(["", "app.", "a.b.", "evil.com.", "evil.com@", "user:pw@", "evil.com%2F.",
-                     "evil.com#.", "evil.com\uff0f.", "evil.com\\@", "\u3002"]),
+    st.sampled_from(
+        [
+            "",
+            "app.",
+            "a.b.",
+            "evil.com.",
+            "evil.com@",
+            "user:pw@",
+            "evil.com%2F.",
+            "evil.com#.",
+            "evil.com\uff0f.",
+            "evil.com\\@",
+            "\u3002",
+        ]
+    ),
     st.sampled_from(["example.com", "evil.com", "evilexample.com", "EXAMPLE.COM", "[::1]"]),
-    st.sampled_from(["", ".", ":443", ":8080", ":x", "@evil.com", "%2F.evil.com", "%40evil.com",
-                     "\u3002evil.com", ".evil.com"]),
-    st.lists(st.sampled_from(["/", "/a", "?q=1", "#f", "/b/", "?r=/x", "//evil.com", "%2F%2Fevil.com",
-                              "\\evil.com", "%5C", "@evil.com", "%0a", "%250d", "\t", "\n", " ", "\u2028",
-                              "\u00e9"]),
-             max_size=3).map("".join),
+    st.sampled_from(
+        ["", ".", ":443", ":8080", ":x", "@evil.com", "%2F.evil.com", "%40evil.com", "\u3002evil.com", ".evil.com"]
+    ),
+    st.lists(
+        st.sampled_from(
+            [
+                "/",
+                "/a",
+                "?q=1",
+                "#f",
+                "/b/",
+                "?r=/x",
+                "//evil.com",
+                "%2F%2Fevil.com",
+                "\\evil.com",
+                "%5C",
+                "@evil.com",
+                "%0a",
+                "%250d",
+                "\t",
+                "\n",
+                " ",
+                "\u2028",
+                "\u00e9",
+            ]
+        ),
+        max_size=3,
+    ).map("".join),
 ) | st.text(max_size=80)
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -130,20 +165,24 @@ def test_host_matching_is_on_label_boundaries() -> None:
 
 
 def test_login_location_carries_an_encoded_rd() -> None:
-    location = login_location("https://auth.example.com/login", "https", "app.example.com",
-                              "https://app.example.com/a?x=1&y=2", ALLOWED)
+    location = login_location(
+        "https://auth.example.com/login", "https", "app.example.com", "https://app.example.com/a?x=1&y=2", ALLOWED
+    )
     assert location == "https://auth.example.com/login?rd=https%3A%2F%2Fapp.example.com%2Fa%3Fx%3D1%26y%3D2"
 
 
 def test_login_location_on_the_protected_host() -> None:
-    location = login_location("/forwardauth/login", "http", "app.example.com:8080",
-                              "http://app.example.com:8080/", ALLOWED)
+    location = login_location(
+        "/forwardauth/login", "http", "app.example.com:8080", "http://app.example.com:8080/", ALLOWED
+    )
     assert location == "http://app.example.com:8080/forwardauth/login?rd=http%3A%2F%2Fapp.example.com%3A8080%2F"
 
 
 def test_login_location_drops_an_unsafe_rd() -> None:
-    assert login_location("https://auth.example.com/login?lang=en", "https", "evil.test", "https://evil.test/",
-                          ALLOWED) == "https://auth.example.com/login?lang=en"
+    assert (
+        login_location("https://auth.example.com/login?lang=en", "https", "evil.test", "https://evil.test/", ALLOWED)
+        == "https://auth.example.com/login?lang=en"
+    )
 
 
 @PROPERTY
@@ -164,9 +203,12 @@ def test_a_safe_redirect_stays_on_the_allowed_domains(rd: str) -> None:
 
 
 @PROPERTY
-@given(st.sampled_from(["http", "https"]), st.from_regex(r"([a-z0-9-]{1,8}\.){0,3}", fullmatch=True),
-       st.sampled_from(["", ":8443"]), st.from_regex(r"(/[A-Za-z0-9._~-]{0,8}){0,3}(\?[a-z]=[A-Za-z0-9]{0,6})?",
-                                                     fullmatch=True))
+@given(
+    st.sampled_from(["http", "https"]),
+    st.from_regex(r"([a-z0-9-]{1,8}\.){0,3}", fullmatch=True),
+    st.sampled_from(["", ":8443"]),
+    st.from_regex(r"(/[A-Za-z0-9._~-]{0,8}){0,3}(\?[a-z]=[A-Za-z0-9]{0,6})?", fullmatch=True),
+)
 def test_plain_urls_on_the_allowed_domains_are_kept(scheme: str, subdomains: str, port: str, path: str) -> None:
     """The other side: the property above is not kept by refusing everything."""
     rd = f"{scheme}://{subdomains}example.com{port}{path}"

@@ -23,9 +23,15 @@ Client = Any
 @pytest.fixture
 async def strict(aiohttp_client: Any, env: dict[str, str]) -> Client:
     """An app allowing 3 failures per address and username within a minute."""
-    settings = config.load({**env, "FORWARDAUTH_LOGIN_MAX_FAILURES": "3", "FORWARDAUTH_LOGIN_WINDOW": "60",
-                            # counters of its own: other tests' failures from 127.0.0.1 must not count
-                            "FORWARDAUTH_REDIS_PREFIX": f"{env['FORWARDAUTH_REDIS_PREFIX']}rl{secrets.token_hex(3)}:"})
+    settings = config.load(
+        {
+            **env,
+            "FORWARDAUTH_LOGIN_MAX_FAILURES": "3",
+            "FORWARDAUTH_LOGIN_WINDOW": "60",
+            # counters of its own: other tests' failures from 127.0.0.1 must not count
+            "FORWARDAUTH_REDIS_PREFIX": f"{env['FORWARDAUTH_REDIS_PREFIX']}rl{secrets.token_hex(3)}:",
+        }
+    )
     return await aiohttp_client(create_app(settings))
 
 
@@ -71,8 +77,7 @@ async def test_throttling_is_audited_and_applies_to_the_password_grant(
     for _ in range(3):
         response = await strict.post("/oauth/token", data=form, headers=basic(app.id, secret))
         assert response.status == 400
-    response = await strict.post("/oauth/token", data={**form, "password": PASSWORD},
-                                 headers=basic(app.id, secret))
+    response = await strict.post("/oauth/token", data={**form, "password": PASSWORD}, headers=basic(app.id, secret))
     assert response.status == 429 and response.headers["Retry-After"]
     assert audit_events(database, user.username).count("login_throttled") == 1
 
@@ -87,8 +92,9 @@ def from_address(address: str, **headers: str) -> dict[str, str]:
 
 
 async def attempt_from(client: Client, address: str, username: str, password: str, **headers: str) -> Any:
-    return await client.post("/login", json={"username": username, "password": password},
-                             headers=from_address(address, **headers))
+    return await client.post(
+        "/login", json={"username": username, "password": password}, headers=from_address(address, **headers)
+    )
 
 
 async def test_one_client_behind_the_proxy_locks_out_only_itself(
@@ -97,8 +103,9 @@ async def test_one_client_behind_the_proxy_locks_out_only_itself(
     """Counted by the client the proxy forwards for, not by the proxy: 20 failures with random
     usernames from one client throttle that client, and no one else."""
     user = make_user()
-    statuses = [(await attempt_from(strict, "192.0.2.1", f"nobody-{secrets.token_hex(4)}", "wrong")).status
-                for _ in range(20)]
+    statuses = [
+        (await attempt_from(strict, "192.0.2.1", f"nobody-{secrets.token_hex(4)}", "wrong")).status for _ in range(20)
+    ]
     assert set(statuses) == {401, 429} and statuses[-1] == 429  # the attacker is held...
     assert (await attempt_from(strict, BEHIND_THE_PROXY, user.username, PASSWORD)).status == 200  # ...no one else
 
@@ -107,9 +114,15 @@ async def test_forwarded_for_from_an_untrusted_sender_is_not_believed(
     aiohttp_client: Any, env: dict[str, str], make_user: Callable[..., users.User]
 ) -> None:
     """A client that is no proxy of ours cannot dodge its limit by naming other addresses."""
-    settings = config.load({**env, "FORWARDAUTH_LOGIN_MAX_FAILURES": "3", "FORWARDAUTH_LOGIN_WINDOW": "60",
-                            "FORWARDAUTH_TRUSTED_PROXIES": "10.99.0.0/16",
-                            "FORWARDAUTH_REDIS_PREFIX": f"{env['FORWARDAUTH_REDIS_PREFIX']}rl{secrets.token_hex(3)}:"})
+    settings = config.load(
+        {
+            **env,
+            "FORWARDAUTH_LOGIN_MAX_FAILURES": "3",
+            "FORWARDAUTH_LOGIN_WINDOW": "60",
+            "FORWARDAUTH_TRUSTED_PROXIES": "10.99.0.0/16",
+            "FORWARDAUTH_REDIS_PREFIX": f"{env['FORWARDAUTH_REDIS_PREFIX']}rl{secrets.token_hex(3)}:",
+        }
+    )
     client = await aiohttp_client(create_app(settings))
     user = make_user()
     for index in range(3):
@@ -125,8 +138,12 @@ async def test_a_sprayed_username_does_not_lock_the_user_out_where_they_signed_i
     user = make_user()
     home = "203.0.113.10"
     assert (await attempt_from(strict, home, user.username, PASSWORD)).status == 200
-    form = await strict.post("/login", data={"username": user.username, "password": PASSWORD},
-                             headers=from_address("203.0.113.20"), allow_redirects=False)
+    form = await strict.post(
+        "/login",
+        data={"username": user.username, "password": PASSWORD},
+        headers=from_address("203.0.113.20"),
+        allow_redirects=False,
+    )
     assert form.status == 303
     device = form.cookies["forwardauth_device"]
     assert device["httponly"] and device["samesite"] == "Lax" and device["path"] == "/"
@@ -160,12 +177,24 @@ def test_through_nginx_one_client_locks_out_only_itself(
     """The same through the shipped nginx config, which appends the peer to X-Forwarded-For (the
     tests' clients name themselves in it: they all connect from 127.0.0.1, itself trusted)."""
     prefix = f"{env['FORWARDAUTH_REDIS_PREFIX']}rl{secrets.token_hex(3)}:"
-    stack = proxy_stack("nginx", {"FORWARDAUTH_LOGIN_MAX_FAILURES": "3", "FORWARDAUTH_LOGIN_WINDOW": "60",
-                                  "FORWARDAUTH_REDIS_PREFIX": prefix})
+    stack = proxy_stack(
+        "nginx",
+        {"FORWARDAUTH_LOGIN_MAX_FAILURES": "3", "FORWARDAUTH_LOGIN_WINDOW": "60", "FORWARDAUTH_REDIS_PREFIX": prefix},
+    )
     user = make_user()
     base = stack.url + "/forwardauth"
-    statuses = [http.post_json(base + "/login", {"username": f"nobody-{secrets.token_hex(4)}", "password": "wrong"},
-                               {"X-Forwarded-For": "192.0.2.1"}).status for _ in range(20)]
+    statuses = [
+        http.post_json(
+            base + "/login",
+            {"username": f"nobody-{secrets.token_hex(4)}", "password": "wrong"},
+            {"X-Forwarded-For": "192.0.2.1"},
+        ).status
+        for _ in range(20)
+    ]
     assert set(statuses) == {401, 429} and statuses[-1] == 429
-    assert http.post_json(base + "/login", {"username": user.username, "password": PASSWORD},
-                          {"X-Forwarded-For": BEHIND_THE_PROXY}).status == 200
+    assert (
+        http.post_json(
+            base + "/login", {"username": user.username, "password": PASSWORD}, {"X-Forwarded-For": BEHIND_THE_PROXY}
+        ).status
+        == 200
+    )

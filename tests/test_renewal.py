@@ -30,8 +30,7 @@ RD = "https://app.example.test/reports?page=2"
 REFRESH = "forwardauth_refresh"
 
 
-async def send(client: Client, method: str, path: str, cookies: dict[str, str] | None = None,
-               **kwargs: Any) -> Any:
+async def send(client: Client, method: str, path: str, cookies: dict[str, str] | None = None, **kwargs: Any) -> Any:
     """A request carrying exactly ``cookies``, answered without following redirects."""
     client.session.cookie_jar.clear()
     headers = {"Accept": "text/html", **kwargs.pop("headers", {})}
@@ -69,19 +68,26 @@ Renewal = Any  # async (client, refresh) -> response
 
 def backdate(database: Database, refresh: str, column: Literal["created_at", "revoked_at"], seconds: int) -> None:
     """Move the time ``refresh`` was issued (``created_at``) or rotated (``revoked_at``) into the past."""
+
     def update(conn: Connection) -> None:
         with conn.cursor() as cur:
-            cur.execute(f"UPDATE refresh_tokens SET {column} = {column} - make_interval(secs => %s)"  # noqa: S608
-                        " WHERE token_hash = %s", (seconds, hashlib.sha256(refresh.encode()).digest()))
+            cur.execute(
+                f"UPDATE refresh_tokens SET {column} = {column} - make_interval(secs => %s)"  # noqa: S608
+                " WHERE token_hash = %s",
+                (seconds, hashlib.sha256(refresh.encode()).digest()),
+            )
+
     database.call(update)
 
 
 @pytest.fixture
 def renewal(database: Database) -> Renewal:
     """The login page for a browser back after its access cookie expired (its token backdated)."""
+
     async def renew(client: Client, refresh: str, rd: str = RD) -> Any:
         backdate(database, refresh, "created_at", 60)
         return await back_at_once(client, refresh, rd)
+
     return renew
 
 

@@ -42,15 +42,23 @@ PROBE_SECONDS = 0.02  # the prober's pace during a failover: light load, not a b
 # --- the URL forms, no server needed -----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("url", "mode", "nodes", "service", "db"), [
-    ("redis://cache:6379/2", "single", (), "", 0),
-    ("unix:///run/redis.sock", "single", (), "", 0),
-    ("redis+sentinel://s1:26379,s2:26380,s3/mymaster/3", "sentinel",
-     (("s1", 26379), ("s2", 26380), ("s3", 26379)), "mymaster", 3),
-    ("redis+sentinel://[::1]:26379/cache", "sentinel", (("::1", 26379),), "cache", 0),
-    ("redis+cluster://n1:7000,n2:7001/", "cluster", (("n1", 7000), ("n2", 7001)), "", 0),
-    ("redis+cluster://n1", "cluster", (("n1", 6379),), "", 0),
-])
+@pytest.mark.parametrize(
+    ("url", "mode", "nodes", "service", "db"),
+    [
+        ("redis://cache:6379/2", "single", (), "", 0),
+        ("unix:///run/redis.sock", "single", (), "", 0),
+        (
+            "redis+sentinel://s1:26379,s2:26380,s3/mymaster/3",
+            "sentinel",
+            (("s1", 26379), ("s2", 26380), ("s3", 26379)),
+            "mymaster",
+            3,
+        ),
+        ("redis+sentinel://[::1]:26379/cache", "sentinel", (("::1", 26379),), "cache", 0),
+        ("redis+cluster://n1:7000,n2:7001/", "cluster", (("n1", 7000), ("n2", 7001)), "", 0),
+        ("redis+cluster://n1", "cluster", (("n1", 6379),), "", 0),
+    ],
+)
 def test_redis_url_forms(url: str, mode: str, nodes: tuple[tuple[str, int], ...], service: str, db: int) -> None:
     settings = RedisSettings.from_url(url)
     assert (settings.mode, settings.nodes, settings.service, settings.db) == (mode, nodes, service, db)
@@ -62,16 +70,19 @@ def test_credentials_in_userinfo_are_decoded_and_never_shown() -> None:
     assert "p%40ss" not in repr(settings) and "p@ss" not in repr(settings)
 
 
-@pytest.mark.parametrize(("url", "complaint"), [
-    ("redis+cluster://n1:7000/1", "only database 0"),
-    ("redis+sentinel://s1:26379", "names the master"),
-    ("redis+sentinel://s1:26379/mymaster/x", "must be a number"),
-    ("redis+sentinel://s1:99999/mymaster", "not a TCP port"),
-    ("redis+cluster://n1:7000,,n2/", "host is missing"),
-    ("redis+cluster://n1/?ssl=true", "no query"),
-    ("memcached://n1:11211", "scheme must be one of"),
-    ("n1:6379", "not a URL"),
-])
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("redis+cluster://n1:7000/1", "only database 0"),
+        ("redis+sentinel://s1:26379", "names the master"),
+        ("redis+sentinel://s1:26379/mymaster/x", "must be a number"),
+        ("redis+sentinel://s1:99999/mymaster", "not a TCP port"),
+        ("redis+cluster://n1:7000,,n2/", "host is missing"),
+        ("redis+cluster://n1/?ssl=true", "no query"),
+        ("memcached://n1:11211", "scheme must be one of"),
+        ("n1:6379", "not a URL"),
+    ],
+)
 def test_bad_redis_urls_name_the_variable_but_not_the_secret(url: str, complaint: str) -> None:
     secret_url = url.replace("://", "://app:hunter2@", 1) if "://" in url else url
     with pytest.raises(ConfigError) as error:
@@ -93,8 +104,11 @@ async def test_each_form_gets_redis_pys_own_client() -> None:
         assert sentinel.connection_pool.service_name == "mymaster"
         assert sentinel.connection_pool.connection_kwargs["db"] == 2
         # The same timeouts and retries in every mode.
-        pools = (cluster.get_connection_kwargs(), sentinel.connection_pool.connection_kwargs,
-                 plain.connection_pool.connection_kwargs)
+        pools = (
+            cluster.get_connection_kwargs(),
+            sentinel.connection_pool.connection_kwargs,
+            plain.connection_pool.connection_kwargs,
+        )
         assert {(kw["socket_timeout"], kw["socket_connect_timeout"]) for kw in pools} == {(1.0, 1.0)}
         assert {r._retries for r in (cluster.retry, pools[1]["retry"], pools[2]["retry"])} == {2}
     finally:
@@ -127,8 +141,7 @@ def two_instances(service: Callable[..., Service], tmp_path: Path, redis_url: st
     """A and B, two workers each, as on two hosts: B's data folder holds copies of A's key files."""
     a = service(workers=2, extra={"FORWARDAUTH_REDIS_URL": redis_url})
     shutil.copytree(tmp_path / "data" / "keys", tmp_path / "host-b" / "keys")
-    b = service(workers=2, extra={"FORWARDAUTH_REDIS_URL": redis_url,
-                                  "FORWARDAUTH_DATA_DIR": str(tmp_path / "host-b")})
+    b = service(workers=2, extra={"FORWARDAUTH_REDIS_URL": redis_url, "FORWARDAUTH_DATA_DIR": str(tmp_path / "host-b")})
     return a, b
 
 
@@ -171,8 +184,12 @@ def core_flow(a: Service, b: Service, user: users.User, record_property: Callabl
 
 @pytest.mark.parametrize("group", ["redis_cluster", "redis_sentinel"])
 def test_two_instances(
-    group: str, request: pytest.FixtureRequest, service: Callable[..., Service], tmp_path: Path,
-    make_user: Callable[..., users.User], record_property: Callable[[str, object], None],
+    group: str,
+    request: pytest.FixtureRequest,
+    service: Callable[..., Service],
+    tmp_path: Path,
+    make_user: Callable[..., users.User],
+    record_property: Callable[[str, object], None],
 ) -> None:
     redis_group: RedisClusterGroup | RedisSentinelGroup = request.getfixturevalue(group)
     a, b = two_instances(service, tmp_path, redis_group.url)
@@ -205,12 +222,16 @@ def owned_slots(cluster: RedisClusterGroup, port: int) -> set[int]:
 
 
 def subscribed_nodes(cluster: RedisClusterGroup, channel: str, skip: int = 0) -> list[int]:
-    return [server.port for server in cluster.servers if server.port != skip
-            and ask(server, lambda c: c.pubsub_numsub(channel))[0][1] > 0]
+    return [
+        server.port
+        for server in cluster.servers
+        if server.port != skip and ask(server, lambda c: c.pubsub_numsub(channel))[0][1] > 0
+    ]
 
 
 async def test_a_cluster_subscriber_moves_to_another_node_when_its_node_dies(
-    redis_cluster: RedisClusterGroup, redis_prefix: str,
+    redis_cluster: RedisClusterGroup,
+    redis_prefix: str,
 ) -> None:
     """Any node hears every PUBLISH; the feed resubscribes on the next node when its own is lost.
 
@@ -228,24 +249,30 @@ async def test_a_cluster_subscriber_moves_to_another_node_when_its_node_dies(
         # Connected before the loss: a cluster client that first starts while a master is down
         # (and has no replica) may pick that node for its COMMAND table and fail (redis-py).
         assert await publisher.ping()
-        [first] = await asyncio.to_thread(wait_until, lambda: subscribed_nodes(redis_cluster, channel), 10,
-                                          "the feed to subscribe")
+        [first] = await asyncio.to_thread(
+            wait_until, lambda: subscribed_nodes(redis_cluster, channel), 10, "the feed to subscribe"
+        )
         lost = next(server for server in redis_cluster.servers if server.port == first)
         lost.kill()
         [second] = await asyncio.to_thread(
-            wait_until, lambda: local.subscribed and subscribed_nodes(redis_cluster, channel, skip=first), 20,
-            "the feed to move to another node")
+            wait_until,
+            lambda: local.subscribed and subscribed_nodes(redis_cluster, channel, skip=first),
+            20,
+            "the feed to move to another node",
+        )
         assert second != first
         # A session whose slot a surviving node serves: its revocation reaches the moved feed.
         dead = owned_slots(redis_cluster, first)
-        sid = next(f"moved-{n}" for n in range(1000) if key_slot(keys.session_tokens(f"moved-{n}").encode())
-                   not in dead)
+        sid = next(
+            f"moved-{n}" for n in range(1000) if key_slot(keys.session_tokens(f"moved-{n}").encode()) not in dead
+        )
         await publisher.register(sid, "jti", 60)
         assert await follower.is_live(sid, "jti", int(time.time()) + 60)
         assert local.is_live(sid, "jti", time.time())  # remembered: only the feed can make it forget
         await publisher.revoke(sid, "jti")
-        await asyncio.to_thread(wait_until, lambda: not local.is_live(sid, "jti", time.time()), 5,
-                                "the revocation to reach the moved feed")
+        await asyncio.to_thread(
+            wait_until, lambda: not local.is_live(sid, "jti", time.time()), 5, "the revocation to reach the moved feed"
+        )
     finally:
         stop.set()
         await feed
@@ -273,8 +300,11 @@ class Prober(threading.Thread):
 
 
 def test_sentinel_failover_heals_without_a_restart_and_never_passes_a_revoked_token(
-    redis_sentinel: RedisSentinelGroup, service: Callable[..., Service], tmp_path: Path,
-    make_user: Callable[..., users.User], record_property: Callable[[str, object], None],
+    redis_sentinel: RedisSentinelGroup,
+    service: Callable[..., Service],
+    tmp_path: Path,
+    make_user: Callable[..., users.User],
+    record_property: Callable[[str, object], None],
 ) -> None:
     a, b = two_instances(service, tmp_path, redis_sentinel.url)
     user = make_user()
@@ -293,8 +323,14 @@ def test_sentinel_failover_heals_without_a_restart_and_never_passes_a_revoked_to
         wait_until(lambda: redis_sentinel.master_port() != old_master.port, 30, "the sentinels to fail over")
         promoted = time.monotonic()
         # Healed: the kept token passes on both instances again, without a restart.
-        wait_until(lambda: prober.statuses("kept@A", promoted)[-3:] == [200] * 3
-                   and prober.statuses("kept@B", promoted)[-3:] == [200] * 3, 30, "/auth to heal")
+        wait_until(
+            lambda: (
+                prober.statuses("kept@A", promoted)[-3:] == [200] * 3
+                and prober.statuses("kept@B", promoted)[-3:] == [200] * 3
+            ),
+            30,
+            "/auth to heal",
+        )
     finally:
         prober.stop.set()
         prober.join()

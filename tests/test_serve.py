@@ -78,6 +78,7 @@ def listens(pid: int, port: int) -> bool:
 
 def wait_for_workers(svc: Service, count: int, without: int | None = None) -> set[int]:
     """Poll until exactly ``count`` live workers listen on the port (none of them ``without``); their pids."""
+
     def check() -> set[int] | None:
         found = workers(svc.process.pid)
         if len(found) == count and without not in found and all(listens(pid, svc.port) for pid in found):
@@ -124,8 +125,9 @@ def test_two_workers_ready_and_login_auth_logout(service: Callable[..., Service]
         assert http.get(svc.base + "/auth", http.bearer(token)).status == 401
 
 
-def test_token_verifies_with_another_jose_library(service: Callable[..., Service], make_user: MakeUser,
-                                                  env: dict[str, str]) -> None:
+def test_token_verifies_with_another_jose_library(
+    service: Callable[..., Service], make_user: MakeUser, env: dict[str, str]
+) -> None:
     svc = service()
     user = make_user(roles=("admin", "ops"))
     before = int(time.time())
@@ -151,7 +153,10 @@ def test_token_verifies_with_another_jose_library(service: Callable[..., Service
         iss={"essential": True, "value": env["FORWARDAUTH_ISSUER"]},
         aud={"essential": True, "value": "forwardauth"},
         sub={"essential": True, "value": user.id},
-        exp={"essential": True}, iat={"essential": True}, nbf={"essential": True}, jti={"essential": True},
+        exp={"essential": True},
+        iat={"essential": True},
+        nbf={"essential": True},
+        jti={"essential": True},
     ).validate(claims)
 
     header, payload, signature = token.split(".")
@@ -214,11 +219,18 @@ def test_a_killed_worker_is_replaced_while_the_other_answers(service: Callable[.
 
 
 def test_bad_configuration_stops_the_start(env: dict[str, str]) -> None:
-    result = subprocess.run([sys.executable, "-m", "forwardauth", "serve"], capture_output=True, text=True,
-                            env={**os.environ, **env, "FORWARDAUTH_ACCESS_TTL": "soon"}, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "forwardauth", "serve"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "FORWARDAUTH_ACCESS_TTL": "soon"},
+        timeout=30,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == ("forwardauth: configuration error: FORWARDAUTH_ACCESS_TTL: 'soon' is not a "
-                                     "duration (use e.g. 900, 15m, 12h, 14d)")
+    assert result.stderr.strip() == (
+        "forwardauth: configuration error: FORWARDAUTH_ACCESS_TTL: 'soon' is not a "
+        "duration (use e.g. 900, 15m, 12h, 14d)"
+    )
 
 
 # --- a port in use; Ctrl-C -----------------------------------------------------------------------
@@ -226,8 +238,13 @@ def test_bad_configuration_stops_the_start(env: dict[str, str]) -> None:
 
 def serve_on(env: dict[str, str], port: int, **extra: str) -> subprocess.CompletedProcess[str]:
     """``forwardauth serve`` on ``port``, expected to give up by itself within the deadline."""
-    return subprocess.run([sys.executable, "-m", "forwardauth", "serve"], capture_output=True, text=True,
-                          env={**os.environ, **env, "FORWARDAUTH_PORT": str(port), **extra}, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "forwardauth", "serve"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "FORWARDAUTH_PORT": str(port), **extra},
+        timeout=30,
+    )
 
 
 def test_a_port_held_by_another_program_stops_serve_at_once(env: dict[str, str]) -> None:
@@ -239,7 +256,8 @@ def test_a_port_held_by_another_program_stops_serve_at_once(env: dict[str, str])
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"forwardauth: port {port} is already in use (127.0.0.1:{port}): stop what listens there or choose "
-        "another port (FORWARDAUTH_PORT or --port)")
+        "another port (FORWARDAUTH_PORT or --port)"
+    )
     assert "Traceback" not in result.stderr + result.stdout
     assert "worker" not in result.stderr  # given up before any worker started
 
@@ -252,7 +270,8 @@ def test_a_second_forwardauth_never_shares_the_port(service: Callable[..., Servi
         assert second.returncode == 1, second.stderr
         assert second.stderr.strip().splitlines()[-1] == (
             f"forwardauth: port {first.port} is already used by another forwardauth server on this machine: stop "
-            "it first, or choose another port (FORWARDAUTH_PORT or --port)")
+            "it first, or choose another port (FORWARDAUTH_PORT or --port)"
+        )
     assert wait_for_workers(first, 2) == before  # the first one serves on, alone, undisturbed
     assert http.get(first.base + "/readyz").status == 200
     assert first.process.poll() is None

@@ -35,10 +35,10 @@ async def app_client(aiohttp_client: Any, settings: config.Settings, **changes: 
     return await aiohttp_client(AppServer(create_app(dataclasses.replace(settings, **changes))))
 
 
-async def post_login(client: Client, username: str, rd: str = RD, password: str = PASSWORD,
-                     **headers: str) -> Any:
-    return await send(client, "POST", "/login", data={"username": username, "password": password, "rd": rd},
-                      headers=headers)
+async def post_login(client: Client, username: str, rd: str = RD, password: str = PASSWORD, **headers: str) -> Any:
+    return await send(
+        client, "POST", "/login", data={"username": username, "password": password, "rd": rd}, headers=headers
+    )
 
 
 # --- item 1: the form may lead to rd (CSP form-action covers redirects) --------------------------
@@ -47,9 +47,15 @@ async def post_login(client: Client, username: str, rd: str = RD, password: str 
 def test_form_action_names_every_place_the_form_leads() -> None:
     sources = form_action_sources(("example.test", "10.1.2.3"), ("https://auth.example.test:8443/login", "/x"))
     assert sources.split() == [
-        "'self'", "https://auth.example.test:8443",
-        "https://example.test:*", "http://example.test:*", "https://*.example.test:*", "http://*.example.test:*",
-        "https://10.1.2.3:*", "http://10.1.2.3:*"]
+        "'self'",
+        "https://auth.example.test:8443",
+        "https://example.test:*",
+        "http://example.test:*",
+        "https://*.example.test:*",
+        "http://*.example.test:*",
+        "https://10.1.2.3:*",
+        "http://10.1.2.3:*",
+    ]
 
 
 async def test_the_login_page_lets_its_form_lead_to_rd(client: Client) -> None:
@@ -77,8 +83,7 @@ async def test_the_refresh_cookie_is_for_every_host_behind_the_snippets(
     backdate(database, value_of(shared), "created_at", 60)  # the access cookie has expired since
     other = {"X-Forwarded-Prefix": "/forwardauth", "Host": "wiki.example.test"}
     wiki = "https://wiki.example.test/x"
-    renewed = await send(client, "GET", f"/login?rd={quote(wiki, safe='')}", {REFRESH: value_of(shared)},
-                         headers=other)
+    renewed = await send(client, "GET", f"/login?rd={quote(wiki, safe='')}", {REFRESH: value_of(shared)}, headers=other)
     assert renewed.status == 303 and renewed.headers["Location"] == wiki
     rotated = set_cookies(renewed)[REFRESH]
     assert "Domain=example.test" in rotated and value_of(rotated) != value_of(shared)
@@ -100,31 +105,51 @@ async def test_a_login_host_keeps_the_refresh_cookie_to_itself(client: Client, m
 # --- item 3: cookies the browser would drop ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("page,rd,domain,secure,named", [
-    ("http://app.example.test", RD, "example.test", True, "FORWARDAUTH_COOKIE_SECURE"),
-    ("https://auth.other.test", RD, "example.test", False, "FORWARDAUTH_COOKIE_DOMAIN=example.test does not cover "
-                                                           "auth.other.test"),
-    ("https://auth.example.test", "https://app.other.test/", "example.test", True, "does not cover app.other.test"),
-    ("https://auth.example.test", RD, None, True, "FORWARDAUTH_COOKIE_DOMAIN is unset"),
-    ("https://auth.example.test", "http://app.example.test/", "example.test", True,
-     "FORWARDAUTH_COOKIE_SECURE=true and app.example.test is served over plain HTTP"),
-])
-def test_what_keeps_the_cookie_from_rd(settings: config.Settings, page: str, rd: str, domain: str | None,
-                                       secure: bool, named: str) -> None:
-    problem = browser.delivery_problem(dataclasses.replace(settings, cookie_domain=domain, cookie_secure=secure),
-                                       page, rd)
+@pytest.mark.parametrize(
+    "page,rd,domain,secure,named",
+    [
+        ("http://app.example.test", RD, "example.test", True, "FORWARDAUTH_COOKIE_SECURE"),
+        (
+            "https://auth.other.test",
+            RD,
+            "example.test",
+            False,
+            "FORWARDAUTH_COOKIE_DOMAIN=example.test does not cover auth.other.test",
+        ),
+        ("https://auth.example.test", "https://app.other.test/", "example.test", True, "does not cover app.other.test"),
+        ("https://auth.example.test", RD, None, True, "FORWARDAUTH_COOKIE_DOMAIN is unset"),
+        (
+            "https://auth.example.test",
+            "http://app.example.test/",
+            "example.test",
+            True,
+            "FORWARDAUTH_COOKIE_SECURE=true and app.example.test is served over plain HTTP",
+        ),
+    ],
+)
+def test_what_keeps_the_cookie_from_rd(
+    settings: config.Settings, page: str, rd: str, domain: str | None, secure: bool, named: str
+) -> None:
+    problem = browser.delivery_problem(
+        dataclasses.replace(settings, cookie_domain=domain, cookie_secure=secure), page, rd
+    )
     assert problem is not None and named in problem.log, problem
 
 
-@pytest.mark.parametrize("page,rd,domain", [
-    ("https://auth.example.test", RD, "example.test"),
-    ("http://localhost:8080", "http://localhost:8080/x", None),  # loopback keeps Secure cookies
-    ("http://127.0.0.1:8080", "", None),
-    ("https://app.example.test", "", None),  # rd empty: back to / on the same host
-])
+@pytest.mark.parametrize(
+    "page,rd,domain",
+    [
+        ("https://auth.example.test", RD, "example.test"),
+        ("http://localhost:8080", "http://localhost:8080/x", None),  # loopback keeps Secure cookies
+        ("http://127.0.0.1:8080", "", None),
+        ("https://app.example.test", "", None),  # rd empty: back to / on the same host
+    ],
+)
 def test_cookies_that_arrive(settings: config.Settings, page: str, rd: str, domain: str | None) -> None:
-    assert browser.delivery_problem(dataclasses.replace(settings, cookie_domain=domain, cookie_secure=True),
-                                    page, rd) is None
+    assert (
+        browser.delivery_problem(dataclasses.replace(settings, cookie_domain=domain, cookie_secure=True), page, rd)
+        is None
+    )
 
 
 async def test_a_secure_cookie_over_plain_http_is_explained_not_looped(
@@ -141,8 +166,12 @@ async def test_a_secure_cookie_over_plain_http_is_explained_not_looped(
     assert "FORWARDAUTH_COOKIE_SECURE=true" in caplog.text and PASSWORD not in caplog.text
     assert audit_events(services_of(client).db, user.username) == []  # no password checked, no session
     # The same page over HTTPS (the proxy says so, and so does the browser) signs in.
-    https = await post_login(client, user.username, Origin="https://app.example.test",
-                             **{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.test"})
+    https = await post_login(
+        client,
+        user.username,
+        Origin="https://app.example.test",
+        **{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.test"},
+    )
     assert https.status == 303 and "Secure" in set_cookies(https)["forwardauth"]
     # Not a browser (no Origin, no Referer): nothing to judge.
     assert (await post_login(client, user.username, Host="app.example.test")).status == 303
@@ -152,8 +181,7 @@ async def test_a_cookie_domain_that_does_not_cover_the_host_is_explained(
     client: Client, make_user: MakeUser, caplog: pytest.LogCaptureFixture
 ) -> None:
     user = make_user()
-    other = {"Origin": "https://login.other.test", "X-Forwarded-Proto": "https",
-             "X-Forwarded-Host": "login.other.test"}
+    other = {"Origin": "https://login.other.test", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "login.other.test"}
     response = await post_login(client, user.username, rd="", **other)
     assert response.status == 400 and "Set-Cookie" not in response.headers
     assert "FORWARDAUTH_COOKIE_DOMAIN=example.test does not cover login.other.test" in await response.text()
@@ -166,8 +194,13 @@ async def test_an_rd_beyond_the_cookie_domain_is_explained(
     """FORWARDAUTH_ALLOWED_DOMAINS wider than the cookie domain: rd may lead where the cookie does not."""
     client = await app_client(aiohttp_client, settings, allowed_domains=("example.test", "other.test"))
     user = make_user()
-    refused = await post_login(client, user.username, rd="https://app.other.test/x", Origin="http://auth.example.test",
-                               Host="auth.example.test")
+    refused = await post_login(
+        client,
+        user.username,
+        rd="https://app.other.test/x",
+        Origin="http://auth.example.test",
+        Host="auth.example.test",
+    )
     assert refused.status == 400 and "does not cover app.other.test" in await refused.text()
     assert "sign-in refused: the cookie cannot reach app.other.test" in caplog.text
 
@@ -176,20 +209,29 @@ def test_warnings_at_start() -> None:
     def warnings(**env: str) -> str:
         return "\n".join(browser.startup_warnings(config.load({f"FORWARDAUTH_{k}": v for k, v in env.items()})))
 
-    assert "FORWARDAUTH_ISSUER is http://auth.example.test (plain HTTP) but FORWARDAUTH_COOKIE_SECURE=true" in \
-        warnings(ISSUER="http://auth.example.test", COOKIE_DOMAIN="example.test")
-    assert "FORWARDAUTH_LOGIN_URL is http://auth.example.test/login" in \
-        warnings(ISSUER="https://auth.example.test", LOGIN_URL="http://auth.example.test/login")
-    assert "does not cover auth.other.test, the host of FORWARDAUTH_LOGIN_URL" in \
-        warnings(ISSUER="https://auth.other.test", COOKIE_DOMAIN="example.test")
-    assert "FORWARDAUTH_COOKIE_DOMAIN is unset" in \
-        warnings(ISSUER="https://auth.example.test", ALLOWED_DOMAINS="example.test")
+    assert "FORWARDAUTH_ISSUER is http://auth.example.test (plain HTTP) but FORWARDAUTH_COOKIE_SECURE=true" in warnings(
+        ISSUER="http://auth.example.test", COOKIE_DOMAIN="example.test"
+    )
+    assert "FORWARDAUTH_LOGIN_URL is http://auth.example.test/login" in warnings(
+        ISSUER="https://auth.example.test", LOGIN_URL="http://auth.example.test/login"
+    )
+    assert "does not cover auth.other.test, the host of FORWARDAUTH_LOGIN_URL" in warnings(
+        ISSUER="https://auth.other.test", COOKIE_DOMAIN="example.test"
+    )
+    assert "FORWARDAUTH_COOKIE_DOMAIN is unset" in warnings(
+        ISSUER="https://auth.example.test", ALLOWED_DOMAINS="example.test"
+    )
     assert "which FORWARDAUTH_COOKIE_DOMAIN=example.test does not cover" in warnings(
-        ISSUER="https://auth.example.test", COOKIE_DOMAIN="example.test", ALLOWED_DOMAINS="example.test,b.test")
+        ISSUER="https://auth.example.test", COOKIE_DOMAIN="example.test", ALLOWED_DOMAINS="example.test,b.test"
+    )
     # As documented: the default (loopback) issuer, and a complete HTTPS layout, say nothing.
     assert warnings() == ""
-    assert warnings(ISSUER="https://app.example.test/forwardauth", LOGIN_URL="/forwardauth/login",
-                    COOKIE_DOMAIN="example.test") == ""
+    assert (
+        warnings(
+            ISSUER="https://app.example.test/forwardauth", LOGIN_URL="/forwardauth/login", COOKIE_DOMAIN="example.test"
+        )
+        == ""
+    )
     assert warnings(ISSUER="http://app.example.test", COOKIE_SECURE="false", COOKIE_DOMAIN="example.test") == ""
 
 
@@ -199,18 +241,26 @@ def test_warnings_at_start() -> None:
 @pytest.fixture
 def guarded(aiohttp_client: Any, settings: config.Settings, tmp_path: Path) -> Any:
     policy = tmp_path / "policy.yml"
-    policy.write_text("default: authenticated\nrules:\n  - host: admin.example.test\n    roles: [admin]\n"
-                      "  - host: closed.example.test\n    policy: deny\n")
+    policy.write_text(
+        "default: authenticated\nrules:\n  - host: admin.example.test\n    roles: [admin]\n"
+        "  - host: closed.example.test\n    policy: deny\n"
+    )
 
     async def make() -> Client:
         return await app_client(aiohttp_client, settings, policy_file=policy)
+
     return make
 
 
 def traefik_asks(host: str, token: str | None, html: bool = True) -> dict[str, str]:
-    headers = {"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": host,
-               "X-Forwarded-Uri": "/panel?x=1", "X-Forwarded-For": "203.0.113.9",
-               "Accept": "text/html" if html else "application/json"}
+    headers = {
+        "X-Forwarded-Method": "GET",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": host,
+        "X-Forwarded-Uri": "/panel?x=1",
+        "X-Forwarded-For": "203.0.113.9",
+        "Accept": "text/html" if html else "application/json",
+    }
     return {**headers, "Cookie": f"forwardauth={token}"} if token else headers
 
 
@@ -234,24 +284,32 @@ async def test_a_refused_browser_gets_a_page_saying_who_and_why(
     # An API client, and nginx (which asks /forbidden for the page itself), get the plain answer.
     api = await client.get("/auth", headers=traefik_asks("admin.example.test", token, html=False))
     assert api.status == 403 and await api.text() == "forbidden\n"
-    nginx = {"X-Original-URL": "https://admin.example.test/panel", "X-Original-Method": "GET",
-             "Accept": "text/html", "Cookie": f"forwardauth={token}"}
+    nginx = {
+        "X-Original-URL": "https://admin.example.test/panel",
+        "X-Original-Method": "GET",
+        "Accept": "text/html",
+        "Cookie": f"forwardauth={token}",
+    }
     assert await (await client.get("/auth", headers=nginx)).text() == "forbidden\n"
     asked = await client.get("/forbidden", headers=nginx)
     assert asked.status == 403 and f"<strong>{user.username}</strong>" in await asked.text()
     # A host closed to everyone, token or not.
     closed = await client.get("/auth", headers=traefik_asks("closed.example.test", None))
     assert closed.status == 403 and "closed.example.test is not open to you" in await closed.text()
-    assert 'access denied: address=203.0.113.9 host=closed.example.test user=- ' in caplog.text
+    assert "access denied: address=203.0.113.9 host=closed.example.test user=- " in caplog.text
 
 
-async def test_sign_out_by_link_asks_first(aiohttp_client: Any, settings: config.Settings,
-                                          make_user: MakeUser) -> None:
+async def test_sign_out_by_link_asks_first(aiohttp_client: Any, settings: config.Settings, make_user: MakeUser) -> None:
     client = await app_client(aiohttp_client, settings, login_url="/forwardauth/login")
     user = make_user()
     token = (await login(client, user))["access_token"]
-    page = await send(client, "GET", f"/logout?rd={quote(RD, safe='')}", {"forwardauth": token},
-                      headers={"X-Forwarded-Prefix": "/forwardauth"})
+    page = await send(
+        client,
+        "GET",
+        f"/logout?rd={quote(RD, safe='')}",
+        {"forwardauth": token},
+        headers={"X-Forwarded-Prefix": "/forwardauth"},
+    )
     assert page.status == 200 and page.headers["X-Frame-Options"] == "DENY"
     text = await page.text()
     assert f"signed in as <strong>{user.username}</strong>" in text
@@ -264,8 +322,12 @@ async def test_sign_out_by_link_asks_first(aiohttp_client: Any, settings: config
 async def test_sign_out_by_link_goes_to_the_login_host(client: Client) -> None:
     """The default settings here: FORWARDAUTH_LOGIN_URL=http://auth.example.test/login, a login host
     whose refresh cookie only it can see and clear. Another host's sign-out link leads there."""
-    elsewhere = await send(client, "GET", f"/logout?rd={quote(RD, safe='')}",
-                           headers={"X-Forwarded-Prefix": "/forwardauth", "X-Forwarded-Host": "app.example.test"})
+    elsewhere = await send(
+        client,
+        "GET",
+        f"/logout?rd={quote(RD, safe='')}",
+        headers={"X-Forwarded-Prefix": "/forwardauth", "X-Forwarded-Host": "app.example.test"},
+    )
     assert elsewhere.status == 303
     assert elsewhere.headers["Location"] == f"http://auth.example.test/logout?rd={quote(RD, safe='')}"
     there = await send(client, "GET", "/logout", headers={"Host": "auth.example.test"})
@@ -287,16 +349,22 @@ async def test_failed_and_throttled_logins_are_one_line_each(
 ) -> None:
     caplog.set_level(logging.INFO, logger="forwardauth.security")
     # Counters of its own: other tests' failures from 127.0.0.1 must not count.
-    client = await app_client(aiohttp_client, settings, login_max_failures=2,
-                              redis_prefix=f"{settings.redis_prefix}sso{secrets.token_hex(3)}:")
+    client = await app_client(
+        aiohttp_client,
+        settings,
+        login_max_failures=2,
+        redis_prefix=f"{settings.redis_prefix}sso{secrets.token_hex(3)}:",
+    )
     user = make_user()
     where = {"X-Forwarded-For": "198.51.100.4", **PROXIED}
     statuses = [(await post_login(client, user.username, password="wrong", **where)).status for _ in range(3)]
     assert statuses == [401, 401, 429]
     failed = f'login failed: address=198.51.100.4 host=auth.example.test user="{user.username}"'
     assert caplog.text.count(failed) == 2
-    assert f'login throttled: address=198.51.100.4 host=auth.example.test user="{user.username}" retry_after=' \
+    assert (
+        f'login throttled: address=198.51.100.4 host=auth.example.test user="{user.username}" retry_after='
         in caplog.text
+    )
     assert "wrong" not in caplog.text
     spoof = 'x" address=10.0.0.1\nforged'
     await post_login(client, spoof, password="wrong", **where)

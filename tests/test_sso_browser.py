@@ -47,8 +47,10 @@ def browser() -> Iterator[Browser]:
     executable = require_chromium()
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
-            executable_path=executable, headless=True,
-            args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.example.test 127.0.0.1"])
+            executable_path=executable,
+            headless=True,
+            args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.example.test 127.0.0.1"],
+        )
         try:
             yield launched
         finally:
@@ -83,8 +85,12 @@ def add_login_host(proxy: demo.Proxy, host: str) -> None:
     else:
         dynamic = proxy.workdir / "dynamic.yml"
         config = yaml.safe_load(dynamic.read_text())
-        config["http"]["routers"]["login-host"] = {"rule": f"Host(`{host}`)", "entryPoints": ["web"],
-                                                   "service": "forwardauth", "priority": 1000}
+        config["http"]["routers"]["login-host"] = {
+            "rule": f"Host(`{host}`)",
+            "entryPoints": ["web"],
+            "service": "forwardauth",
+            "priority": 1000,
+        }
         dynamic.write_text(yaml.safe_dump(config))
 
 
@@ -99,8 +105,14 @@ def sites(service: Callable[..., Service], tmp_path: Path) -> Iterator[Callable[
         port, app_port = free_port(), free_port()
         upstream = demo.start_upstream(app_port, tmp_path / f"upstream-{kind}")
         processes.append(upstream)
-        svc = service(extra={**demo.stack_environment(port), "FORWARDAUTH_LOG_LEVEL": "INFO",
-                             "FORWARDAUTH_ACCESS_TTL": str(ACCESS_TTL), **env(port)})
+        svc = service(
+            extra={
+                **demo.stack_environment(port),
+                "FORWARDAUTH_LOG_LEVEL": "INFO",
+                "FORWARDAUTH_ACCESS_TTL": str(ACCESS_TTL),
+                **env(port),
+            }
+        )
         proxy = demo.Proxy(kind, tmp_path / kind, port, f"127.0.0.1:{svc.port}", f"127.0.0.1:{app_port}")
         proxy.configure()
         if login_host:
@@ -128,30 +140,38 @@ def login_pages(page: Page) -> list[tuple[str, str, int]]:
         parts = urlsplit(response.url)
         if parts.path.endswith("/login"):
             seen.append((parts.hostname or "", response.request.method, response.status))
+
     page.on("response", record)
     return seen
 
 
 def wait_for_expiry(context: BrowserContext, url: str) -> None:
     """Until the browser has dropped the access cookie (Max-Age=ACCESS_TTL): polled, not slept."""
+
     def gone() -> bool:
         now = time.time()
-        return not [c for c in context.cookies(url)
-                    if c["name"] == COOKIE and (c["expires"] == -1 or c["expires"] > now)]
+        return not [
+            c for c in context.cookies(url) if c["name"] == COOKIE and (c["expires"] == -1 or c["expires"] > now)
+        ]
+
     wait_until(gone, ACCESS_TTL + 10, "the access cookie to expire")
 
 
 def per_host(tmp_path: Path) -> Callable[[int], dict[str, str]]:
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
-    return lambda port: {"FORWARDAUTH_COOKIE_DOMAIN": "example.test", "FORWARDAUTH_ALLOWED_DOMAINS": "example.test",
-                         "FORWARDAUTH_ISSUER": f"http://app.example.test:{port}/forwardauth",
-                         "FORWARDAUTH_POLICY_FILE": str(policy)}
+    return lambda port: {
+        "FORWARDAUTH_COOKIE_DOMAIN": "example.test",
+        "FORWARDAUTH_ALLOWED_DOMAINS": "example.test",
+        "FORWARDAUTH_ISSUER": f"http://app.example.test:{port}/forwardauth",
+        "FORWARDAUTH_POLICY_FILE": str(policy),
+    }
 
 
 @pytest.mark.parametrize("kind", PROXIES)
-def test_one_sign_in_holds_on_every_host(context: BrowserContext, sites: Callable[..., Sites],
-                                         make_user: MakeUser, tmp_path: Path, kind: str) -> None:
+def test_one_sign_in_holds_on_every_host(
+    context: BrowserContext, sites: Callable[..., Sites], make_user: MakeUser, tmp_path: Path, kind: str
+) -> None:
     """The per-host layout (login page under /forwardauth/ on each host): signed in on app, wiki
     passes at once and both stay signed in past the access lifetime, each renewing through its own
     login page with the one refresh cookie of the cookie domain, without the form."""
@@ -221,15 +241,21 @@ def test_a_refused_user_is_told_who_and_can_switch_or_sign_out(
 
 
 @pytest.mark.parametrize("kind", PROXIES)
-def test_a_login_host_of_its_own(context: BrowserContext, sites: Callable[..., Sites], make_user: MakeUser,
-                                 database: Database, kind: str) -> None:
+def test_a_login_host_of_its_own(
+    context: BrowserContext, sites: Callable[..., Sites], make_user: MakeUser, database: Database, kind: str
+) -> None:
     """FORWARDAUTH_LOGIN_URL on auth.example.test: after the form, Chromium follows the 303 to the
     app (the page's CSP form-action allows it), once; every host renews through that page."""
-    site = sites(kind, lambda port: {
-        "FORWARDAUTH_LOGIN_URL": f"http://auth.example.test:{port}/login",
-        "FORWARDAUTH_ISSUER": f"http://auth.example.test:{port}",
-        "FORWARDAUTH_COOKIE_DOMAIN": "example.test", "FORWARDAUTH_ALLOWED_DOMAINS": "example.test"},
-        login_host="auth.example.test")
+    site = sites(
+        kind,
+        lambda port: {
+            "FORWARDAUTH_LOGIN_URL": f"http://auth.example.test:{port}/login",
+            "FORWARDAUTH_ISSUER": f"http://auth.example.test:{port}",
+            "FORWARDAUTH_COOKIE_DOMAIN": "example.test",
+            "FORWARDAUTH_ALLOWED_DOMAINS": "example.test",
+        },
+        login_host="auth.example.test",
+    )
     user = make_user()
     page = context.new_page()
     console: list[str] = []
@@ -263,15 +289,24 @@ def test_a_login_host_of_its_own(context: BrowserContext, sites: Callable[..., S
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
-def test_a_secure_cookie_over_plain_http_is_explained(context: BrowserContext, sites: Callable[..., Sites],
-                                                      make_user: MakeUser, database: Database) -> None:
+def test_a_secure_cookie_over_plain_http_is_explained(
+    context: BrowserContext, sites: Callable[..., Sites], make_user: MakeUser, database: Database
+) -> None:
     """FORWARDAUTH_COOKIE_SECURE=true (the default) on a plain-HTTP site: Chromium would drop the
     cookie and the user would land on an empty form again. The page and the log say why."""
-    site = sites("nginx", lambda port: {
-        "FORWARDAUTH_COOKIE_SECURE": "true", "FORWARDAUTH_COOKIE_DOMAIN": "example.test",
-        "FORWARDAUTH_ALLOWED_DOMAINS": "example.test", "FORWARDAUTH_ISSUER": f"http://app.example.test:{port}/forwardauth"})
-    assert any("FORWARDAUTH_ISSUER is http://app.example.test" in line and "FORWARDAUTH_COOKIE_SECURE=true" in line
-               for line in site.log())  # said at start
+    site = sites(
+        "nginx",
+        lambda port: {
+            "FORWARDAUTH_COOKIE_SECURE": "true",
+            "FORWARDAUTH_COOKIE_DOMAIN": "example.test",
+            "FORWARDAUTH_ALLOWED_DOMAINS": "example.test",
+            "FORWARDAUTH_ISSUER": f"http://app.example.test:{port}/forwardauth",
+        },
+    )
+    assert any(
+        "FORWARDAUTH_ISSUER is http://app.example.test" in line and "FORWARDAUTH_COOKIE_SECURE=true" in line
+        for line in site.log()
+    )  # said at start
     user = make_user()
     page = context.new_page()
     page.goto(site.url("app"))

@@ -98,8 +98,12 @@ def test_token_signed_by_another_key_under_our_kid_is_refused(service: TokenServ
     impostor_ring = ring_for(service.ring.current.alg)
     forged_key = impostor_ring.current
     payload = jwt.decode(service.mint(ALICE, "s").token, options={"verify_signature": False})
-    forged = jwt.encode(payload, forged_key.signing, algorithm=forged_key.alg,
-                        headers={"kid": service.ring.current.kid, "typ": "at+jwt"})
+    forged = jwt.encode(
+        payload,
+        forged_key.signing,
+        algorithm=forged_key.alg,
+        headers={"kid": service.ring.current.kid, "typ": "at+jwt"},
+    )
     with pytest.raises(TokenError):
         service.verify(forged)
 
@@ -117,9 +121,7 @@ def test_hs256_signed_with_the_public_key_is_refused() -> None:
     """The classic algorithm-confusion attack: the public key used as an HMAC secret."""
     service = TokenService(ring_for("RS256"), ISSUER, AUDIENCE, 900, 0)
     key = service.ring.current
-    public_pem = key.verifying.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public_pem = key.verifying.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     payload = jwt.decode(service.mint(ALICE, "s").token, options={"verify_signature": False})
     header = {"alg": "HS256", "typ": "at+jwt", "kid": key.kid}
     signing_input = f"{b64(header)}.{b64(payload)}".encode()
@@ -136,8 +138,9 @@ def test_other_token_types_are_refused(service: TokenService) -> None:
         headers = {"kid": key.kid, **({"typ": typ} if typ else {})}
         token = jwt.encode(payload, key.signing, algorithm=key.alg, headers=headers)
         if typ is None:  # PyJWT adds typ=JWT by default; drop it entirely
-            token = jwt.api_jws.PyJWS().encode(json.dumps(payload).encode(), key.signing, algorithm=key.alg,
-                                               headers={"kid": key.kid, "typ": None})
+            token = jwt.api_jws.PyJWS().encode(
+                json.dumps(payload).encode(), key.signing, algorithm=key.alg, headers={"kid": key.kid, "typ": None}
+            )
         with pytest.raises(TokenError, match="not an access token"):
             service.verify(token)
 
@@ -164,9 +167,19 @@ def test_claims_of_the_wrong_type_are_refused(service: TokenService, claim: str,
 
 @pytest.mark.parametrize(
     "garbage",
-    ["", "a", "a.b", "a.b.c", "a.b.c.d", "....", "eyJ.eyJ.sig", "\u00e9\u00e9.\u00e9.\u00e9", "x" * 9000,
-     b64({"kid": ["list"], "alg": "RS256", "typ": "at+jwt"}) + ".e30.sig",
-     b64({"kid": "../../etc/passwd", "alg": "RS256", "typ": "at+jwt"}) + ".e30.sig"],
+    [
+        "",
+        "a",
+        "a.b",
+        "a.b.c",
+        "a.b.c.d",
+        "....",
+        "eyJ.eyJ.sig",
+        "\u00e9\u00e9.\u00e9.\u00e9",
+        "x" * 9000,
+        b64({"kid": ["list"], "alg": "RS256", "typ": "at+jwt"}) + ".e30.sig",
+        b64({"kid": "../../etc/passwd", "alg": "RS256", "typ": "at+jwt"}) + ".e30.sig",
+    ],
 )
 def test_garbage_is_refused(service: TokenService, garbage: str) -> None:
     with pytest.raises(TokenError):
@@ -210,11 +223,14 @@ def test_a_client_token_must_be_issued_to_that_client(service: TokenService) -> 
         service.mint(Identity(subject="client:bob", username="bob"), sid="s")
 
 
-@pytest.mark.parametrize("change", [
-    {"client_id": "alice"},  # sub names one client, client_id another
-    {"client_id": None},  # a client subject with no client
-    {"email": "bob@example.test"},  # a client has no user attributes
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"client_id": "alice"},  # sub names one client, client_id another
+        {"client_id": None},  # a client subject with no client
+        {"email": "bob@example.test"},  # a client has no user attributes
+    ],
+)
 def test_inconsistent_client_claims_are_refused(service: TokenService, change: dict[str, object]) -> None:
     payload = jwt.decode(service.mint(ROBOT, "s", client_id="bob").token, options={"verify_signature": False})
     payload.update(change)

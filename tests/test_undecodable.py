@@ -27,8 +27,9 @@ RD = quote("https://app.example.test/x", safe="")
 async def raw(client: Client, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
     """One request as bytes (``Host`` and ``Content-Length`` added); (status, whole reply)."""
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    writer.write(head + b"\r\nHost: auth.example.test\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
-                 % len(body) + body)
+    writer.write(
+        head + b"\r\nHost: auth.example.test\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
     await writer.drain()
     reply = await asyncio.wait_for(reader.read(), 15)
     writer.close()
@@ -72,8 +73,9 @@ async def test_bytes_that_are_not_utf8_in_credentials_are_a_4xx(
     status, _ = await raw(client, request_line + b"\r\n" + header, body)
     if request_line.startswith(b"GET /login"):
         assert status == 200  # the form: an unreadable refresh cookie is no cookie
-    elif request_line.startswith(b"POST /logout HTTP") and header.startswith((b"Authorization: Basic",
-                                                                              b"Cookie: forwardauth_refresh")):
+    elif request_line.startswith(b"POST /logout HTTP") and header.startswith(
+        (b"Authorization: Basic", b"Cookie: forwardauth_refresh")
+    ):
         assert status == 200  # no access token (Basic is not one, a refresh cookie unreadable): nothing to end
     elif header.startswith((b"X-Forwarded-For", b"Origin")):
         assert status < 500  # no address or origin can be read from it: the peer's is used, a JSON call passes
@@ -94,17 +96,25 @@ FORMS = [
     (b"application/x-www-form-urlencoded; charset=rot13", b"username=a&password=b"),
     (b"application/x-www-form-urlencoded; charset=utf-8", b"username=" + NOT_UTF8 + b"&password=b"),
     # a part with an unknown charset, an unknown transfer encoding, an unknown content encoding
-    (b"multipart/form-data; boundary=XX",
-     b'--XX\r\nContent-Disposition: form-data; name="username"\r\nContent-Type: text/plain; charset=rot13\r\n\r\n'
-     b"a\r\n--XX--\r\n"),
-    (b"multipart/form-data; boundary=XX",
-     b'--XX\r\nContent-Disposition: form-data; name="username"\r\nContent-Transfer-Encoding: x-rot13\r\n\r\n'
-     b"a\r\n--XX--\r\n"),
-    (b"multipart/form-data; boundary=XX",
-     b'--XX\r\nContent-Disposition: form-data; name="username"\r\n\r\n' + NOT_UTF8 + b"\r\n--XX--\r\n"),
-    (b"multipart/form-data; boundary=XX",
-     b'--XX\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\nrot13\r\n'
-     b'--XX\r\nContent-Disposition: form-data; name="username"\r\n\r\na\r\n--XX--\r\n'),
+    (
+        b"multipart/form-data; boundary=XX",
+        b'--XX\r\nContent-Disposition: form-data; name="username"\r\nContent-Type: text/plain; charset=rot13\r\n\r\n'
+        b"a\r\n--XX--\r\n",
+    ),
+    (
+        b"multipart/form-data; boundary=XX",
+        b'--XX\r\nContent-Disposition: form-data; name="username"\r\nContent-Transfer-Encoding: x-rot13\r\n\r\n'
+        b"a\r\n--XX--\r\n",
+    ),
+    (
+        b"multipart/form-data; boundary=XX",
+        b'--XX\r\nContent-Disposition: form-data; name="username"\r\n\r\n' + NOT_UTF8 + b"\r\n--XX--\r\n",
+    ),
+    (
+        b"multipart/form-data; boundary=XX",
+        b'--XX\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\nrot13\r\n'
+        b'--XX\r\nContent-Disposition: form-data; name="username"\r\n\r\na\r\n--XX--\r\n',
+    ),
 ]
 
 

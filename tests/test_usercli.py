@@ -72,18 +72,41 @@ def test_the_users_own_name_and_email_do_not_count(env: dict[str, str], name: st
     weak = run(env, "user", "add", name, "--password-stdin", stdin=f"{name}{name}\n")
     assert "too easy to guess" in assert_one_line_error(weak, 1)
     mailbox = f"zebulon{secrets.token_hex(3)}"
-    by_mail = run(env, "user", "add", name, "--email", f"{mailbox}@example.test", "--password-stdin",
-                  stdin=f"{mailbox}{mailbox}!\n")
+    by_mail = run(
+        env,
+        "user",
+        "add",
+        name,
+        "--email",
+        f"{mailbox}@example.test",
+        "--password-stdin",
+        stdin=f"{mailbox}{mailbox}!\n",
+    )
     assert "too easy to guess" in assert_one_line_error(by_mail, 1)
 
 
 def test_the_minimum_length_is_configurable_but_never_below_8(env: dict[str, str], name: str) -> None:
     short = "Xk9#mQ2$vL7!pR"
     assert run(env, "user", "add", name, "--password-stdin", stdin=short + "\n").returncode == 1
-    assert run({**env, "FORWARDAUTH_PASSWORD_MIN_LENGTH": "12"}, "user", "add", name, "--password-stdin",
-               stdin=short + "\n").returncode == 0
-    longer = run({**env, "FORWARDAUTH_PASSWORD_MIN_LENGTH": "40"}, "user", "passwd", name, "--password-stdin",
-                 stdin=PASSWORD + "\n")
+    assert (
+        run(
+            {**env, "FORWARDAUTH_PASSWORD_MIN_LENGTH": "12"},
+            "user",
+            "add",
+            name,
+            "--password-stdin",
+            stdin=short + "\n",
+        ).returncode
+        == 0
+    )
+    longer = run(
+        {**env, "FORWARDAUTH_PASSWORD_MIN_LENGTH": "40"},
+        "user",
+        "passwd",
+        name,
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
     assert "at least 40 characters" in assert_one_line_error(longer, 1)
     too_low = run({**env, "FORWARDAUTH_PASSWORD_MIN_LENGTH": "6"}, "user", "list")
     assert "FORWARDAUTH_PASSWORD_MIN_LENGTH" in assert_one_line_error(too_low, 2)
@@ -146,8 +169,7 @@ def test_modify_refusals_are_one_line_and_change_nothing(env: dict[str, str], na
     ]:
         assert why in assert_one_line_error(run(env, "user", "modify", name, *args), 1), args
     assert listed(env, name) == before
-    assert "no user 'nobody-here'" in assert_one_line_error(run(env, "user", "modify", "nobody-here",
-                                                                 "--role", "x"), 1)
+    assert "no user 'nobody-here'" in assert_one_line_error(run(env, "user", "modify", "nobody-here", "--role", "x"), 1)
 
 
 def test_adding_an_existing_user_still_says_so_and_points_nowhere_else(env: dict[str, str], name: str) -> None:
@@ -212,8 +234,11 @@ def test_listings_escape_control_characters_already_stored(env: dict[str, str], 
 
     def set_email(conn: Any) -> None:
         with conn.cursor() as cur:
-            cur.execute("UPDATE users SET email = %s WHERE username = %s",
-                        ("x\x1b]0;t\x07@evil\r\nroot\tenabled\tadmin\u202e", name))
+            cur.execute(
+                "UPDATE users SET email = %s WHERE username = %s",
+                ("x\x1b]0;t\x07@evil\r\nroot\tenabled\tadmin\u202e", name),
+            )
+
     database.call(set_email)
     result = run(env, "user", "list")
     assert result.returncode == 0, result.stderr

@@ -96,10 +96,12 @@ async def test_lookalike_usernames_are_other_names(client: Client, make_user: Ma
     they do not sign in to the account they imitate."""
     tag = secrets.token_hex(3)
     user = make_user(name=f"alice-io-{tag}")
-    for lookalike in (f"\u0430lice-io-{tag}",  # Cyrillic a
-                      f"alice-\u0131o-{tag}",  # dotless i
-                      f"alice-i\u03bf-{tag}",  # Greek omicron
-                      f"al\u200bice-io-{tag}"):  # a zero-width space
+    for lookalike in (
+        f"\u0430lice-io-{tag}",  # Cyrillic a
+        f"alice-\u0131o-{tag}",  # dotless i
+        f"alice-i\u03bf-{tag}",  # Greek omicron
+        f"al\u200bice-io-{tag}",
+    ):  # a zero-width space
         response = await client.post("/login", json={"username": lookalike, "password": PASSWORD})
         assert response.status == 401, lookalike
     assert (await client.post("/login", json={"username": user.username, "password": PASSWORD})).status == 200
@@ -125,9 +127,7 @@ async def test_failed_logins_look_the_same(client: Client, make_user: MakeUser, 
     assert audit_events(database, disabled.username)[-1] == "login_failure"
 
 
-async def test_login_rehashes_when_parameters_changed(
-    client: Client, make_user: MakeUser, database: Database
-) -> None:
+async def test_login_rehashes_when_parameters_changed(client: Client, make_user: MakeUser, database: Database) -> None:
     weaker = Passwords(time_cost=1, memory_cost=512, parallelism=1)
     user = make_user()
     database.call(users.set_password, weaker, user.username, PASSWORD)
@@ -178,8 +178,12 @@ async def test_login_always_issues_a_fresh_session(client: Client, make_user: Ma
     earlier = (await login(client, user))["access_token"]
     planted = services_of(client).tokens.mint(user.identity, sid="chosen-by-the-attacker").token
     for held in (earlier, planted, "not-even-a-token"):
-        response = await client.post("/login", data={"username": user.username, "password": PASSWORD},
-                                     headers={"Cookie": f"forwardauth={held}"}, allow_redirects=False)
+        response = await client.post(
+            "/login",
+            data={"username": user.username, "password": PASSWORD},
+            headers={"Cookie": f"forwardauth={held}"},
+            allow_redirects=False,
+        )
         assert response.status == 303
         fresh = response.cookies["forwardauth"].value
         assert fresh != held
@@ -277,15 +281,28 @@ BROWSER = {"Accept": "text/html,application/xhtml+xml"}
     "headers,status,location",
     [
         # Traefik / Caddy: our 302 goes back to the browser as is
-        ({"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.test",
-          "X-Forwarded-Uri": "/a?b=1&c=2"}, 302,
-         "http://auth.example.test/login?rd=https%3A%2F%2Fapp.example.test%2Fa%3Fb%3D1%26c%3D2"),
+        (
+            {
+                "X-Forwarded-Method": "GET",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "app.example.test",
+                "X-Forwarded-Uri": "/a?b=1&c=2",
+            },
+            302,
+            "http://auth.example.test/login?rd=https%3A%2F%2Fapp.example.test%2Fa%3Fb%3D1%26c%3D2",
+        ),
         # nginx: 401 with Location, which error_page turns into a redirect
-        ({"X-Original-URL": "https://app.example.test/x", "X-Original-Method": "GET"}, 401,
-         "http://auth.example.test/login?rd=https%3A%2F%2Fapp.example.test%2Fx"),
+        (
+            {"X-Original-URL": "https://app.example.test/x", "X-Original-Method": "GET"},
+            401,
+            "http://auth.example.test/login?rd=https%3A%2F%2Fapp.example.test%2Fx",
+        ),
         # a host outside the allowed domains: no rd
-        ({"X-Forwarded-Uri": "/", "X-Forwarded-Host": "evil.test", "X-Forwarded-Method": "GET"}, 302,
-         "http://auth.example.test/login"),
+        (
+            {"X-Forwarded-Uri": "/", "X-Forwarded-Host": "evil.test", "X-Forwarded-Method": "GET"},
+            302,
+            "http://auth.example.test/login",
+        ),
     ],
 )
 async def test_browser_without_token_is_sent_to_login(
@@ -298,22 +315,24 @@ async def test_browser_without_token_is_sent_to_login(
 
 
 async def test_api_client_without_token_gets_no_redirect(client: Client) -> None:
-    response = await client.get("/auth", headers={"X-Forwarded-Uri": "/", "Accept": "application/json"},
-                                allow_redirects=False)
+    response = await client.get(
+        "/auth", headers={"X-Forwarded-Uri": "/", "Accept": "application/json"}, allow_redirects=False
+    )
     assert response.status == 401 and "Location" not in response.headers
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
 async def test_envoy_route_accepts_any_method_and_path(client: Client, make_user: MakeUser, method: str) -> None:
     token = (await login(client, make_user()))["access_token"]
-    response = await client.request(method, "/auth/envoy/api/items/7?x=1",
-                                    headers={"Authorization": f"Bearer {token}"})
+    response = await client.request(method, "/auth/envoy/api/items/7?x=1", headers={"Authorization": f"Bearer {token}"})
     assert response.status == 200 and response.headers["X-Auth-User"]
-    denied = await client.request(method, "/auth/envoy/api/items/7?x=1",
-                                  headers={**BROWSER, "Host": "app.example.test"}, allow_redirects=False)
+    denied = await client.request(
+        method, "/auth/envoy/api/items/7?x=1", headers={**BROWSER, "Host": "app.example.test"}, allow_redirects=False
+    )
     assert denied.status == 401
-    assert denied.headers["Location"] == ("http://auth.example.test/login?rd="
-                                          "http%3A%2F%2Fapp.example.test%2Fapi%2Fitems%2F7%3Fx%3D1")
+    assert denied.headers["Location"] == (
+        "http://auth.example.test/login?rd=http%3A%2F%2Fapp.example.test%2Fapi%2Fitems%2F7%3Fx%3D1"
+    )
 
 
 async def test_login_form_follows_the_proxy_prefix(client: Client) -> None:
@@ -325,8 +344,9 @@ async def test_login_form_follows_the_proxy_prefix(client: Client) -> None:
 
 async def test_browser_logout_returns_to_the_login_page(client: Client, make_user: MakeUser) -> None:
     token = (await login(client, make_user()))["access_token"]
-    response = await client.post("/logout", headers={**BROWSER, "Authorization": f"Bearer {token}"},
-                                 allow_redirects=False)
+    response = await client.post(
+        "/logout", headers={**BROWSER, "Authorization": f"Bearer {token}"}, allow_redirects=False
+    )
     assert response.status == 303 and response.headers["Location"] == "/login?signed_out=1"
     assert await auth_status(client, token) == 401
 
@@ -356,8 +376,9 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_session(
     first = await login(client, user)
     second = await (await client.post("/refresh", json={"refresh_token": first["refresh_token"]})).json()
     # replayed from elsewhere (the same client again, within REFRESH_RETRY_GRACE, is a retry: test_retry.py)
-    replay = await client.post("/refresh", json={"refresh_token": first["refresh_token"]},
-                               headers={"X-Forwarded-For": "203.0.113.66"})
+    replay = await client.post(
+        "/refresh", json={"refresh_token": first["refresh_token"]}, headers={"X-Forwarded-For": "203.0.113.66"}
+    )
     assert replay.status == 401
     assert (await replay.json())["error"] == "invalid_grant"
     # everything of that session is dead now: the access tokens and the latest refresh token
@@ -368,8 +389,7 @@ async def test_reusing_a_rotated_refresh_token_revokes_the_session(
 
     def reuse_events(conn: Connection) -> int:
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM audit_events WHERE event = 'refresh_reuse' AND user_id = %s",
-                        (user.id,))
+            cur.execute("SELECT count(*) FROM audit_events WHERE event = 'refresh_reuse' AND user_id = %s", (user.id,))
             row = cur.fetchone()
             return int(row[0]) if row else 0
 
@@ -456,8 +476,11 @@ async def test_health_and_readiness(client: Client) -> None:
 
 
 async def test_readiness_reports_unreachable_stores(aiohttp_client: Any, env: dict[str, str]) -> None:
-    broken = {**env, "FORWARDAUTH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-              "FORWARDAUTH_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
+    broken = {
+        **env,
+        "FORWARDAUTH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "FORWARDAUTH_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+    }
     down = await aiohttp_client(create_app(config.load(broken)))
     response = await down.get("/readyz")
     assert response.status == 503
@@ -470,6 +493,5 @@ async def test_readiness_reports_unreachable_stores(aiohttp_client: Any, env: di
 
 
 async def test_ambiguous_subrequest_is_a_400(client: Client) -> None:
-    response = await client.get("/auth", headers={**BROWSER, "X-Forwarded-Uri": "/admin",
-                                                  "X-Original-URI": "/public"})
+    response = await client.get("/auth", headers={**BROWSER, "X-Forwarded-Uri": "/admin", "X-Original-URI": "/public"})
     assert response.status == 400 and (await response.json())["error"] == "invalid_request"

@@ -28,28 +28,63 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
     # Built from a copy: an in-tree build would reuse what an earlier one left in build/.
     source = root / "source"
-    shutil.copytree(CHECKOUT, source, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".forwardauth", ".hypothesis"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(root / "dist"),
-                    str(source)], check=True, capture_output=True, timeout=300)
+    shutil.copytree(
+        CHECKOUT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".forwardauth", ".hypothesis"
+        ),
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(root / "dist"), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     [wheel] = (root / "dist").glob("forwardauth-*.whl")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # The dependencies, as a plain path entry: the test venv's own .pth files (the editable
     # forwardauth among them) are not read from it.
     (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return venv
 
 
 def run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "FORWARDAUTH_"))}
-    return subprocess.run(args, cwd=cwd, env={**env, "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env={**env, "PATH": f"{venv / 'bin'}:{env.get('PATH', '')}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_installed_command_answers_help(installed: Path, tmp_path: Path) -> None:
@@ -59,12 +94,14 @@ def test_the_installed_command_answers_help(installed: Path, tmp_path: Path) -> 
 
 
 def test_the_installed_package_is_the_wheel_and_has_its_files(installed: Path, tmp_path: Path) -> None:
-    code = ("import forwardauth, forwardauth.dev.demo as demo\n"
-            "from forwardauth.stores import migrations\n"
-            "print(forwardauth.__file__); print(migrations.latest_version())\n"
-            "from forwardauth.http.pages import login_page\n"
-            "print('<form' in login_page(action='/login', rd=''))\n"
-            "print(sorted(p.name for p in (demo.DEPLOY / 'nginx').iterdir()))\n")
+    code = (
+        "import forwardauth, forwardauth.dev.demo as demo\n"
+        "from forwardauth.stores import migrations\n"
+        "print(forwardauth.__file__); print(migrations.latest_version())\n"
+        "from forwardauth.http.pages import login_page\n"
+        "print('<form' in login_page(action='/login', rd=''))\n"
+        "print(sorted(p.name for p in (demo.DEPLOY / 'nginx').iterdir()))\n"
+    )
     result = run(installed, str(installed / "bin" / "python"), "-c", code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     location, version, form, nginx = result.stdout.splitlines()
@@ -77,9 +114,11 @@ def test_the_demo_writes_a_proxy_config_that_nginx_accepts(installed: Path, tmp_
     """The demo's config check: its nginx files, rendered from the wheel's copy, pass ``nginx -t``."""
     nginx = require_program("nginx")
     work = tmp_path / "proxy"
-    code = ("import sys; from pathlib import Path; from forwardauth.dev.demo import Proxy\n"
-            "proxy = Proxy('nginx', Path(sys.argv[1]), 18080, '127.0.0.1:18081', '127.0.0.1:18082')\n"
-            "proxy.configure(); print(proxy.args[-1])\n")
+    code = (
+        "import sys; from pathlib import Path; from forwardauth.dev.demo import Proxy\n"
+        "proxy = Proxy('nginx', Path(sys.argv[1]), 18080, '127.0.0.1:18081', '127.0.0.1:18082')\n"
+        "proxy.configure(); print(proxy.args[-1])\n"
+    )
     result = run(installed, str(installed / "bin" / "python"), "-c", code, str(work), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     config = result.stdout.strip()

@@ -34,11 +34,13 @@ async def app(aiohttp_client: Any, settings: config.Settings, own_redis: OwnRedi
 
 def live_sessions(database: Database, user: users.User) -> int:
     """Refresh tokens of the user that could still be used (rows of any state, for a discarded login)."""
+
     def count(conn: Connection) -> int:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM refresh_tokens WHERE user_id = %s", (user.id,))
             row = cur.fetchone()
         return int(row[0]) if row else 0
+
     return database.call(count)
 
 
@@ -59,8 +61,13 @@ def unavailable(response: Any) -> None:
 
 @pytest.mark.parametrize("how", ["out_of_memory", "read_only"])
 async def test_a_login_redis_will_not_record_is_a_503_and_leaves_no_session(
-    app: Client, own_redis: OwnRedis, make_user: Callable[..., users.User], make_client: MakeClient,
-    database: Database, caplog: pytest.LogCaptureFixture, how: str,
+    app: Client,
+    own_redis: OwnRedis,
+    make_user: Callable[..., users.User],
+    make_client: MakeClient,
+    database: Database,
+    caplog: pytest.LogCaptureFixture,
+    how: str,
 ) -> None:
     user = make_user()
     oauth_app, secret = make_client()
@@ -68,12 +75,19 @@ async def test_a_login_redis_will_not_record_is_a_503_and_leaves_no_session(
     api = await app.post("/login", json={"username": user.username, "password": PASSWORD})
     unavailable(api)
     assert (await api.json())["error"] == "temporarily_unavailable"
-    page = await app.post("/login", data={"username": user.username, "password": PASSWORD},
-                          headers={"Accept": "text/html"}, allow_redirects=False)
+    page = await app.post(
+        "/login",
+        data={"username": user.username, "password": PASSWORD},
+        headers={"Accept": "text/html"},
+        allow_redirects=False,
+    )
     unavailable(page)
     assert "Set-Cookie" not in page.headers
-    status, body = await token(app, {"grant_type": "password", "username": user.username, "password": PASSWORD},
-                               basic(oauth_app.id, secret or ""))
+    status, body = await token(
+        app,
+        {"grant_type": "password", "username": user.username, "password": PASSWORD},
+        basic(oauth_app.id, secret or ""),
+    )
     assert status == 503 and body["error"] == "temporarily_unavailable"
     assert live_sessions(database, user) == 0  # nothing the client never received
     assert "Traceback" not in caplog.text
@@ -131,6 +145,7 @@ async def test_a_logout_while_writes_are_paused_says_so_and_completes_when_redis
         assert "session(s) queued" in caplog.text
     finally:
         admin.execute_command("CLIENT", "UNPAUSE")
+
     async def refused() -> bool:
         return await auth_status(app, tokens["access_token"]) == 401
 

@@ -37,7 +37,8 @@ async def _revoke_in_redis(services: AccountServices, sids: list[str], what: str
         raise AccountError(
             f"{what} is saved and its refresh tokens are revoked, but Redis became unreachable "
             f"({type(exc).__name__}): access tokens issued in the last {recent_seconds(services.settings)} s "
-            "may pass until they expire; run the command again when Redis is back") from None
+            "may pass until they expire; run the command again when Redis is back"
+        ) from None
 
 
 async def _redis_up(services: AccountServices) -> None:
@@ -48,14 +49,18 @@ async def _redis_up(services: AccountServices) -> None:
 
 
 async def end_user_sessions(
-    services: AccountServices, user_id: str, client_ip: str | None, reason: str = "logout_all",
+    services: AccountServices,
+    user_id: str,
+    client_ip: str | None,
+    reason: str = "logout_all",
     except_sid: str | None = None,
 ) -> tuple[int, bool]:
     """End every session of a user (but ``except_sid``), for a request to the server: PostgreSQL,
     then Redis, where a refused revocation is queued until Redis takes writes again. (How many
     sessions, whether Redis revoked them now.)"""
-    sids = await services.db.run(sessions.revoke_user, user_id, recent_seconds(services.settings), client_ip, reason,
-                                 except_sid)
+    sids = await services.db.run(
+        sessions.revoke_user, user_id, recent_seconds(services.settings), client_ip, reason, except_sid
+    )
     return len(sids), await services.revocations.revoke_or_queue(sids)
 
 
@@ -71,18 +76,32 @@ async def revoke_user(services: AccountServices, username: str) -> tuple[users.U
 
 
 def change_password_in_db(
-    conn: Connection, passwords: Passwords, username: str, password: str, recent: int, client_ip: str | None,
+    conn: Connection,
+    passwords: Passwords,
+    username: str,
+    password: str,
+    recent: int,
+    client_ip: str | None,
     except_sid: str | None,
 ) -> tuple[users.User, list[str]]:
     user = users.set_password(conn, passwords, username, password)  # the UPDATE locks the user's row
     sids = sessions.revoke_user(conn, user.id, recent, client_ip, "password_change", except_sid)
-    record(conn, "user_change", user.id, user.username, client_ip,
-           {"action": "passwd", "sessions_revoked": len(sids), "kept_session": except_sid is not None})
+    record(
+        conn,
+        "user_change",
+        user.id,
+        user.username,
+        client_ip,
+        {"action": "passwd", "sessions_revoked": len(sids), "kept_session": except_sid is not None},
+    )
     return user, sids
 
 
 async def change_password(
-    services: AccountServices, username: str, password: str, client_ip: str | None = None,
+    services: AccountServices,
+    username: str,
+    password: str,
+    client_ip: str | None = None,
     except_sid: str | None = None,
 ) -> tuple[users.User, int]:
     """Set a user's password and end all their sessions but ``except_sid``.
@@ -91,8 +110,15 @@ async def change_password(
     session they do it from may stay. The CLI keeps none.
     """
     await _redis_up(services)
-    user, sids = await services.db.run(change_password_in_db, services.passwords, username, password,
-                                       recent_seconds(services.settings), client_ip, except_sid)
+    user, sids = await services.db.run(
+        change_password_in_db,
+        services.passwords,
+        username,
+        password,
+        recent_seconds(services.settings),
+        client_ip,
+        except_sid,
+    )
     await _revoke_in_redis(services, sids, f"the password of {user.username}")
     return user, len(sids)
 
@@ -102,8 +128,14 @@ def set_user_disabled_in_db(
 ) -> tuple[users.User, list[str]]:
     user = users.set_disabled(conn, username, disabled)  # the UPDATE locks the user's row
     sids = sessions.revoke_user(conn, user.id, recent, client_ip, "user_disabled") if disabled else []
-    record(conn, "user_change", user.id, user.username, client_ip,
-           {"action": "disable" if disabled else "enable", "sessions_revoked": len(sids)})
+    record(
+        conn,
+        "user_change",
+        user.id,
+        user.username,
+        client_ip,
+        {"action": "disable" if disabled else "enable", "sessions_revoked": len(sids)},
+    )
     return user, sids
 
 
@@ -113,8 +145,9 @@ async def set_user_disabled(
     """Disable a user and end all their sessions, or enable them (no old session comes back)."""
     if disabled:
         await _redis_up(services)
-    user, sids = await services.db.run(set_user_disabled_in_db, username, disabled, recent_seconds(services.settings),
-                                       client_ip)
+    user, sids = await services.db.run(
+        set_user_disabled_in_db, username, disabled, recent_seconds(services.settings), client_ip
+    )
     await _revoke_in_redis(services, sids, f"disabling {user.username}")
     return user, len(sids)
 
@@ -128,8 +161,7 @@ async def set_client_disabled(
     settings = services.settings
     if disabled:
         await _redis_up(services)
-    client, sids = await services.db.run(clients.set_disabled, client_id, disabled, recent_seconds(settings),
-                                         client_ip)
+    client, sids = await services.db.run(clients.set_disabled, client_id, disabled, recent_seconds(settings), client_ip)
     if not disabled:
         return client, 0
     own = clients.own_sessions(client.id, recent_seconds(settings))

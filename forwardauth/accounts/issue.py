@@ -13,15 +13,19 @@ from forwardauth.stores import sessions
 
 async def issue_access(services: AccountServices, session: sessions.Session) -> MintedToken:
     """Mint an access token for ``session`` and mark it live in Redis."""
-    minted = services.tokens.mint(session.user.identity, session.sid, scope=session.scope,
-                                  client_id=session.client_id)
+    minted = services.tokens.mint(session.user.identity, session.sid, scope=session.scope, client_id=session.client_id)
     await services.revocations.register(session.sid, minted.claims.jti, services.settings.access_ttl)
     return minted
 
 
 async def rotate_refresh(
-    services: AccountServices, token: str, client_ip: str | None, client_id: str | None = None,
-    narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0, min_age: int = 0,
+    services: AccountServices,
+    token: str,
+    client_ip: str | None,
+    client_id: str | None = None,
+    narrow_scope: Callable[[str | None], str | None] | None = None,
+    grace: int = 0,
+    min_age: int = 0,
 ) -> tuple[sessions.Session, MintedToken]:
     """Spend a refresh token: its successor and a new access token. Raises sessions.RefreshError
     when it is refused, after revoking a replayed token's session in Redis too (see sessions.rotate;
@@ -34,8 +38,17 @@ async def rotate_refresh(
     """
     await services.revocations.writable()
     try:
-        session = await services.db.run(sessions.rotate, token, services.settings.refresh_ttl, client_ip, client_id,
-                                        narrow_scope, grace, min_age, REFRESH_RETRY_GRACE)
+        session = await services.db.run(
+            sessions.rotate,
+            token,
+            services.settings.refresh_ttl,
+            client_ip,
+            client_id,
+            narrow_scope,
+            grace,
+            min_age,
+            REFRESH_RETRY_GRACE,
+        )
     except sessions.RefreshError as exc:
         if exc.reused_family:
             await services.revocations.revoke_or_queue([exc.reused_family])

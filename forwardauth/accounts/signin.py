@@ -60,8 +60,14 @@ class SignedIn:
 
 
 def login_in_db(
-    conn: Connection, passwords: Passwords, username: str, password: str, ip: str | None, ttl: int,
-    client_id: str | None = None, scope: str | None = None,
+    conn: Connection,
+    passwords: Passwords,
+    username: str,
+    password: str,
+    ip: str | None,
+    ttl: int,
+    client_id: str | None = None,
+    scope: str | None = None,
 ) -> sessions.Session | None:
     """Check the password and open a session, in one transaction in one worker thread."""
     user = users.authenticate(conn, passwords, username, password, ip)
@@ -69,8 +75,14 @@ def login_in_db(
 
 
 async def sign_in(
-    services: AccountServices, username: str, password: str, address: str | None, report: FailureReport,
-    client_id: str | None = None, scope: str | None = None, device: str | None = None,
+    services: AccountServices,
+    username: str,
+    password: str,
+    address: str | None,
+    report: FailureReport,
+    client_id: str | None = None,
+    scope: str | None = None,
+    device: str | None = None,
 ) -> SignedIn | None:
     """Check a password under brute-force regulation and open a session with its first access
     token: the one way in for /login and the password grant. ``device``: the browser's device
@@ -81,15 +93,16 @@ async def sign_in(
     right password is a fresh value of ours (``SignedIn.device``, for the caller to set). Else a
     value planted in the victim's browser (any sibling subdomain can set a cookie) would become
     known for the victim when they sign in, and its planter would be spared the username limit."""
-    who = normalise_username(username)[: MAX_USERNAME]
+    who = normalise_username(username)[:MAX_USERNAME]
     known_device = device_id(device)
     verdict = await services.regulation.check(who, address, known_device)
     if not verdict.allowed:
         report(who, verdict.retry_after)
         await services.db.run(audit.record, "login_throttled", None, who, address, {"retry_after": verdict.retry_after})
         raise Throttled(verdict.retry_after)
-    session = await services.db.run(login_in_db, services.passwords, username, password, address,
-                                    services.settings.refresh_ttl, client_id, scope)
+    session = await services.db.run(
+        login_in_db, services.passwords, username, password, address, services.settings.refresh_ttl, client_id, scope
+    )
     if session is None:
         report(who, None)
         await services.regulation.failed(who, address, verdict.known)
@@ -110,5 +123,7 @@ async def take_back(services: AccountServices, session: sessions.Session, addres
     try:
         await services.db.run(sessions.discard, session.sid, address)
     except POSTGRES_DOWN as exc:
-        log.warning("a session whose tokens could not be handed out stays in PostgreSQL (%s); its refresh "
-                    "token was never sent", type(exc).__name__)
+        log.warning(
+            "a session whose tokens could not be handed out stays in PostgreSQL (%s); its refresh token was never sent",
+            type(exc).__name__,
+        )

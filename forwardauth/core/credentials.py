@@ -51,7 +51,7 @@ def cookie_value(headers: Sequence[str], name: str) -> str | None:
             if pair.startswith(key):
                 if found is not None:
                     raise AmbiguousToken(f"cookie {name} is given more than once")
-                found = pair[len(key):].strip()
+                found = pair[len(key) :].strip()
     if found and not found.isascii():
         raise UnreadableToken(UNREADABLE)
     return found or None

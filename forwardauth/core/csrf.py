@@ -33,8 +33,9 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}{shown}"
 
 
-def form_post_allowed(origin: str | None, referer: str | None, own_origins: Collection[str | None],
-                      allowed_domains: tuple[str, ...]) -> bool:
+def form_post_allowed(
+    origin: str | None, referer: str | None, own_origins: Collection[str | None], allowed_domains: tuple[str, ...]
+) -> bool:
     """Whether a form post with these ``Origin`` / ``Referer`` headers may be served.
 
     ``Origin: null`` (sandboxed frames, ``data:`` pages) is refused.

@@ -17,8 +17,9 @@ def _rule(rule: Rule) -> str:
     return f"{where} ({rule.effect.value})"
 
 
-def explain(policy: Policy, scheme: str, host: str, path: str, method: str, client_ip: str | None,
-            subject: Subject | None) -> list[str]:
+def explain(
+    policy: Policy, scheme: str, host: str, path: str, method: str, client_ip: str | None, subject: Subject | None
+) -> list[str]:
     """The lines to print for this request and subject (``None``: no token)."""
     head = f"{method} {scheme}://{host}{path}"
     try:

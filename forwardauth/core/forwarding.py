@@ -48,8 +48,17 @@ TRUSTED_VARIABLE = "FORWARDAUTH_TRUSTED_PROXIES"
 
 # Headers that describe the request being authorised (or how we are reached): believed from a
 # trusted proxy only, refused from anyone else.
-DESCRIBING = ("X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Original-Host", "X-Forwarded-Uri",
-              "X-Forwarded-Method", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix")
+DESCRIBING = (
+    "X-Original-URL",
+    "X-Original-URI",
+    "X-Original-Method",
+    "X-Original-Host",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Method",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Prefix",
+)
 # Headers by which a client asks frameworks (Symfony, Laravel, Rails, Express's method-override,
 # Google's APIs...) to take the request as another method; and the query parameter of the same use.
 METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
@@ -173,8 +182,9 @@ def refuse_duplicates(headers: Mapping[str, str]) -> None:
     a backend or we would read differs, and the first may be the client's."""
     for name in ONCE:
         if len(_values(headers, name)) > 1:
-            raise AmbiguousRequest(f"{name} is given more than once: the proxy must replace the client's value, "
-                                   "not add to it")
+            raise AmbiguousRequest(
+                f"{name} is given more than once: the proxy must replace the client's value, not add to it"
+            )
 
 
 def method_overrides(headers: Mapping[str, str], uri: str) -> tuple[str, ...]:
@@ -188,26 +198,32 @@ def method_overrides(headers: Mapping[str, str], uri: str) -> tuple[str, ...]:
     for value in found:
         method = value.strip().upper()
         if not _METHOD.fullmatch(method):
-            raise BadDescription(f"a method override ({', '.join(METHOD_OVERRIDES)} or {METHOD_PARAMETER}) "
-                                 "is not a method name")
+            raise BadDescription(
+                f"a method override ({', '.join(METHOD_OVERRIDES)} or {METHOD_PARAMETER}) is not a method name"
+            )
         methods.append(method)
     return tuple(dict.fromkeys(methods))
 
 
-def refuse_untrusted(headers: Mapping[str, str], remote: str | None, trusted: tuple[Network, ...],
-                     envoy: bool = False) -> None:
+def refuse_untrusted(
+    headers: Mapping[str, str], remote: str | None, trusted: tuple[Network, ...], envoy: bool = False
+) -> None:
     """Raise ``UntrustedSender`` when a sender outside ``trusted`` describes a request (or calls
     the Envoy route, which is a description by itself)."""
     if is_trusted(remote, trusted):
         return
     sender = remote or "an unknown address"
     if envoy:
-        raise UntrustedSender(f"the Envoy route is for a trusted proxy, and {sender} is not in {TRUSTED_VARIABLE}: "
-                              "add the proxy's address to it")
+        raise UntrustedSender(
+            f"the Envoy route is for a trusted proxy, and {sender} is not in {TRUSTED_VARIABLE}: "
+            "add the proxy's address to it"
+        )
     sent = [name for name in DESCRIBING if headers.get(name)]
     if sent:
-        raise UntrustedSender(f"{', '.join(sent)} sent by {sender}, which is not in {TRUSTED_VARIABLE}: add the "
-                              "proxy's address to it (describing headers from anyone else are refused, not ignored)")
+        raise UntrustedSender(
+            f"{', '.join(sent)} sent by {sender}, which is not in {TRUSTED_VARIABLE}: add the "
+            "proxy's address to it (describing headers from anyone else are refused, not ignored)"
+        )
 
 
 def _method(value: str | None, what: str) -> str:
@@ -266,22 +282,38 @@ def original_request(
     overrides = method_overrides(headers, found.uri)
     if not overrides:
         return found
-    return OriginalRequest(found.source, found.method, found.scheme, found.host, found.uri, found.client_ip,
-                           overrides)
+    return OriginalRequest(found.source, found.method, found.scheme, found.host, found.uri, found.client_ip, overrides)
 
 
-def _described(method: str, target: str, headers: Mapping[str, str], remote: str | None,
-               trusted: tuple[Network, ...], envoy_prefix: str | None) -> OriginalRequest:
+def _described(
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    remote: str | None,
+    trusted: tuple[Network, ...],
+    envoy_prefix: str | None,
+) -> OriginalRequest:
     if not is_trusted(remote, trusted):
-        return OriginalRequest(Source.DIRECT, _method(method, "the method"), "http",
-                               host_value(headers.get("Host"), "Host"), uri_value(target, "the request target"), remote)
+        return OriginalRequest(
+            Source.DIRECT,
+            _method(method, "the method"),
+            "http",
+            host_value(headers.get("Host"), "Host"),
+            uri_value(target, "the request target"),
+            remote,
+        )
     client = client_address(forwarded_for(headers), remote, trusted)
     if envoy_prefix is not None:
         if not target.startswith(envoy_prefix):
             raise BadDescription(f"the Envoy request does not start with {envoy_prefix} as sent")
-        return OriginalRequest(Source.ENVOY, _method(method, "the method"), _scheme(headers.get("X-Forwarded-Proto")),
-                               host_value(headers.get("Host"), "Host"),
-                               uri_value(target[len(envoy_prefix):], f"the path after {envoy_prefix}"), client)
+        return OriginalRequest(
+            Source.ENVOY,
+            _method(method, "the method"),
+            _scheme(headers.get("X-Forwarded-Proto")),
+            host_value(headers.get("Host"), "Host"),
+            uri_value(target[len(envoy_prefix) :], f"the path after {envoy_prefix}"),
+            client,
+        )
     url, uri = headers.get("X-Original-URL"), headers.get("X-Original-URI")
     routed, original_method = headers.get("X-Original-Host"), headers.get("X-Original-Method")
     nginx_style = bool(url or uri or original_method or routed)
@@ -299,12 +331,24 @@ def _described(method: str, target: str, headers: Mapping[str, str], remote: str
             uri_value(headers.get("X-Forwarded-Uri"), "X-Forwarded-Uri"),
             client,
         )
-    return OriginalRequest(Source.DIRECT, _method(method, "the method"), _scheme(headers.get("X-Forwarded-Proto")),
-                           host_value(headers.get("Host"), "Host"), uri_value(target, "the request target"), client)
+    return OriginalRequest(
+        Source.DIRECT,
+        _method(method, "the method"),
+        _scheme(headers.get("X-Forwarded-Proto")),
+        host_value(headers.get("Host"), "Host"),
+        uri_value(target, "the request target"),
+        client,
+    )
 
 
-def _nginx(url: str | None, uri: str | None, routed: str | None, method: str | None, headers: Mapping[str, str],
-           client: str | None) -> OriginalRequest:
+def _nginx(
+    url: str | None,
+    uri: str | None,
+    routed: str | None,
+    method: str | None,
+    headers: Mapping[str, str],
+    client: str | None,
+) -> OriginalRequest:
     """nginx's description: the host from X-Original-URL, which must name the host nginx routed
     on (X-Original-Host) when both are given; the path from X-Original-URI, which must be the URL's."""
     scheme = host = None
@@ -319,18 +363,26 @@ def _nginx(url: str | None, uri: str | None, routed: str | None, method: str | N
     if routed:
         routed = host_value(routed, "X-Original-Host")
         if host is not None and hosts.name_of(routed) != hosts.name_of(host):
-            raise AmbiguousRequest(f"X-Original-Host {routed!r} (the virtual host nginx routed on) is not the host of "
-                                   f"X-Original-URL {host!r}: an absolute-form request line names another host")
+            raise AmbiguousRequest(
+                f"X-Original-Host {routed!r} (the virtual host nginx routed on) is not the host of "
+                f"X-Original-URL {host!r}: an absolute-form request line names another host"
+            )
         host = host or routed
     if host is None:
         raise BadDescription("X-Original-URL (or X-Original-Host) is missing: the host cannot be known")
-    return OriginalRequest(Source.NGINX, _method(method, "X-Original-Method"),
-                           scheme or _scheme(headers.get("X-Forwarded-Proto")), host, uri_value(uri, "X-Original-URI"),
-                           client)
+    return OriginalRequest(
+        Source.NGINX,
+        _method(method, "X-Original-Method"),
+        scheme or _scheme(headers.get("X-Forwarded-Proto")),
+        host,
+        uri_value(uri, "X-Original-URI"),
+        client,
+    )
 
 
-def public_origin(scheme: str, headers: Mapping[str, str], remote: str | None,
-                  trusted: tuple[Network, ...]) -> str | None:
+def public_origin(
+    scheme: str, headers: Mapping[str, str], remote: str | None, trusted: tuple[Network, ...]
+) -> str | None:
     """``scheme://host[:port]`` as the client addressed us: through a trusted proxy its
     ``X-Forwarded-Proto`` / ``X-Forwarded-Host``, else our own scheme and ``Host``. ``None`` when
     a value given does not parse: never another value in its place.

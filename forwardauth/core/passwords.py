@@ -66,8 +66,12 @@ class Passwords:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Passwords:
-        return cls(settings.argon2_time_cost, settings.argon2_memory_cost, settings.argon2_parallelism,
-                   settings.password_min_length)
+        return cls(
+            settings.argon2_time_cost,
+            settings.argon2_memory_cost,
+            settings.argon2_parallelism,
+            settings.password_min_length,
+        )
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)

@@ -34,8 +34,13 @@ TRIM = 2  # NTFS streams (admin::$DATA), trailing dots and spaces stripped from 
 SLASHES = 4  # duplicate slashes folded (nginx merge_slashes, Tomcat)
 FOLDED = 8  # case-folded, matched against case-folded rules (case-insensitive backends)
 COMPAT = 16  # Unicode compatibility form, NFKC (fullwidth letters read as ASCII)
-_NAMES = ((PARAMS, ";params stripped"), (TRIM, "NTFS streams, trailing dots/spaces stripped"), (SLASHES, "// folded"),
-          (FOLDED, "case-folded"), (COMPAT, "NFKC"))
+_NAMES = (
+    (PARAMS, ";params stripped"),
+    (TRIM, "NTFS streams, trailing dots/spaces stripped"),
+    (SLASHES, "// folded"),
+    (FOLDED, "case-folded"),
+    (COMPAT, "NFKC"),
+)
 
 # The common path: plain lower-case segments, no dot segment, no '//': its only reading is itself.
 _SEGMENT = r"[a-z0-9_~!$&'()*+,=@-]+"
@@ -148,8 +153,9 @@ def _check(text: str, decodes: int) -> None:
         raise AmbiguousPath("the path holds a . or .. segment" + _depth(decodes))
     if "#" in text or (decodes and "?" in text):
         raise AmbiguousPath("the path holds an encoded ? or #" + _depth(decodes))
-    if _CONTROL.search(text) or (not text.isascii() and any(
-            unicodedata.category(c) in _REFUSED_CATEGORIES for c in text if not c.isascii())):
+    if _CONTROL.search(text) or (
+        not text.isascii() and any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in text if not c.isascii())
+    ):
         raise AmbiguousPath("the path holds a control, invisible or space character" + _depth(decodes))
 
 

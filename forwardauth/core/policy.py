@@ -16,25 +16,18 @@ raw request; ``forwardauth policy explain`` prints it), ``decide`` applies it to
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import unquote_to_bytes
-
-import yaml
 
 from forwardauth.core import hosts, paths
 from forwardauth.core.forwarding import Network, address_in
 from forwardauth.core.paths import Reading
-from forwardauth.core.usernames import normalise_username
 
-RULE_KEYS = {"host", "path", "path_regex", "methods", "networks", "policy", "roles", "users", "clients",
-             "client_roles"}
+RULE_KEYS = {"host", "path", "path_regex", "methods", "networks", "policy", "roles", "users", "clients", "client_roles"}
 
 
 class Effect(Enum):
@@ -60,12 +53,50 @@ class Subject:
 # The methods of IANA's HTTP Method Registry. Any other (``JEFF /admin``) is also judged as GET:
 # handlers that never look at the method (Go's net/http, CGI scripts, catch-all routes) serve it
 # as one, the "verb tampering" that bypassed ``<Limit GET>`` rules.
-REGISTERED_METHODS = frozenset((
-    "ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "CONNECT", "COPY", "DELETE", "GET", "HEAD", "LABEL",
-    "LINK", "LOCK", "MERGE", "MKACTIVITY", "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE", "OPTIONS",
-    "ORDERPATCH", "PATCH", "POST", "PRI", "PROPFIND", "PROPPATCH", "PUT", "QUERY", "REBIND", "REPORT", "SEARCH",
-    "TRACE", "UNBIND", "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL",
-))
+REGISTERED_METHODS = frozenset(
+    (
+        "ACL",
+        "BASELINE-CONTROL",
+        "BIND",
+        "CHECKIN",
+        "CHECKOUT",
+        "CONNECT",
+        "COPY",
+        "DELETE",
+        "GET",
+        "HEAD",
+        "LABEL",
+        "LINK",
+        "LOCK",
+        "MERGE",
+        "MKACTIVITY",
+        "MKCALENDAR",
+        "MKCOL",
+        "MKREDIRECTREF",
+        "MKWORKSPACE",
+        "MOVE",
+        "OPTIONS",
+        "ORDERPATCH",
+        "PATCH",
+        "POST",
+        "PRI",
+        "PROPFIND",
+        "PROPPATCH",
+        "PUT",
+        "QUERY",
+        "REBIND",
+        "REPORT",
+        "SEARCH",
+        "TRACE",
+        "UNBIND",
+        "UNCHECKOUT",
+        "UNLINK",
+        "UNLOCK",
+        "UPDATE",
+        "UPDATEREDIRECTREF",
+        "VERSION-CONTROL",
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +174,11 @@ class Rule:
             return False
         if self.path_prefixes or self.path_patterns:
             path = obj.path if reading is None else reading.path
-            prefixes, patterns = (self.folded_prefixes, self.folded_patterns) if reading is not None \
-                and reading.folded else (self.path_prefixes, self.path_patterns)
+            prefixes, patterns = (
+                (self.folded_prefixes, self.folded_patterns)
+                if reading is not None and reading.folded
+                else (self.path_prefixes, self.path_patterns)
+            )
             if not (any(_under(path, p) for p in prefixes) or any(p.search(path) for p in patterns)):
                 return False
         return not self.networks or client_ip is ANY_ADDRESS or address_in(client_ip, self.networks)
@@ -192,9 +226,15 @@ class Policy:
         by_host = {h: tuple(r for r in self.rules if r in anywhere or h in r.exact_hosts) for h in names}
         object.__setattr__(self, "_anywhere", anywhere)
         object.__setattr__(self, "_by_host", by_host)
-        object.__setattr__(self, "_cased", any(
-            paths.fold(text) != text for r in self.rules
-            for text in (*r.path_prefixes, *(p.pattern for p in r.path_patterns))))
+        object.__setattr__(
+            self,
+            "_cased",
+            any(
+                paths.fold(text) != text
+                for r in self.rules
+                for text in (*r.path_prefixes, *(p.pattern for p in r.path_patterns))
+            ),
+        )
         object.__setattr__(self, "_by_method", any(r.methods for r in self.rules))
         object.__setattr__(self, "_by_network", any(r.networks for r in self.rules))
 
@@ -221,8 +261,13 @@ class Policy:
         # overrides), and for a client of unknown address as one in every network too.
         objects = (obj, *(Object(obj.scheme, obj.host, obj.path, method) for method in others))
         addresses = (client_ip, ANY_ADDRESS) if unknown else (client_ip,)
-        candidates = matched + tuple(self.match(o, address, reading) for o in objects for address in addresses
-                                     for reading in found if o is not obj or address is not client_ip)
+        candidates = matched + tuple(
+            self.match(o, address, reading)
+            for o in objects
+            for address in addresses
+            for reading in found
+            if o is not obj or address is not client_ip
+        )
         effect = max((rule.effect for rule in candidates), key=STRICTNESS.__getitem__)
         deciding = tuple({id(rule): rule for rule in candidates if rule.effect is effect}.values())
         return Verdict(effect, deciding, found, matched)
@@ -274,119 +319,3 @@ def decide(verdict: Decides, subject: Subject | None) -> Effect | None:
 
 
 ALLOW_ALL_AUTHENTICATED = Policy(default=Effect.AUTHENTICATED)
-
-
-# --- reading policy files ------------------------------------------------------------------
-
-
-def _strings(value: Any, what: str) -> list[str]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
-        raise ValueError(f"{what} must be a non-empty string or list of strings")
-    return items
-
-
-def _effect(value: Any, what: str, allowed: Sequence[Effect]) -> Effect:
-    names = [e.value for e in allowed]
-    if not isinstance(value, str) or value.lower() not in names:
-        raise ValueError(f"{what} must be one of {', '.join(names)}")
-    return Effect(value.lower())
-
-
-def compile_rule(number: int, data: Any) -> Rule:
-    if not isinstance(data, dict):
-        raise ValueError("a rule must be a mapping")
-    unknown = set(data) - RULE_KEYS
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(RULE_KEYS))})")
-    users = frozenset(_strings(data["users"], "users")) if "users" in data else frozenset()
-    roles = frozenset(_strings(data["roles"], "roles")) if "roles" in data else frozenset()
-    clients = frozenset(_strings(data["clients"], "clients")) if "clients" in data else frozenset()
-    client_roles = frozenset(_strings(data["client_roles"], "client_roles")) if "client_roles" in data \
-        else frozenset()
-    if "policy" in data:
-        if users or roles or clients or client_roles:
-            raise ValueError("give either policy or roles/users/clients/client_roles, not both")
-        effect = _effect(data["policy"], "policy", (Effect.BYPASS, Effect.AUTHENTICATED, Effect.DENY))
-    elif users or roles or clients or client_roles:
-        effect = Effect.RESTRICTED
-    else:
-        raise ValueError("a rule needs policy (bypass, authenticated, deny) or roles/users/clients/client_roles")
-    given_hosts = _strings(data["host"], "host") if "host" in data else []
-    for host in given_hosts:  # a rule that could never match a request's host would silently be no rule
-        if ":" in (host[host.rindex("]"):] if host.startswith("[") and "]" in host else host):
-            raise ValueError(f"host {host!r}: a rule matches a host name on every port, so it cannot name a port "
-                             "(it would apply to the other ports too); an IPv6 address goes in brackets")
-        if not host.isascii():
-            raise ValueError(f"host {host!r}: write an internationalised name in the ASCII form browsers send "
-                             "(punycode, xn--...)")
-        if host != "*" and hosts.parse(host.removeprefix("*.")) is None:
-            raise ValueError(f"host {host!r} is not a host name")
-    host_names = [normalise_host(h) for h in given_hosts]
-    for host in host_names:
-        if "*" in host.removeprefix("*.") or not host.removeprefix("*."):
-            raise ValueError(f"host {host!r}: use an exact name or *.domain")
-    prefixes = [rule_prefix(p) for p in _strings(data["path"], "path")] if "path" in data else []
-    try:
-        patterns = tuple(re.compile(p) for p in _strings(data["path_regex"], "path_regex")) \
-            if "path_regex" in data else ()
-    except re.error as exc:
-        raise ValueError(f"path_regex: {exc}") from None
-    try:
-        networks = tuple(ipaddress.ip_network(n, strict=False) for n in _strings(data["networks"], "networks")) \
-            if "networks" in data else ()
-    except ValueError as exc:
-        raise ValueError(f"networks: {exc}") from None
-    methods = frozenset(m.upper() for m in _strings(data["methods"], "methods")) if "methods" in data else frozenset()
-    return Rule(
-        number=number,
-        effect=effect,
-        exact_hosts=frozenset(h for h in host_names if not h.startswith("*.")),
-        host_suffixes=tuple(h[1:] for h in host_names if h.startswith("*.")),
-        path_prefixes=tuple(prefixes),
-        path_patterns=patterns,
-        folded_prefixes=tuple(paths.fold(p) for p in prefixes),
-        folded_patterns=tuple(re.compile(p.pattern, re.IGNORECASE) for p in patterns),
-        methods=methods,
-        networks=networks,
-        users=frozenset(normalise_username(u) for u in users),
-        roles=roles,
-        clients=clients,
-        client_roles=client_roles,
-    )
-
-
-def from_data(data: Any, source: str) -> Policy:
-    if not isinstance(data, dict):
-        raise PolicyError(f"{source}: the file must hold a mapping with 'default' and 'rules'")
-    unknown = set(data) - {"default", "rules"}
-    if unknown:
-        raise PolicyError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
-    try:
-        default = _effect(data.get("default", "deny"), "default",
-                          (Effect.DENY, Effect.AUTHENTICATED, Effect.BYPASS))
-    except ValueError as exc:
-        raise PolicyError(f"{source}: {exc}") from None
-    raw_rules = data.get("rules", [])
-    if not isinstance(raw_rules, list):
-        raise PolicyError(f"{source}: rules must be a list")
-    rules = []
-    for number, raw in enumerate(raw_rules, start=1):
-        try:
-            rules.append(compile_rule(number, raw))
-        except ValueError as exc:
-            raise PolicyError(f"{source}: rule {number}: {exc}") from None
-    return Policy(default=default, rules=tuple(rules), source=source)
-
-
-def load(path: Path) -> Policy:
-    """Read and compile a YAML (``.yml``/``.yaml``) or TOML (``.toml``) policy file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{path}: cannot read ({exc})") from None
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from None
-    return from_data(data, str(path))

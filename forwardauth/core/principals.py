@@ -30,10 +30,12 @@ def subject_of(identity: Identity) -> Subject:
 def identity_headers(identity: Identity) -> dict[str, str]:
     """The headers ``/auth`` answers 200 with, for the proxy to hand to the application."""
     if identity.client is not None:
-        return {HEADER_CLIENT: identity.client, HEADER_CLIENT_ROLES: ",".join(identity.roles),
-                HEADER_SUBJECT: identity.subject}
-    headers = {HEADER_USER: identity.username, HEADER_ROLES: ",".join(identity.roles),
-               HEADER_SUBJECT: identity.subject}
+        return {
+            HEADER_CLIENT: identity.client,
+            HEADER_CLIENT_ROLES: ",".join(identity.roles),
+            HEADER_SUBJECT: identity.subject,
+        }
+    headers = {HEADER_USER: identity.username, HEADER_ROLES: ",".join(identity.roles), HEADER_SUBJECT: identity.subject}
     if identity.email:
         headers[HEADER_EMAIL] = identity.email
     return headers

@@ -50,8 +50,9 @@ def safe_redirect(rd: str | None, allowed_domains: tuple[str, ...]) -> str | Non
     return rd
 
 
-def login_location(login_url: str, scheme: str, host: str, original_url: str,
-                   allowed_domains: tuple[str, ...]) -> str | None:
+def login_location(
+    login_url: str, scheme: str, host: str, original_url: str, allowed_domains: tuple[str, ...]
+) -> str | None:
     """Where to send a browser that is not signed in, with ``rd`` when it may come back.
 
     ``login_url`` may be a path (``/forwardauth/login``): it is then on the host the browser

@@ -54,15 +54,30 @@ class RefusalLog:
             self._unreported[reason] = count
             return False
         self._last[reason], self._unreported[reason] = now, 0
-        log.log(refusal.level, "refused (400), %s: %s (from %s; %d such refusal(s) since the last report)",
-                reason, refusal, remote or "an unknown address", count)
+        log.log(
+            refusal.level,
+            "refused (400), %s: %s (from %s; %d such refusal(s) since the last report)",
+            reason,
+            refusal,
+            remote or "an unknown address",
+            count,
+        )
         return True
 
 
 # The headers by which a proxy says the request is for an app (not /auth called directly).
 COOKIE = istr("Cookie")
-_FOR_AN_APP = tuple(istr(h) for h in ("X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Original-Host",
-                                      "X-Forwarded-Uri", "X-Forwarded-Method"))
+_FOR_AN_APP = tuple(
+    istr(h)
+    for h in (
+        "X-Original-URL",
+        "X-Original-URI",
+        "X-Original-Method",
+        "X-Original-Host",
+        "X-Forwarded-Uri",
+        "X-Forwarded-Method",
+    )
+)
 
 
 def refresh_cookie_leak(headers: CIMultiDictProxy[str], name: str, envoy: bool) -> RefreshCookieSent | None:
@@ -75,9 +90,11 @@ def refresh_cookie_leak(headers: CIMultiDictProxy[str], name: str, envoy: bool) 
         return None
     if not envoy and not any(map(headers.get, _FOR_AN_APP)):
         return None
-    return RefreshCookieSent(f"the request carries forwardauth's refresh cookie {name}, which must never reach an app: "
-                             "its path only looks like forwardauth's own, or forwardauth's pages are served on the "
-                             "app's paths without X-Forwarded-Prefix")
+    return RefreshCookieSent(
+        f"the request carries forwardauth's refresh cookie {name}, which must never reach an app: "
+        "its path only looks like forwardauth's own, or forwardauth's pages are served on the "
+        "app's paths without X-Forwarded-Prefix"
+    )
 
 
 def refresh_cookie_sent(cookie_headers: Sequence[str], name: str) -> bool:

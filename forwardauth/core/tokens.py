@@ -81,12 +81,23 @@ class TokenService:
         self._jwt = jwt.PyJWT()
 
     def mint(
-        self, identity: Identity, sid: str, now: int | None = None, scope: str | None = None,
+        self,
+        identity: Identity,
+        sid: str,
+        now: int | None = None,
+        scope: str | None = None,
         client_id: str | None = None,
     ) -> MintedToken:
         issued = int(time.time()) if now is None else now
-        claims = AccessClaims(identity=identity, jti=new_id(), sid=sid, expires_at=issued + self.ttl,
-                              issued_at=issued, scope=scope, client_id=client_id)
+        claims = AccessClaims(
+            identity=identity,
+            jti=new_id(),
+            sid=sid,
+            expires_at=issued + self.ttl,
+            issued_at=issued,
+            scope=scope,
+            client_id=client_id,
+        )
         if identity.client is not None:  # a client's own token: no username, its id in client_id
             if client_id != identity.client or identity.subject != CLIENT_SUBJECT_PREFIX + identity.client:
                 raise ValueError("a client's own token must be issued to that client")
@@ -112,9 +123,7 @@ class TokenService:
         if client_id:
             payload["client_id"] = client_id
         key = self.ring.current
-        token = jwt.encode(
-            payload, key.signing, algorithm=key.alg, headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
-        )
+        token = jwt.encode(payload, key.signing, algorithm=key.alg, headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
         return MintedToken(token=token, claims=claims)
 
     def verify(self, token: str, allow_expired: bool = False) -> AccessClaims:
@@ -179,5 +188,12 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         if not isinstance(username, str) or not username:
             raise TokenError("a user's token needs preferred_username")
         identity = Identity(subject=subject, username=username, roles=tuple(roles), email=email)
-    return AccessClaims(identity=identity, jti=payload["jti"], sid=payload["sid"], expires_at=payload["exp"],
-                        issued_at=payload["iat"], scope=scope, client_id=client_id)
+    return AccessClaims(
+        identity=identity,
+        jti=payload["jti"],
+        sid=payload["sid"],
+        expires_at=payload["exp"],
+        issued_at=payload["iat"],
+        scope=scope,
+        client_id=client_id,
+    )

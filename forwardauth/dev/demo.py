@@ -68,7 +68,8 @@ async def echo(request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(seen), content_type="application/json")
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-        for k, v in request.headers.items() if k.lower().startswith("x-auth-")
+        for k, v in request.headers.items()
+        if k.lower().startswith("x-auth-")
     )
     user = html.escape(request.headers.get("X-Auth-User", "nobody"))
     page = (
@@ -136,8 +137,11 @@ class Proxy:
         elif self.kind == "caddy":
             caddyfile = self._write("caddy/Caddyfile", "Caddyfile")
             self.args = [program, "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
-            self.env = {"XDG_DATA_HOME": str(self.workdir / "data"), "XDG_CONFIG_HOME": str(self.workdir / "cfg"),
-                        "HOME": str(self.workdir)}
+            self.env = {
+                "XDG_DATA_HOME": str(self.workdir / "data"),
+                "XDG_CONFIG_HOME": str(self.workdir / "cfg"),
+                "HOME": str(self.workdir),
+            }
         else:
             raise ValueError(f"unknown proxy {self.kind!r}")
 
@@ -150,8 +154,13 @@ class Proxy:
         log = open(self.workdir / f"{self.kind}.log", "wb")  # noqa: SIM115 (the child holds it)
         with log:
             return subprocess.Popen(  # noqa: S603
-                self.args, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True,
+                self.args,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
             )
 
 
@@ -169,8 +178,9 @@ def _nginx_main(workdir: Path) -> str:
     response bodies in memory (up to 1 MiB), as ``workdir`` may be private to root.
     """
     user = _unprivileged_user() if os.geteuid() == 0 else ""
-    temp = "\n".join(f"    {kind}_temp_path {workdir}/{kind}_temp;"
-                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(
+        f"    {kind}_temp_path {workdir}/{kind}_temp;" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     return (
         f"{user}daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\n"
         f"error_log {workdir}/error.log warn;\n"
@@ -191,8 +201,11 @@ def start_upstream(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     private_dir(workdir)
     with open(workdir / "upstream.log", "wb") as log:
         return subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "forwardauth.dev.demo", str(port)], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", "forwardauth.dev.demo", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 
@@ -247,8 +260,13 @@ def run_stack(port: int, proxy: str, workdir: Path, greeting: str = "") -> None:
     which then stops them in order (a child dying of it first would look like a crash).
     """
     forwardauth_port, app_port = _free_port(), _free_port()
-    env = {"FORWARDAUTH_LOG_FORMAT": "text", **os.environ, **stack_environment(port),
-           "FORWARDAUTH_HOST": "127.0.0.1", "FORWARDAUTH_PORT": str(forwardauth_port)}
+    env = {
+        "FORWARDAUTH_LOG_FORMAT": "text",
+        **os.environ,
+        **stack_environment(port),
+        "FORWARDAUTH_HOST": "127.0.0.1",
+        "FORWARDAUTH_PORT": str(forwardauth_port),
+    }
     upstream = start_upstream(app_port, workdir)
     service = subprocess.Popen([sys.executable, "-m", "forwardauth", "serve"], env=env, start_new_session=True)
     processes = [upstream, service]
@@ -257,10 +275,16 @@ def run_stack(port: int, proxy: str, workdir: Path, greeting: str = "") -> None:
         front = Proxy(proxy, workdir / proxy, port, f"127.0.0.1:{forwardauth_port}", f"127.0.0.1:{app_port}")
         processes.append(front.start())
         wait_for_http(f"http://127.0.0.1:{port}/forwardauth/healthz", 30, processes[-1])
-        print(banner([f"forwardauth demo behind {proxy}: open http://127.0.0.1:{port}/ and sign in as 'demo'.",
-                      *([greeting] if greeting else []),
-                      f"(forwardauth itself: http://127.0.0.1:{forwardauth_port}; Ctrl-C stops everything)"]),
-              flush=True)
+        print(
+            banner(
+                [
+                    f"forwardauth demo behind {proxy}: open http://127.0.0.1:{port}/ and sign in as 'demo'.",
+                    *([greeting] if greeting else []),
+                    f"(forwardauth itself: http://127.0.0.1:{forwardauth_port}; Ctrl-C stops everything)",
+                ]
+            ),
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)

@@ -85,10 +85,13 @@ def socket_dir(data: Path) -> Path:
         raise EmbeddedError(
             f"{VARIABLE} {data}: too long for the embedded stores' Unix sockets (at most "
             f"{SOCKET_MAX - len(PG_SOCKET) - 5} bytes, or only letters, digits and /._-) and no private "
-            f"folder could be made in {SHORT_PARENT} ({exc.strerror}); choose a shorter {VARIABLE}") from None
+            f"folder could be made in {SHORT_PARENT} ({exc.strerror}); choose a shorter {VARIABLE}"
+        ) from None
     if not _fits(far) or not private_folder(far):
-        raise EmbeddedError(f"{VARIABLE} {data}: too long for Unix sockets, and {far} is not usable instead; "
-                            f"choose a shorter {VARIABLE}")
+        raise EmbeddedError(
+            f"{VARIABLE} {data}: too long for Unix sockets, and {far} is not usable instead; "
+            f"choose a shorter {VARIABLE}"
+        )
     write_private(pointer, str(far).encode())
     log.info("%s is too long for Unix sockets: the embedded stores listen in %s", VARIABLE, far)
     return far

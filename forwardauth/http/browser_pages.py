@@ -74,8 +74,9 @@ async def logout_form(request: web.Request) -> web.Response:
     settings = services.settings
     rd = safe_redirect(request.query.get("rd"), settings.allowed_domains) or ""
     home = origin_of(settings.login_url)  # a login host of its own holds the refresh cookie: sign out there
-    if home is not None and home != public_origin(request.scheme, request.headers, request.remote,
-                                                  settings.trusted_proxies):
+    if home is not None and home != public_origin(
+        request.scheme, request.headers, request.remote, settings.trusted_proxies
+    ):
         return see_other(browser.logout_action(settings) + (f"?rd={quote(rd, safe='')}" if rd else ""))
     prefix = path_prefix(request.headers, request.remote, settings.trusted_proxies)
     identity = await signed_in(request, services, allow_expired=True)
@@ -84,8 +85,13 @@ async def logout_form(request: web.Request) -> web.Response:
     if username is None and token is not None:
         info = await services.db.run(sessions.refresh_info, token)
         username = info.user.username if info else None
-    page = logout_page(signed_in=identity is not None or token is not None, username=username,
-                       action=prefix + "/logout", rd=rd, login_href=prefix + "/login")
+    page = logout_page(
+        signed_in=identity is not None or token is not None,
+        username=username,
+        action=prefix + "/logout",
+        rd=rd,
+        login_href=prefix + "/login",
+    )
     return html_page(page, settings)
 
 

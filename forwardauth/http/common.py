@@ -57,8 +57,9 @@ def error_response(status: int, error: str, description: str) -> web.Response:
 
 def token_of(request: web.Request, cookie_name: str) -> str | None:
     """The access token: ``Authorization: Bearer`` first, then the cookie (``AmbiguousToken``: two)."""
-    return access_token(request.headers.getall(hdrs.AUTHORIZATION, ()), request.headers.getall(hdrs.COOKIE, ()),
-                        cookie_name)
+    return access_token(
+        request.headers.getall(hdrs.AUTHORIZATION, ()), request.headers.getall(hdrs.COOKIE, ()), cookie_name
+    )
 
 
 def bearer_or_cookie(request: web.Request, cookie_name: str) -> str | None:
@@ -73,10 +74,14 @@ def refuse_cross_site(request: web.Request, settings: Settings) -> None:
     """403 for a browser form post from a page not ours (see csrf); JSON and Bearer calls pass."""
     if request.content_type == JSON or hdrs.AUTHORIZATION in request.headers:
         return
-    own = (public_origin(request.scheme, request.headers, request.remote, settings.trusted_proxies),
-           origin_of(settings.issuer), origin_of(settings.login_url))
-    if not form_post_allowed(request.headers.get(hdrs.ORIGIN), request.headers.get(hdrs.REFERER), own,
-                             settings.allowed_domains):
+    own = (
+        public_origin(request.scheme, request.headers, request.remote, settings.trusted_proxies),
+        origin_of(settings.issuer),
+        origin_of(settings.login_url),
+    )
+    if not form_post_allowed(
+        request.headers.get(hdrs.ORIGIN), request.headers.get(hdrs.REFERER), own, settings.allowed_domains
+    ):
         raise BadInput("cross-site form post refused: the Origin is not this service's", status=403)
 
 
@@ -148,8 +153,9 @@ def html_page(body: str, settings: Settings, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/html", headers=page_headers(settings))
 
 
-def token_response(settings: Settings, minted: MintedToken, refresh_token: str | None,
-                   headers: dict[str, str]) -> web.Response:
+def token_response(
+    settings: Settings, minted: MintedToken, refresh_token: str | None, headers: dict[str, str]
+) -> web.Response:
     """The token answer of /login, /refresh and the OAuth2 token endpoint (RFC 6749 5.1)."""
     body: dict[str, Any] = {
         "access_token": minted.token,
@@ -165,5 +171,8 @@ def token_response(settings: Settings, minted: MintedToken, refresh_token: str |
 
 def too_many_attempts(exc: Throttled, headers: dict[str, str]) -> web.Response:
     """The 429 of a throttled sign-in, for a JSON client (a browser gets the form, saying so)."""
-    return json_response({"error": "too_many_attempts", "error_description": str(exc)}, status=429,
-                         headers={**headers, "Retry-After": str(exc.retry_after)})
+    return json_response(
+        {"error": "too_many_attempts", "error_description": str(exc)},
+        status=429,
+        headers={**headers, "Retry-After": str(exc.retry_after)},
+    )

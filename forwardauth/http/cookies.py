@@ -33,12 +33,26 @@ def set_device_cookie(response: web.StreamResponse, request: web.Request, settin
     """Remember this browser (``KNOWN_SECONDS``): host-only, on forwardauth's own paths, like the
     refresh cookie; it only exempts the browser from the per-username login limit."""
     folder = path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/"
-    response.set_cookie(device_cookie_name(settings), value, max_age=KNOWN_SECONDS, path=folder, httponly=True,
-                        samesite="Lax", secure=settings.cookie_secure)
+    response.set_cookie(
+        device_cookie_name(settings),
+        value,
+        max_age=KNOWN_SECONDS,
+        path=folder,
+        httponly=True,
+        samesite="Lax",
+        secure=settings.cookie_secure,
+    )
 
 
-def put_cookie(response: web.StreamResponse, settings: Settings, name: str, value: str | None, max_age: int,
-               path: str = "/", domain: str | None = None) -> None:
+def put_cookie(
+    response: web.StreamResponse,
+    settings: Settings,
+    name: str,
+    value: str | None,
+    max_age: int,
+    path: str = "/",
+    domain: str | None = None,
+) -> None:
     """Set (or, with ``None``, clear) one of our cookies: always HttpOnly and SameSite=Lax."""
     options: dict[str, Any] = {"path": path, "httponly": True, "samesite": "Lax", "secure": settings.cookie_secure}
     if domain:
@@ -55,13 +69,17 @@ def set_access_cookie(response: web.StreamResponse, settings: Settings, token: s
         # A host-only cookie of the same name (set before FORWARDAUTH_COOKIE_DOMAIN was) would be
         # sent beside ours, and two tokens are refused: expire it too, or that browser is stuck.
         # A raw header: aiohttp keeps one Set-Cookie per name.
-        response.headers.add(hdrs.SET_COOKIE, f"{settings.cookie_name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
-                             + ("; Secure" if settings.cookie_secure else ""))
+        response.headers.add(
+            hdrs.SET_COOKIE,
+            f"{settings.cookie_name}=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
+            + ("; Secure" if settings.cookie_secure else ""),
+        )
     put_cookie(response, settings, settings.cookie_name, token, settings.access_ttl, domain=settings.cookie_domain)
 
 
-def set_refresh_cookie(response: web.StreamResponse, request: web.Request, settings: Settings,
-                       token: str | None) -> None:
+def set_refresh_cookie(
+    response: web.StreamResponse, request: web.Request, settings: Settings, token: str | None
+) -> None:
     """Set (or, with ``None``, clear) the browser's refresh cookie (FORWARDAUTH_REMEMBER_BROWSER).
 
     On forwardauth's own paths (the folder of the login page as the browser sees it:
@@ -76,10 +94,14 @@ def set_refresh_cookie(response: web.StreamResponse, request: web.Request, setti
         # The host-only one of the same name (from a version before, or a login host on this
         # folder) would be sent beside it, and two are refused: expire it too (a raw header:
         # aiohttp keeps one Set-Cookie per name).
-        response.headers.add(hdrs.SET_COOKIE, f"{settings.refresh_cookie_name}=; Max-Age=0; Path={folder}; "
-                             "HttpOnly; SameSite=Lax" + ("; Secure" if settings.cookie_secure else ""))
-    put_cookie(response, settings, settings.refresh_cookie_name, token, settings.refresh_ttl,
-               path=folder, domain=domain)
+        response.headers.add(
+            hdrs.SET_COOKIE,
+            f"{settings.refresh_cookie_name}=; Max-Age=0; Path={folder}; "
+            "HttpOnly; SameSite=Lax" + ("; Secure" if settings.cookie_secure else ""),
+        )
+    put_cookie(
+        response, settings, settings.refresh_cookie_name, token, settings.refresh_ttl, path=folder, domain=domain
+    )
 
 
 def refresh_cookie(request: web.Request, settings: Settings) -> str | None:

@@ -29,13 +29,18 @@ def unavailable(request: web.Request, what: str) -> web.Response:
     headers = {"Retry-After": RETRY_AFTER_OUTAGE, "Cache-Control": "no-store"}
     if request.path == "/login" and is_browser(request) and not wants_json(request):
         settings = request.app[SERVICES].settings
-        response = html_page(login_page(action=login_action(request, settings), rd="",
-                                        error="Sign-in is unavailable right now. Try again in a moment."),
-                             settings, 503)
+        response = html_page(
+            login_page(
+                action=login_action(request, settings),
+                rd="",
+                error="Sign-in is unavailable right now. Try again in a moment.",
+            ),
+            settings,
+            503,
+        )
         response.headers.update(headers)
         return response
     return json_response({"error": "temporarily_unavailable", "error_description": what}, 503, headers)
-
 
 
 @web.middleware

@@ -43,8 +43,7 @@ class Connection(web.RequestHandler):
 
     __slots__ = ("_head_deadline", "_head_timer", "header_timeout")
 
-    def __init__(self, manager: web.Server, *, header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-                 **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, header_timeout: float = DEFAULT_HEADER_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.header_timeout = header_timeout
         self._head_deadline: float | None = None  # set while a request head is being received
@@ -85,8 +84,11 @@ class Connection(web.RequestHandler):
             return
         if self._waiter is not None and not self._waiter.done():  # still no complete head
             peer = self.transport.get_extra_info("peername")
-            log.info("closed a connection from %s: no complete request head within %g s (FORWARDAUTH_HEADER_TIMEOUT)",
-                     peer[0] if isinstance(peer, tuple) else "-", self.header_timeout)
+            log.info(
+                "closed a connection from %s: no complete request head within %g s (FORWARDAUTH_HEADER_TIMEOUT)",
+                peer[0] if isinstance(peer, tuple) else "-",
+                self.header_timeout,
+            )
             self.transport.write(REQUEST_TIMEOUT)
             self.force_close()
 
@@ -131,8 +133,12 @@ class Runner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()  # starts the application
-        server = Server(made.request_handler, request_factory=made.request_factory,
-                        handler_cancellation=made.handler_cancellation, loop=asyncio.get_running_loop(),
-                        **made._kwargs)
+        server = Server(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **made._kwargs,
+        )
         server.header_timeout = self.app.get(HEADER_TIMEOUT, DEFAULT_HEADER_TIMEOUT)
         return server

@@ -84,18 +84,25 @@ async def renew(request: web.Request, services: Services, rd: str) -> web.Respon
         return None
     loop_window = min(RENEWAL_LOOP_SECONDS, settings.access_ttl // 2)
     try:
-        session, minted = await rotate_refresh(services, token, client_address(request, settings),
-                                               grace=BROWSER_REFRESH_GRACE, min_age=loop_window)
+        session, minted = await rotate_refresh(
+            services, token, client_address(request, settings), grace=BROWSER_REFRESH_GRACE, min_age=loop_window
+        )
     except sessions.RefreshError as exc:
         if not exc.too_soon:
             return None
         host = urlsplit(rd).hostname
-        log.warning("redirect loop: a browser signed in moments ago is back on the login page for %s; the access "
-                    "cookie (FORWARDAUTH_COOKIE_DOMAIN=%s, FORWARDAUTH_COOKIE_SECURE=%s) does not reach it",
-                    host, settings.cookie_domain or "(host only)", str(settings.cookie_secure).lower())
-        error = (f"You are signed in, but your browser did not send the sign-in cookie to {host}. "
-                 "FORWARDAUTH_COOKIE_DOMAIN must cover that host (and with FORWARDAUTH_COOKIE_SECURE the site "
-                 "must use HTTPS).")
+        log.warning(
+            "redirect loop: a browser signed in moments ago is back on the login page for %s; the access "
+            "cookie (FORWARDAUTH_COOKIE_DOMAIN=%s, FORWARDAUTH_COOKIE_SECURE=%s) does not reach it",
+            host,
+            settings.cookie_domain or "(host only)",
+            str(settings.cookie_secure).lower(),
+        )
+        error = (
+            f"You are signed in, but your browser did not send the sign-in cookie to {host}. "
+            "FORWARDAUTH_COOKIE_DOMAIN must cover that host (and with FORWARDAUTH_COOKIE_SECURE the site "
+            "must use HTTPS)."
+        )
         return html_page(login_page(action=login_action(request, settings), rd=rd, error=error), settings)
     response = see_other(rd)
     set_access_cookie(response, settings, minted.token)
@@ -119,15 +126,24 @@ async def login(request: web.Request) -> web.Response:
     # The browser's device cookie (see regulation: known clients); a browser without one gets one.
     device = device_of(request, settings) or (None if as_json else new_device())
     try:
-        signed = await sign_in(services, fields["username"], fields["password"], client_address(request, settings),
-                               browser.log_login_failed, device=device)
+        signed = await sign_in(
+            services,
+            fields["username"],
+            fields["password"],
+            client_address(request, settings),
+            browser.log_login_failed,
+            device=device,
+        )
     except Throttled as exc:
         headers = {"Retry-After": str(exc.retry_after)}
         if as_json:
             return too_many_attempts(exc, {})
-        page = login_page(action=login_action(request, settings), username=fields["username"],
-                          rd=safe_redirect(fields["rd"], settings.allowed_domains) or "",
-                          error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.")
+        page = login_page(
+            action=login_action(request, settings),
+            username=fields["username"],
+            rd=safe_redirect(fields["rd"], settings.allowed_domains) or "",
+            error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.",
+        )
         response = html_page(page, settings, status=429)
         response.headers.update(headers)
         return response
@@ -136,8 +152,7 @@ async def login(request: web.Request) -> web.Response:
         if as_json:
             return error_response(401, "invalid_credentials", message)
         rd = safe_redirect(fields["rd"], settings.allowed_domains) or ""
-        page = login_page(action=login_action(request, settings), rd=rd, username=fields["username"],
-                          error=message)
+        page = login_page(action=login_action(request, settings), rd=rd, username=fields["username"], error=message)
         return html_page(page, settings, status=401)
     session, minted = signed.session, signed.access
     if as_json:
@@ -155,8 +170,9 @@ async def refresh(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     fields = await read_fields(request, ("refresh_token",))
     try:
-        session, minted = await rotate_refresh(services, fields["refresh_token"],
-                                               client_address(request, services.settings))
+        session, minted = await rotate_refresh(
+            services, fields["refresh_token"], client_address(request, services.settings)
+        )
     except sessions.RefreshError:
         return error_response(401, "invalid_grant", "refresh token is invalid, expired or revoked")
     return token_response(services.settings, minted, session.refresh_token, NO_STORE)
@@ -194,8 +210,9 @@ async def logout(request: web.Request) -> web.Response:
         found.append(await services.db.run(sessions.family_of, browser_refresh))
     ended = sorted({sid for sid in found if sid is not None})
     for sid in ended:
-        user, username = (claims.identity.subject, claims.identity.username) if claims and claims.sid == sid \
-            else (None, None)
+        user, username = (
+            (claims.identity.subject, claims.identity.username) if claims and claims.sid == sid else (None, None)
+        )
         await services.db.run(sessions.logout, sid, user, username, address)
     revoked = await services.revocations.revoke_or_queue(ended)
     if is_browser(request):  # a sign-out button: back to the login page, saying so (and rd: switch user)

@@ -109,8 +109,12 @@ class Totals:
             self.count_histogram(key, values)
 
     def dumps(self) -> bytes:
-        return orjson.dumps({"counters": [[list(k), v] for k, v in self.counters.items()],
-                             "histograms": [[list(k), v] for k, v in self.histograms.items()]})
+        return orjson.dumps(
+            {
+                "counters": [[list(k), v] for k, v in self.counters.items()],
+                "histograms": [[list(k), v] for k, v in self.histograms.items()],
+            }
+        )
 
     @classmethod
     def loads(cls, data: bytes) -> Totals:
@@ -163,15 +167,22 @@ def _histogram_key(key: object) -> Key:
 # Counter series: name in Totals -> (Prometheus name without _total, help, label names).
 COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "requests": ("forwardauth_requests", "Requests answered, by handler and status.", ("handler", "status")),
-    "auth_decisions": ("forwardauth_auth_decisions", "/auth answers: decision (allow, deny) and why.",
-                       ("decision", "reason")),
-    "store_errors": ("forwardauth_store_errors", "Requests answered 503 because a store was unreachable.",
-                     ("store",)),
-    "claims_cache": ("forwardauth_claims_cache_lookups",
-                     "Tokens looked up in the verified-claims memory: hit, or miss (signature checked).",
-                     ("result",)),
-    "live_tokens": ("forwardauth_live_token_checks", "Live-token checks answered from memory or by Redis.",
-                    ("source",)),
+    "auth_decisions": (
+        "forwardauth_auth_decisions",
+        "/auth answers: decision (allow, deny) and why.",
+        ("decision", "reason"),
+    ),
+    "store_errors": ("forwardauth_store_errors", "Requests answered 503 because a store was unreachable.", ("store",)),
+    "claims_cache": (
+        "forwardauth_claims_cache_lookups",
+        "Tokens looked up in the verified-claims memory: hit, or miss (signature checked).",
+        ("result",),
+    ),
+    "live_tokens": (
+        "forwardauth_live_token_checks",
+        "Live-token checks answered from memory or by Redis.",
+        ("source",),
+    ),
 }
 DURATION = ("forwardauth_request_duration_seconds", "Time from routing to the answer, by handler.")
 
@@ -300,8 +311,9 @@ class Exposition(Collector):
         self._totals = totals
 
     def collect(self) -> Iterator[Metric]:
-        families = {name: CounterMetricFamily(prom, text, labels=labels)
-                    for name, (prom, text, labels) in COUNTERS.items()}
+        families = {
+            name: CounterMetricFamily(prom, text, labels=labels) for name, (prom, text, labels) in COUNTERS.items()
+        }
         for (name, *labels), value in sorted(self._totals.counters.items()):
             families[name].add_metric(labels, value)
         yield from families.values()
@@ -353,9 +365,18 @@ def observe(metrics: Metrics, inner: Middleware) -> Middleware:
                 stats.seconds += elapsed
                 if debug:
                     path = request.rel_url.raw_path  # as sent: no query (it may hold secrets), nothing decoded
-                    access.debug("%s %s %d", request.method, path, status,
-                                 extra={"method": request.method, "path": path, "status": status,
-                                        "duration_ms": round(elapsed * 1000, 3)})
+                    access.debug(
+                        "%s %s %d",
+                        request.method,
+                        path,
+                        status,
+                        extra={
+                            "method": request.method,
+                            "path": path,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 3),
+                        },
+                    )
             leave_request(current)
 
     return observe

@@ -155,8 +155,15 @@ async def password_grant(
         raise OAuthError("invalid_request", "username and password are required")
     scope = granted_scope(form.get("scope"), client.scopes)
     try:
-        signed = await sign_in(services, form["username"], form["password"], client_address(request, services.settings),
-                               browser.log_login_failed, client.id, scope)
+        signed = await sign_in(
+            services,
+            form["username"],
+            form["password"],
+            client_address(request, services.settings),
+            browser.log_login_failed,
+            client.id,
+            scope,
+        )
     except Throttled as exc:
         return too_many_attempts(exc, NO_STORE)
     except sessions.ClientDisabled:  # disabled while this request was under way
@@ -172,9 +179,13 @@ async def refresh_grant(
     if not form.get("refresh_token"):
         raise OAuthError("invalid_request", "refresh_token is required")
     try:
-        session, minted = await rotate_refresh(services, form["refresh_token"],
-                                               client_address(request, services.settings), client.id,
-                                               narrower(form.get("scope")))
+        session, minted = await rotate_refresh(
+            services,
+            form["refresh_token"],
+            client_address(request, services.settings),
+            client.id,
+            narrower(form.get("scope")),
+        )
     except sessions.RefreshError:
         raise OAuthError("invalid_grant", "refresh token is invalid, expired or revoked") from None
     return token_response(services.settings, minted, session.refresh_token, NO_STORE)
@@ -203,9 +214,7 @@ async def client_credentials_grant(
     return token_response(services.settings, minted, None, NO_STORE)
 
 
-async def token_request(
-    services: Services, request: web.Request, confidential: bool
-) -> tuple[clients.Client, str]:
+async def token_request(services: Services, request: web.Request, confidential: bool) -> tuple[clients.Client, str]:
     """The authenticated client and the ``token`` parameter of a revoke/introspect request."""
     form = await read_form(request)
     client = await authenticate_client(services, request, form, confidential)
@@ -230,8 +239,9 @@ async def revoke(request: web.Request) -> web.Response:
         if claims.client_id == client.id:
             await services.revocations.revoke(claims.sid, claims.jti)
     else:
-        sid = await services.db.run(sessions.revoke_by_token, token_value, client.id,
-                                    client_address(request, services.settings))
+        sid = await services.db.run(
+            sessions.revoke_by_token, token_value, client.id, client_address(request, services.settings)
+        )
         if sid is not None:  # its access tokens go with it (when Redis takes writes again, if it refuses now)
             await services.revocations.revoke_or_queue([sid])
     return web.Response(status=200, headers=NO_STORE)
@@ -265,21 +275,37 @@ async def introspect(request: web.Request) -> web.Response:
             return inactive
         identity = claims.identity
         body: dict[str, Any] = {
-            "active": True, "token_type": "Bearer", "sub": identity.subject, "roles": list(identity.roles),
-            "exp": claims.expires_at, "iat": claims.issued_at, "nbf": claims.issued_at, "iss": settings.issuer,
-            "aud": settings.audience, "jti": claims.jti,
+            "active": True,
+            "token_type": "Bearer",
+            "sub": identity.subject,
+            "roles": list(identity.roles),
+            "exp": claims.expires_at,
+            "iat": claims.issued_at,
+            "nbf": claims.issued_at,
+            "iss": settings.issuer,
+            "aud": settings.audience,
+            "jti": claims.jti,
         }
         # A client's own token has no username: its id is client_id only (never taken for a user's name).
-        optional = {"username": identity.username, "scope": claims.scope, "client_id": claims.client_id,
-                    "email": identity.email}
+        optional = {
+            "username": identity.username,
+            "scope": claims.scope,
+            "client_id": claims.client_id,
+            "email": identity.email,
+        }
         body.update({k: v for k, v in optional.items() if v})
         return json_response(body, headers=NO_STORE)
     info = await services.db.run(sessions.refresh_info, token_value)
     if info is None or info.client_id != caller.id:
         return inactive
     body = {
-        "active": True, "token_type": "refresh_token", "sub": info.user.id, "username": info.user.username,
-        "exp": info.expires_at, "iat": info.issued_at, "iss": settings.issuer,
+        "active": True,
+        "token_type": "refresh_token",
+        "sub": info.user.id,
+        "username": info.user.username,
+        "exp": info.expires_at,
+        "iat": info.issued_at,
+        "iss": settings.issuer,
     }
     body.update({k: v for k, v in {"scope": info.scope, "client_id": info.client_id}.items() if v})
     return json_response(body, headers=NO_STORE)
@@ -292,14 +318,20 @@ async def logout_everywhere(request: web.Request) -> web.Response:
     token_value = bearer_or_cookie(request, services.settings.cookie_name)
     claims = await live_claims(services, token_value) if token_value else None
     if claims is None:
-        return json_response({"error": "invalid_token", "error_description": "a live access token is required"},
-                             status=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return json_response(
+            {"error": "invalid_token", "error_description": "a live access token is required"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     if claims.identity.client is not None:  # a client's own token: there is no user to log out
-        return json_response({"error": "invalid_request",
-                              "error_description": "a client's own token has no user sessions to end"},
-                             status=400, headers=NO_STORE)
-    count, revoked = await end_user_sessions(services, claims.identity.subject,
-                                             client_address(request, services.settings))
+        return json_response(
+            {"error": "invalid_request", "error_description": "a client's own token has no user sessions to end"},
+            status=400,
+            headers=NO_STORE,
+        )
+    count, revoked = await end_user_sessions(
+        services, claims.identity.subject, client_address(request, services.settings)
+    )
     if not revoked:  # PostgreSQL ended them; Redis will, once it takes writes again
         return json_response({"sessions_revoked": count, "revocation_pending": True}, status=202, headers=NO_STORE)
     return json_response({"sessions_revoked": count}, headers=NO_STORE)
@@ -320,8 +352,21 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "subject_types_supported": ["public"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "preferred_username",
-                             "roles", "email", "scope", "client_id"],
+        "claims_supported": [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "nbf",
+            "jti",
+            "sid",
+            "preferred_username",
+            "roles",
+            "email",
+            "scope",
+            "client_id",
+        ],
     }
 
 

@@ -16,23 +16,32 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from forwardauth.config import Settings
 from forwardauth.core.csrf import origin_of
 
-_ENV = Environment(loader=PackageLoader(__package__, "templates"), autoescape=True, undefined=StrictUndefined,
-                   auto_reload=False, trim_blocks=True, lstrip_blocks=True)
+_ENV = Environment(
+    loader=PackageLoader(__package__, "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    auto_reload=False,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 _LOGIN = _ENV.get_template("login.html")
 _FORBIDDEN = _ENV.get_template("forbidden.html")
 _LOGOUT = _ENV.get_template("logout.html")
 
 
-def login_page(action: str, rd: str = "", username: str = "", error: str | None = None,
-               notice: str | None = None) -> str:
+def login_page(
+    action: str, rd: str = "", username: str = "", error: str | None = None, notice: str | None = None
+) -> str:
     return _LOGIN.render(action=action, rd=rd, username=username, error=error, notice=notice)
 
 
-def forbidden_page(host: str, username: str | None, roles: Sequence[str], logout_action: str, rd: str,
-                   needs_role: bool) -> str:
+def forbidden_page(
+    host: str, username: str | None, roles: Sequence[str], logout_action: str, rd: str, needs_role: bool
+) -> str:
     """The 403 page for a browser: who is signed in, and the ways out (sign out, switch user)."""
-    return _FORBIDDEN.render(host=host, username=username, roles=roles, logout_action=logout_action, rd=rd,
-                             needs_role=needs_role)
+    return _FORBIDDEN.render(
+        host=host, username=username, roles=roles, logout_action=logout_action, rd=rd, needs_role=needs_role
+    )
 
 
 def logout_page(signed_in: bool, username: str | None, action: str, rd: str, login_href: str) -> str:
@@ -73,8 +82,15 @@ def page_headers(settings: Settings) -> Mapping[str, str]:
     """Our pages' headers: never cached, never framed, no sniffing, and the URL (with its rd) not
     sent elsewhere. Not "no-referrer": with it a browser sends "Origin: null" on the form post,
     which the CSRF check refuses."""
-    csp = ("default-src 'none'; style-src 'unsafe-inline'; "
-           f"form-action {form_action_sources(settings.allowed_domains, (settings.login_url, settings.issuer))}; "
-           "frame-ancestors 'none'; base-uri 'none'")
-    return {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Content-Security-Policy": csp,
-            "Referrer-Policy": "same-origin", "X-Content-Type-Options": "nosniff"}
+    csp = (
+        "default-src 'none'; style-src 'unsafe-inline'; "
+        f"form-action {form_action_sources(settings.allowed_domains, (settings.login_url, settings.issuer))}; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": csp,
+        "Referrer-Policy": "same-origin",
+        "X-Content-Type-Options": "nosniff",
+    }

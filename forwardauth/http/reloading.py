@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from forwardauth.core.policy import PolicyError
-from forwardauth.core.policy import load as load_policy
+from forwardauth.core.policyfile import load as load_policy
 from forwardauth.http.services import Services
 from forwardauth.keys import RELOAD_SECONDS, reload_ring
 

@@ -12,7 +12,7 @@ from forwardauth.config import Settings
 from forwardauth.core.cache import ClaimsCache, Memo
 from forwardauth.core.forwarding import OriginalRequest
 from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Policy, Verdict
-from forwardauth.core.policy import load as load_policy
+from forwardauth.core.policyfile import load as load_policy
 from forwardauth.http.metrics import Metrics
 from forwardauth.keys import KeyRing
 

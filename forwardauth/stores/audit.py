@@ -16,8 +16,7 @@ import psycopg2.extensions
 from forwardauth.safetext import row
 
 EVENTS = frozenset(
-    {"login_success", "login_failure", "login_throttled", "logout", "refresh", "refresh_reuse", "revoke",
-     "user_change"}
+    {"login_success", "login_failure", "login_throttled", "logout", "refresh", "refresh_reuse", "revoke", "user_change"}
 )
 
 
@@ -32,8 +31,7 @@ def record(
     assert event in EVENTS, event
     with conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO audit_events (event, user_id, username, client_ip, detail)"
-            " VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO audit_events (event, user_id, username, client_ip, detail) VALUES (%s, %s, %s, %s, %s)",
             (event, user_id, username, client_ip, orjson.dumps(detail or {}).decode()),
         )
 
@@ -55,8 +53,9 @@ class Event:
         value can start a new line, shift a field or send the terminal a control sequence.
         """
         detail = orjson.dumps(self.detail, option=orjson.OPT_SORT_KEYS).decode() if self.detail else None
-        return row(self.at.isoformat(timespec="seconds"), self.event, self.username or None, self.client_ip or None,
-                   detail)
+        return row(
+            self.at.isoformat(timespec="seconds"), self.event, self.username or None, self.client_ip or None, detail
+        )
 
 
 _COLUMNS = "SELECT id, at, event, user_id::text, username, client_ip, detail FROM audit_events"

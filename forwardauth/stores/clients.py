@@ -76,9 +76,15 @@ def check_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 def _row(row: tuple[Any, ...] | None) -> Client | None:
     if row is None:
         return None
-    return Client(id=row[0], secret_hash=bytes(row[1]) if row[1] is not None else None,
-                  grant_types=tuple(row[2]), scopes=tuple(row[3]), roles=tuple(row[4]), disabled=row[5],
-                  resource_server=row[6])
+    return Client(
+        id=row[0],
+        secret_hash=bytes(row[1]) if row[1] is not None else None,
+        grant_types=tuple(row[2]),
+        scopes=tuple(row[3]),
+        roles=tuple(row[4]),
+        disabled=row[5],
+        resource_server=row[6],
+    )
 
 
 def find(conn: Connection, client_id: str) -> Client | None:
@@ -90,7 +96,12 @@ def find(conn: Connection, client_id: str) -> Client | None:
 
 
 def create(
-    conn: Connection, client_id: str, grant_types: list[str], scopes: list[str], roles: list[str], public: bool,
+    conn: Connection,
+    client_id: str,
+    grant_types: list[str],
+    scopes: list[str],
+    roles: list[str],
+    public: bool,
     resource_server: bool = False,
 ) -> tuple[Client, str | None]:
     """The new client and its secret (``None`` for a public client), shown only now."""
@@ -108,8 +119,14 @@ def create(
             cur.execute(
                 f"INSERT INTO clients (id, secret_hash, grant_types, scopes, roles, resource_server)"  # noqa: S608
                 f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (client_id, _digest(secret) if secret else None, list(grants), list(check_scopes(scopes)),
-                 list(check_roles(roles)), resource_server),
+                (
+                    client_id,
+                    _digest(secret) if secret else None,
+                    list(grants),
+                    list(check_scopes(scopes)),
+                    list(check_roles(roles)),
+                    resource_server,
+                ),
             )
             client = _row(cur.fetchone())
     except psycopg2.errors.UniqueViolation:
@@ -124,8 +141,9 @@ def list_all(conn: Connection) -> list[Client]:
         return [c for c in map(_row, cur.fetchall()) if c is not None]
 
 
-def set_disabled(conn: Connection, client_id: str, disabled: bool, recent_seconds: int = 0,
-                 client_ip: str | None = None) -> tuple[Client, list[str]]:
+def set_disabled(
+    conn: Connection, client_id: str, disabled: bool, recent_seconds: int = 0, client_ip: str | None = None
+) -> tuple[Client, list[str]]:
     """Turn a client off or on. Off revokes all its refresh tokens in this transaction, and returns
     the sessions that may still hold a live access token (issued within ``recent_seconds``) for the
     caller to revoke in Redis; on revokes nothing and restores nothing.
@@ -155,8 +173,14 @@ def set_disabled(conn: Connection, client_id: str, disabled: bool, recent_second
             (client_id, recent_seconds),
         )
         sids = [str(row[0]) for row in cur.fetchall()]
-    record(conn, "revoke", None, None, client_ip,
-           {"client_id": client_id, "reason": "client_disabled", "refresh_tokens": revoked, "sessions": len(sids)})
+    record(
+        conn,
+        "revoke",
+        None,
+        None,
+        client_ip,
+        {"client_id": client_id, "reason": "client_disabled", "refresh_tokens": revoked, "sessions": len(sids)},
+    )
     return client, sids
 
 
@@ -196,6 +220,7 @@ def rotate_secret(conn: Connection, client_id: str) -> str:
         raise ClientError(f"client {client_id!r} is public: it has no secret")
     secret = secrets.token_urlsafe(32)
     with conn.cursor() as cur:
-        cur.execute("UPDATE clients SET secret_hash = %s, updated_at = now() WHERE id = %s",
-                    (_digest(secret), client_id))
+        cur.execute(
+            "UPDATE clients SET secret_hash = %s, updated_at = now() WHERE id = %s", (_digest(secret), client_id)
+        )
     return secret

@@ -27,5 +27,6 @@ class OutageLog:
             self._unreported[store] = count
             return
         self._last[store], self._unreported[store] = now, 0
-        log.warning("%s unavailable (%s): answering 503; %d failure(s) since the last report",
-                    store, type(exc).__name__, count)
+        log.warning(
+            "%s unavailable (%s): answering 503; %d failure(s) since the last report", store, type(exc).__name__, count
+        )

@@ -40,17 +40,31 @@ def connect(where: RedisSettings) -> RedisClient:
         "decode_responses": False,
     }
     if where.mode == "cluster":
-        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
-                            max_connections=where.max_connections, username=where.username,
-                            password=where.password, **common)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in where.nodes],
+            max_connections=where.max_connections,
+            username=where.username,
+            password=where.password,
+            **common,
+        )
     if where.mode == "sentinel":
         # Sentinels are asked for the master's address at every (re)connection, so after a
         # failover the pool reconnects to the new master by itself.
-        sentinel = Sentinel(list(where.nodes), sentinel_kwargs={  # type: ignore[no-untyped-call]
-            "socket_timeout": where.socket_timeout, "socket_connect_timeout": where.connect_timeout})
+        sentinel = Sentinel(
+            list(where.nodes),
+            sentinel_kwargs={  # type: ignore[no-untyped-call]
+                "socket_timeout": where.socket_timeout,
+                "socket_connect_timeout": where.connect_timeout,
+            },
+        )
         master: aioredis.Redis = sentinel.master_for(
-            where.service, db=where.db, username=where.username, password=where.password,
-            max_connections=where.max_connections, **common)
+            where.service,
+            db=where.db,
+            username=where.username,
+            password=where.password,
+            max_connections=where.max_connections,
+            **common,
+        )
         return master
     return aioredis.Redis.from_url(where.url, max_connections=where.max_connections, **common)
 
@@ -76,5 +90,3 @@ async def close(client: RedisClient) -> None:
     if isinstance(pool, SentinelConnectionPool):
         for sentinel in pool.sentinel_manager.sentinels:
             await sentinel.aclose()
-
-

@@ -56,8 +56,9 @@ def counted_as(address: str | None) -> str:
         return address
     if ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
-    return str(ipaddress.IPv6Network((int(ip) >> (128 - IPV6_CLIENT_PREFIX) << (128 - IPV6_CLIENT_PREFIX),
-                                      IPV6_CLIENT_PREFIX)))
+    return str(
+        ipaddress.IPv6Network((int(ip) >> (128 - IPV6_CLIENT_PREFIX) << (128 - IPV6_CLIENT_PREFIX), IPV6_CLIENT_PREFIX))
+    )
 
 
 def _members(address: str | None, device: str | None) -> list[str]:
@@ -77,8 +78,11 @@ class Regulation:
 
     def _counters(self, username: str, address: str | None) -> tuple[str, str, str]:
         who = counted_as(address)
-        return (self._keys.failures(f"pair:{who}:{username}"), self._keys.failures(f"ip:{who}"),
-                self._keys.failures(f"user:{username}"))
+        return (
+            self._keys.failures(f"pair:{who}:{username}"),
+            self._keys.failures(f"ip:{who}"),
+            self._keys.failures(f"user:{username}"),
+        )
 
     async def check(self, username: str, address: str | None, device: str | None = None) -> Verdict:
         """May this client (address, and browser ``device`` id if any) try this username now?"""
@@ -93,7 +97,7 @@ class Regulation:
             for member in members:
                 pipe.zscore(self._keys.known_clients(username), member)
             results = await pipe.execute()
-        known = any(score is not None and score > now - KNOWN_SECONDS for score in results[len(counters) * 3:])
+        known = any(score is not None and score > now - KNOWN_SECONDS for score in results[len(counters) * 3 :])
         retry = 0
         for index, limit in enumerate(self._limits[:2] if known else self._limits):
             count, oldest = results[index * 3 + 1], results[index * 3 + 2]

@@ -84,8 +84,11 @@ class Revocations:
 
     async def revoke(self, sid: str, jti: str) -> None:
         """Revoke one access token."""
-        await self._eval(REVOKE_ONE, [self._keys.access_token(sid, jti), self._keys.session_tokens(sid)],
-                         [jti, self._channel, f"{sid} {jti}"])
+        await self._eval(
+            REVOKE_ONE,
+            [self._keys.access_token(sid, jti), self._keys.session_tokens(sid)],
+            [jti, self._channel, f"{sid} {jti}"],
+        )
 
     async def revoke_sessions(self, sids: list[str]) -> None:
         for sid in sids:
@@ -109,8 +112,9 @@ class Revocations:
         meanwhile is either in the set when it runs (and deleted) or registered after it.
         """
         token_prefix = self._keys.access_token(sid, "")
-        return int(await self._eval(REVOKE_SESSION, [self._keys.session_tokens(sid)],
-                                    [token_prefix, self._channel, sid]))
+        return int(
+            await self._eval(REVOKE_SESSION, [self._keys.session_tokens(sid)], [token_prefix, self._channel, sid])
+        )
 
     async def revoke_or_queue(self, sids: list[str]) -> bool:
         """Revoke sessions now, or, if Redis refuses, queue them to be revoked when it accepts
@@ -125,8 +129,11 @@ class Revocations:
 
     def _queue(self, sids: list[str], exc: BaseException) -> None:
         self.pending.update(sids)
-        log.warning("Redis refused a revocation (%s): %d session(s) queued, revoked when it accepts writes "
-                    "again", type(exc).__name__, len(self.pending))
+        log.warning(
+            "Redis refused a revocation (%s): %d session(s) queued, revoked when it accepts writes again",
+            type(exc).__name__,
+            len(self.pending),
+        )
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
@@ -212,6 +219,8 @@ class Revocations:
     async def close(self) -> None:
         if self._drainer is not None and not self._drainer.done():
             self._drainer.cancel()
-            log.error("stopping with %d revocation(s) Redis never accepted: their access tokens pass until they "
-                      "expire", len(self.pending))
+            log.error(
+                "stopping with %d revocation(s) Redis never accepted: their access tokens pass until they expire",
+                len(self.pending),
+            )
         await close(self._redis)

@@ -81,9 +81,7 @@ def _insert(
     return int(row[0]), token
 
 
-def start(
-    conn: Connection, user: User, ttl: int, client_id: str | None = None, scope: str | None = None
-) -> Session:
+def start(conn: Connection, user: User, ttl: int, client_id: str | None = None, scope: str | None = None) -> Session:
     """A new login session with its first refresh token (the caller has checked the password,
     with the user's row locked: ``users.authenticate``)."""
     if client_id is not None and not clients.lock_enabled(conn, client_id):
@@ -94,8 +92,14 @@ def start(
 
 
 def rotate(
-    conn: Connection, token: str, ttl: int, client_ip: str | None, client_id: str | None = None,
-    narrow_scope: Callable[[str | None], str | None] | None = None, grace: int = 0, min_age: int = 0,
+    conn: Connection,
+    token: str,
+    ttl: int,
+    client_ip: str | None,
+    client_id: str | None = None,
+    narrow_scope: Callable[[str | None], str | None] | None = None,
+    grace: int = 0,
+    min_age: int = 0,
     retry: int = 0,
 ) -> Session:
     """Exchange a refresh token for its successor in the same session.
@@ -156,8 +160,10 @@ def rotate(
     new_row, new_token = _insert(conn, user_id, sid, ttl, client_id, scope)
     with conn.cursor() as cur:
         if retrying:  # keeps its rotation time: the retry window does not start again
-            cur.execute("UPDATE refresh_tokens SET revoke_reason = %s, replaced_by = %s WHERE id = %s",
-                        (RETRIED, new_row, row_id))
+            cur.execute(
+                "UPDATE refresh_tokens SET revoke_reason = %s, replaced_by = %s WHERE id = %s",
+                (RETRIED, new_row, row_id),
+            )
         else:
             cur.execute(
                 "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = %s, replaced_by = %s, rotated_by = %s"
@@ -220,8 +226,9 @@ def revoke_by_token(conn: Connection, token: str, client_id: str | None, client_
     if not _could_be_one(token):
         return None
     with conn.cursor() as cur:
-        cur.execute("SELECT family_id, user_id::text, client_id FROM refresh_tokens WHERE token_hash = %s",
-                    (_digest(token),))
+        cur.execute(
+            "SELECT family_id, user_id::text, client_id FROM refresh_tokens WHERE token_hash = %s", (_digest(token),)
+        )
         row = cur.fetchone()
     if row is None or row[2] != client_id:
         return None
@@ -264,7 +271,11 @@ def refresh_info(conn: Connection, token: str) -> RefreshInfo | None:
 
 
 def revoke_user(
-    conn: Connection, user_id: str, recent_seconds: int, client_ip: str | None, reason: str = "logout_all",
+    conn: Connection,
+    user_id: str,
+    recent_seconds: int,
+    client_ip: str | None,
+    reason: str = "logout_all",
     except_sid: str | None = None,
 ) -> list[str]:
     """End every session of a user ("log out everywhere", a password change, a disable).

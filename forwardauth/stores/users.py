@@ -28,7 +28,6 @@ _ROLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _COLUMNS = "id::text, username, password_hash, roles, email, disabled"
 
 
-
 class UserError(ValueError):
     """A user cannot be created or changed as asked; the message says why."""
 
@@ -75,9 +74,7 @@ def check_password(password: str) -> str:
 def _row_to_user(row: tuple[Any, ...] | None) -> User | None:
     if row is None:
         return None
-    return User(
-        id=row[0], username=row[1], password_hash=row[2], roles=tuple(row[3]), email=row[4], disabled=row[5]
-    )
+    return User(id=row[0], username=row[1], password_hash=row[2], roles=tuple(row[3]), email=row[4], disabled=row[5])
 
 
 def find(conn: Connection, username: str) -> User | None:
@@ -172,8 +169,14 @@ def authenticate(
         user = locked or user
     if user is None or not verdict.ok or user.disabled:
         reason = "unknown user" if user is None else "disabled" if verdict.ok else "wrong password"
-        record(conn, "login_failure", user.id if user else None, normalise_username(username)[:MAX_USERNAME],
-               client_ip, {"reason": reason})
+        record(
+            conn,
+            "login_failure",
+            user.id if user else None,
+            normalise_username(username)[:MAX_USERNAME],
+            client_ip,
+            {"reason": reason},
+        )
         return None
     if verdict.new_hash is not None:
         with conn.cursor() as cur:
@@ -200,32 +203,48 @@ def check_email(email: str | None) -> str | None:
 
 
 def modify(
-    conn: Connection, username: str, edit_roles: Callable[[tuple[str, ...]], Sequence[str]] | None,
-    email: str | None, set_email: bool,
+    conn: Connection,
+    username: str,
+    edit_roles: Callable[[tuple[str, ...]], Sequence[str]] | None,
+    email: str | None,
+    set_email: bool,
 ) -> tuple[User, User]:
     """Change a user's roles (``edit_roles(current)``) and/or e-mail in one transaction; (before, after)."""
     with conn.cursor() as cur:
-        cur.execute(f"SELECT {_COLUMNS} FROM users WHERE lower(username) = %s FOR UPDATE",  # noqa: S608
-                    (normalise_username(username),))
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM users WHERE lower(username) = %s FOR UPDATE",  # noqa: S608
+            (normalise_username(username),),
+        )
         before = _row_to_user(cur.fetchone())
         if before is None:
             raise UserError(f"no user {normalise_username(username)!r}")
         roles = check_roles(tuple(edit_roles(before.roles))) if edit_roles else before.roles
         new_email = check_email(email) if set_email else before.email
-        cur.execute(f"UPDATE users SET roles = %s, email = %s, updated_at = now() WHERE id = %s"  # noqa: S608
-                    f" RETURNING {_COLUMNS}", (list(roles), new_email, before.id))
+        cur.execute(
+            f"UPDATE users SET roles = %s, email = %s, updated_at = now() WHERE id = %s"  # noqa: S608
+            f" RETURNING {_COLUMNS}",
+            (list(roles), new_email, before.id),
+        )
         after = _row_to_user(cur.fetchone())
     assert after is not None
-    record(conn, "user_change", after.id, after.username, None,
-           {"action": "modify", "roles": list(after.roles), "email_changed": after.email != before.email})
+    record(
+        conn,
+        "user_change",
+        after.id,
+        after.username,
+        None,
+        {"action": "modify", "roles": list(after.roles), "email_changed": after.email != before.email},
+    )
     return before, after
 
 
 def delete(conn: Connection, username: str) -> User:
     """Remove a user (its refresh tokens go with it; its audit events stay, user id cleared)."""
     with conn.cursor() as cur:
-        cur.execute(f"DELETE FROM users WHERE lower(username) = %s RETURNING {_COLUMNS}",  # noqa: S608
-                    (normalise_username(username),))
+        cur.execute(
+            f"DELETE FROM users WHERE lower(username) = %s RETURNING {_COLUMNS}",  # noqa: S608
+            (normalise_username(username),),
+        )
         user = _row_to_user(cur.fetchone())
     if user is None:
         raise UserError(f"no user {normalise_username(username)!r}")

@@ -1,0 +1,146 @@
+"""Policy files: YAML or TOML read and compiled into a ``policy.Policy``. Pure.
+
+Every problem is a ``PolicyError`` naming the file, the rule (counted from 1, as operators read
+the file) and what is wrong; a file that compiles matches requests exactly as it reads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from forwardauth.core import hosts, paths
+from forwardauth.core.policy import (
+    RULE_KEYS,
+    Effect,
+    Policy,
+    PolicyError,
+    Rule,
+    normalise_host,
+    rule_prefix,
+)
+from forwardauth.core.usernames import normalise_username
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
+        raise ValueError(f"{what} must be a non-empty string or list of strings")
+    return items
+
+
+def _effect(value: Any, what: str, allowed: Sequence[Effect]) -> Effect:
+    names = [e.value for e in allowed]
+    if not isinstance(value, str) or value.lower() not in names:
+        raise ValueError(f"{what} must be one of {', '.join(names)}")
+    return Effect(value.lower())
+
+
+def compile_rule(number: int, data: Any) -> Rule:
+    if not isinstance(data, dict):
+        raise ValueError("a rule must be a mapping")
+    unknown = set(data) - RULE_KEYS
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(RULE_KEYS))})")
+    users = frozenset(_strings(data["users"], "users")) if "users" in data else frozenset()
+    roles = frozenset(_strings(data["roles"], "roles")) if "roles" in data else frozenset()
+    clients = frozenset(_strings(data["clients"], "clients")) if "clients" in data else frozenset()
+    client_roles = frozenset(_strings(data["client_roles"], "client_roles")) if "client_roles" in data else frozenset()
+    if "policy" in data:
+        if users or roles or clients or client_roles:
+            raise ValueError("give either policy or roles/users/clients/client_roles, not both")
+        effect = _effect(data["policy"], "policy", (Effect.BYPASS, Effect.AUTHENTICATED, Effect.DENY))
+    elif users or roles or clients or client_roles:
+        effect = Effect.RESTRICTED
+    else:
+        raise ValueError("a rule needs policy (bypass, authenticated, deny) or roles/users/clients/client_roles")
+    given_hosts = _strings(data["host"], "host") if "host" in data else []
+    for host in given_hosts:  # a rule that could never match a request's host would silently be no rule
+        if ":" in (host[host.rindex("]") :] if host.startswith("[") and "]" in host else host):
+            raise ValueError(
+                f"host {host!r}: a rule matches a host name on every port, so it cannot name a port "
+                "(it would apply to the other ports too); an IPv6 address goes in brackets"
+            )
+        if not host.isascii():
+            raise ValueError(
+                f"host {host!r}: write an internationalised name in the ASCII form browsers send (punycode, xn--...)"
+            )
+        if host != "*" and hosts.parse(host.removeprefix("*.")) is None:
+            raise ValueError(f"host {host!r} is not a host name")
+    host_names = [normalise_host(h) for h in given_hosts]
+    for host in host_names:
+        if "*" in host.removeprefix("*.") or not host.removeprefix("*."):
+            raise ValueError(f"host {host!r}: use an exact name or *.domain")
+    prefixes = [rule_prefix(p) for p in _strings(data["path"], "path")] if "path" in data else []
+    try:
+        patterns = (
+            tuple(re.compile(p) for p in _strings(data["path_regex"], "path_regex")) if "path_regex" in data else ()
+        )
+    except re.error as exc:
+        raise ValueError(f"path_regex: {exc}") from None
+    try:
+        networks = (
+            tuple(ipaddress.ip_network(n, strict=False) for n in _strings(data["networks"], "networks"))
+            if "networks" in data
+            else ()
+        )
+    except ValueError as exc:
+        raise ValueError(f"networks: {exc}") from None
+    methods = frozenset(m.upper() for m in _strings(data["methods"], "methods")) if "methods" in data else frozenset()
+    return Rule(
+        number=number,
+        effect=effect,
+        exact_hosts=frozenset(h for h in host_names if not h.startswith("*.")),
+        host_suffixes=tuple(h[1:] for h in host_names if h.startswith("*.")),
+        path_prefixes=tuple(prefixes),
+        path_patterns=patterns,
+        folded_prefixes=tuple(paths.fold(p) for p in prefixes),
+        folded_patterns=tuple(re.compile(p.pattern, re.IGNORECASE) for p in patterns),
+        methods=methods,
+        networks=networks,
+        users=frozenset(normalise_username(u) for u in users),
+        roles=roles,
+        clients=clients,
+        client_roles=client_roles,
+    )
+
+
+def from_data(data: Any, source: str) -> Policy:
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the file must hold a mapping with 'default' and 'rules'")
+    unknown = set(data) - {"default", "rules"}
+    if unknown:
+        raise PolicyError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        default = _effect(data.get("default", "deny"), "default", (Effect.DENY, Effect.AUTHENTICATED, Effect.BYPASS))
+    except ValueError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
+    raw_rules = data.get("rules", [])
+    if not isinstance(raw_rules, list):
+        raise PolicyError(f"{source}: rules must be a list")
+    rules = []
+    for number, raw in enumerate(raw_rules, start=1):
+        try:
+            rules.append(compile_rule(number, raw))
+        except ValueError as exc:
+            raise PolicyError(f"{source}: rule {number}: {exc}") from None
+    return Policy(default=default, rules=tuple(rules), source=source)
+
+
+def load(path: Path) -> Policy:
+    """Read and compile a YAML (``.yml``/``.yaml``) or TOML (``.toml``) policy file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{path}: cannot read ({exc})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise PolicyError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from None
+    return from_data(data, str(path))
