@@ -87,6 +87,9 @@ def run_worker(settings: Settings, metrics_dir: Path) -> None:
     logs.configure(settings.log_level, settings.log_format)
     try:
         uvloop.run(_serve(settings, metrics_dir))
+    except KeyFileError as exc:  # the folder was refused since the start: no keys, no serving
+        log.error("worker not started, its keys are refused: %s", exc)
+        sys.exit(1)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise

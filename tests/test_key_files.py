@@ -150,7 +150,10 @@ def test_a_key_folder_swapped_by_another_user_is_never_loaded(
     with that folder is refused naming FORWARDAUTH_KEYS_DIR."""
     needs_root()
     settings = config.load({**env, "FORWARDAUTH_SIGNING_ALG": "ES256"})
-    svc = service(workers=2, extra={"FORWARDAUTH_SIGNING_ALG": "ES256"})
+    svc = service(workers=2, extra={"FORWARDAUTH_SIGNING_ALG": "ES256", "FORWARDAUTH_LOG_LEVEL": "INFO"})
+    # Both workers serving before the swap (readyz is answered by the first one up): a worker
+    # that starts after it finds the folder refused and does not start at all.
+    wait_until(lambda: svc.log.read_text().count("worker listening") >= 2, 30, "both workers listening")
     user = make_user()
     genuine = http.login(svc.base, user.username, PASSWORD).json()["access_token"]
 
