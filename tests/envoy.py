@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import rawhttp
-from .conftest import stop_process
+from .conftest import stop_process, wait_until
 from .http import TIMEOUT, Response
 
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "envoy" / "envoy.yaml"
@@ -144,19 +143,22 @@ class Envoy:
                 cwd=self.workdir,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"envoy exited with {self.process.returncode}:\n{self.tail()}")
-            try:
-                answer = send(self.url, ready or "/", timeout=2)
-            except OSError:
-                answer = None  # not listening yet
-            if answer is not None and (answer.status == 200 or (not ready and answer.status)):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"envoy did not answer {ready or '/'} within {timeout:.0f}s:\n{self.tail()}")
+        process = self.process
+
+        def answered() -> bool | str:
+            if process.poll() is not None:
+                return "exited"  # truthy: stop polling, and say so below
+            answer = send(self.url, ready or "/", timeout=2)  # OSError while not listening: polled again
+            return answer.status == 200 or (not ready and bool(answer.status))
+
+        try:
+            outcome = wait_until(answered, timeout, f"envoy to answer {ready or '/'}")
+        except AssertionError:
+            self.stop()
+            raise RuntimeError(f"envoy did not answer {ready or '/'} within {timeout:.0f}s:\n{self.tail()}") from None
+        if outcome == "exited":
+            raise RuntimeError(f"envoy exited with {process.returncode}:\n{self.tail()}")
+        return self
 
     def complaints(self) -> list[str]:
         """Envoy's warnings and errors so far (it logs nothing else at ``--log-level warning``)."""
