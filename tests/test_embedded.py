@@ -19,6 +19,19 @@ pytestmark = pytest.mark.servers  # they start embedded PostgreSQL and Redis
 DEMO_PASSWORD = "embedded demo password"
 
 
+def embedded_env(monkeypatch: pytest.MonkeyPatch, data: Path) -> dict[str, str]:
+    """The environment of a forwardauth with no store URLs: its embedded stores under ``data``
+    (the URLs are also removed from os.environ, where Service and run() start from)."""
+    for name in ("FORWARDAUTH_DATABASE_URL", "FORWARDAUTH_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return {
+        "FORWARDAUTH_DATA_DIR": str(data),
+        "FORWARDAUTH_DEMO_PASSWORD": DEMO_PASSWORD,
+        "FORWARDAUTH_COOKIE_SECURE": "false",
+        **FAST_ARGON2,
+    }
+
+
 def processes_using(directory: Path) -> dict[int, str]:
     """pid -> command line of every process whose command line or working folder is under ``directory``.
 
@@ -42,14 +55,7 @@ def test_embedded_stores_serve_a_login_and_stop_with_the_service(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = tmp_path / "data"
-    for name in ("FORWARDAUTH_DATABASE_URL", "FORWARDAUTH_REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)  # Service and run() start from os.environ
-    env = {
-        "FORWARDAUTH_DATA_DIR": str(data),
-        "FORWARDAUTH_DEMO_PASSWORD": DEMO_PASSWORD,
-        "FORWARDAUTH_COOKIE_SECURE": "false",
-        **FAST_ARGON2,
-    }
+    env = embedded_env(monkeypatch, data)
 
     demo = subprocess.run(
         [sys.executable, "-m", "forwardauth", "user", "demo"],
@@ -112,14 +118,7 @@ def test_a_long_data_path_still_gives_other_users_no_way_in(tmp_path: Path, monk
     data = tmp_path / "parent" / ("p" * 60) / ("q" * 40) / "data"
     assert len(str(data / "run" / ".s.PGSQL.5432")) > 107
     before = modes_above(tmp_path / "parent" / "x")
-    for name in ("FORWARDAUTH_DATABASE_URL", "FORWARDAUTH_REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    env = {
-        "FORWARDAUTH_DATA_DIR": str(data),
-        "FORWARDAUTH_DEMO_PASSWORD": DEMO_PASSWORD,
-        "FORWARDAUTH_COOKIE_SECURE": "false",
-        **FAST_ARGON2,
-    }
+    env = embedded_env(monkeypatch, data)
     demo = subprocess.run(
         [sys.executable, "-m", "forwardauth", "user", "demo"],
         env={**os.environ, **env},
