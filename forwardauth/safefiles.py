@@ -92,17 +92,26 @@ def check_dir(path: Path, variable: str, private: bool = False, allow_root: bool
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafePath(f"{variable} {path}: not a folder")
     owners = (uid, 0) if allow_root else (uid,)
+    if private:
+        _refuse_unsafe(info, path, variable, owners, 0o077, "open to", "chmod 700")
+    else:
+        _refuse_unsafe(info, path, variable, owners, 0o022, "writable by", "chmod go-w")
+    _parents_safe(path, variable)
+
+
+def _refuse_unsafe(
+    info: os.stat_result, path: Path, variable: str, owners: tuple[int, ...], mask: int, what: str, fix: str
+) -> None:
+    """``UnsafePath`` when ``path`` (``info``) has an owner not in ``owners`` (the first is ours) or a
+    permission bit of ``mask``; the message says what the others may do and the fix."""
     if info.st_uid not in owners:
         raise UnsafePath(
             f"{variable} {path}: owned by {owner_name(info.st_uid)}, not by forwardauth's user "
-            f"{owner_name(uid)}; refused"
+            f"{owner_name(owners[0])}; refused"
         )
     mode = stat.S_IMODE(info.st_mode)
-    if mode & (0o077 if private else 0o022):
-        what = "open to" if private else "writable by"
-        fix = "chmod 700" if private else "chmod go-w"
+    if mode & mask:
         raise UnsafePath(f"{variable} {path}: {what} other users (mode {mode:04o}); refused: {fix} {path}")
-    _parents_safe(path, variable)
 
 
 def read_checked(path: Path, variable: str, secret: bool, max_bytes: int) -> bytes:
@@ -118,17 +127,10 @@ def read_checked(path: Path, variable: str, secret: bool, max_bytes: int) -> byt
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafePath(f"{variable} {path}: not a regular file; refused")
-        uid = os.geteuid()
-        if info.st_uid != uid:
-            raise UnsafePath(
-                f"{variable} {path}: owned by {owner_name(info.st_uid)}, not by forwardauth's user "
-                f"{owner_name(uid)}; refused"
-            )
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & (0o077 if secret else 0o022):
-            what = "readable or writable by" if secret else "writable by"
-            fix = "chmod 600" if secret else "chmod go-w"
-            raise UnsafePath(f"{variable} {path}: {what} other users (mode {mode:04o}); refused: {fix} {path}")
+        if secret:
+            _refuse_unsafe(info, path, variable, (os.geteuid(),), 0o077, "readable or writable by", "chmod 600")
+        else:
+            _refuse_unsafe(info, path, variable, (os.geteuid(),), 0o022, "writable by", "chmod go-w")
         if info.st_size > max_bytes:
             raise UnsafePath(f"{variable} {path}: larger than {max_bytes} bytes; refused")
         chunks = []
