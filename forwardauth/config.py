@@ -172,6 +172,21 @@ def parse_algorithm(text: str) -> str:
     raise ValueError(f"{text!r} is not supported (use {', '.join(ALGORITHMS)})")
 
 
+SECOND_FACTOR_MODES = ("off", "optional", "required")
+
+
+def parse_second_factor(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in SECOND_FACTOR_MODES:
+        raise ValueError(f"{text!r} is not one of {', '.join(SECOND_FACTOR_MODES)}")
+    return mode
+
+
+def parse_rp_id(text: str) -> str:
+    """A WebAuthn relying party id: a bare domain name (no scheme, port or path)."""
+    return parse_domains(text)[0] if parse_domains(text) else ""
+
+
 def parse_log_format(text: str) -> str:
     fmt = text.strip().lower()
     if fmt not in {"json", "text"}:
@@ -220,6 +235,8 @@ class Settings:
     argon2_parallelism: int = 4
     password_min_length: int = 15
     login_max_failures: int = 5
+    second_factor: str = "optional"
+    webauthn_rp_id: str = ""
     login_window: int = 300
     local_cache: bool = True
     db_pool_size: int = 4
@@ -353,6 +370,19 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("login_window", parse_duration, "5m", "Sliding window for counting failed logins."),
     Variable(
+        "second_factor",
+        parse_second_factor,
+        "optional",
+        "off: no second factor anywhere; optional: asked of users who enrolled one (and by rules with "
+        "second_factor: required); required: every user, who enrols one at the next sign-in.",
+    ),
+    Variable(
+        "webauthn_rp_id",
+        parse_rp_id,
+        "(cookie domain, else issuer host)",
+        "WebAuthn relying party id: passkeys work on this domain and its subdomains only.",
+    ),
+    Variable(
         "local_cache",
         parse_bool,
         "true",
@@ -436,7 +466,8 @@ def _complete(settings: Settings) -> Settings:
         raise ConfigError(f"{PREFIX}HEADER_TIMEOUT: must be at least 1 second")
     if settings.refresh_ttl < settings.access_ttl:
         raise ConfigError(f"{PREFIX}REFRESH_TTL: must not be shorter than {PREFIX}ACCESS_TTL")
-    return replace(settings, issuer=issuer, login_url=login_url, allowed_domains=allowed)
+    rp_id = settings.webauthn_rp_id or settings.cookie_domain or urlsplit(issuer).hostname or "localhost"
+    return replace(settings, issuer=issuer, login_url=login_url, allowed_domains=allowed, webauthn_rp_id=rp_id)
 
 
 def variable_rows() -> list[tuple[str, str, str]]:
