@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from forwardauth import __version__
+
 from .conftest import require_program
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -36,13 +38,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".forwardauth", ".hypothesis"
         ),
     )
+    # The release path: an sdist first, then the wheel built from the sdist alone, so a file the
+    # sdist forgets (a template, a migration, the demo's deploy/) is missing from the wheel too.
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(root / "dist"), str(source)],
+        [sys.executable, "-m", "build", "--sdist", "--outdir", str(root / "sdist"), str(source)],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    [wheel] = (root / "dist").glob("forwardauth-*.whl")
+    [sdist] = (root / "sdist").glob("forwardauth-*.tar.gz")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(root / "dist"), str(sdist)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = (root / "dist").glob(f"forwardauth-{__version__}-*.whl")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -91,6 +102,19 @@ def test_the_installed_command_answers_help(installed: Path, tmp_path: Path) -> 
     result = run(installed, str(installed / "bin" / "forwardauth"), "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "serve" in result.stdout and "demo" in result.stdout
+
+
+def test_the_installed_command_says_its_version_which_the_changelog_describes(installed: Path, tmp_path: Path) -> None:
+    """One version, written once (forwardauth.__version__): the command, the package metadata and
+    the CHANGELOG agree on it."""
+    result = run(installed, str(installed / "bin" / "forwardauth"), "--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"forwardauth {__version__}"
+    code = "from importlib.metadata import version; print(version('forwardauth'))"
+    metadata = run(installed, str(installed / "bin" / "python"), "-c", code, cwd=tmp_path)
+    assert metadata.stdout.strip() == __version__
+    changelog = (CHECKOUT / "CHANGELOG.md").read_text()
+    assert f"## {__version__}" in changelog
 
 
 def test_the_installed_package_is_the_wheel_and_has_its_files(installed: Path, tmp_path: Path) -> None:
