@@ -1,7 +1,7 @@
 """Settings: one frozen object, read once from ``FORWARDAUTH_*`` variables at start.
 
 Every variable is described in ``VARIABLES`` (the README's table is that list), parsed by a
-small typed parser, and a bad value raises ``ConfigError`` naming the variable, so an operator
+small typed parser (``configparse``), and a bad value raises ``ConfigError`` naming the variable, so an operator
 sees one clear line instead of a traceback. Secret values never appear in messages or ``repr``.
 """
 
@@ -9,196 +9,39 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
+from forwardauth.configparse import (
+    RedactedError,
+    parse_algorithm,
+    parse_bool,
+    parse_database_url,
+    parse_domains,
+    parse_duration,
+    parse_log_format,
+    parse_log_level,
+    parse_login_url,
+    parse_networks,
+    parse_password_min_length,
+    parse_port,
+    parse_positive_int,
+    parse_redis_url,
+    parse_rp_id,
+    parse_second_factor,
+    parse_url,
+)
 from forwardauth.constants import REFRESH_COOKIE_SUFFIX
 
 PREFIX = "FORWARDAUTH_"
-ALGORITHMS = ("RS256", "ES256", "EdDSA", "HS256")
 MIN_HMAC_SECRET_BYTES = 32
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable."""
-
-
-class RedactedError(ValueError):
-    """What is wrong with a value, in words that never repeat it: shown even for secrets."""
-
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> int:
-    """Seconds from ``900``, ``900s``, ``15m``, ``12h`` or ``14d``."""
-    match = _DURATION.match(text.lower())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (use e.g. 900, 15m, 12h, 14d)")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{text!r} is not a boolean (use true or false)")
-
-
-def _int(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not {what}") from None
-
-
-def parse_positive_int(text: str) -> int:
-    value = _int(text, "a whole number")
-    if value < 1:
-        raise ValueError(f"{text!r} must be at least 1")
-    return value
-
-
-def parse_port(text: str) -> int:
-    value = _int(text, "a TCP port")
-    if not 0 <= value <= 65535:
-        raise ValueError(f"{text!r} is not a TCP port")
-    return value
-
-
-def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        parts = urlsplit(text)
-        if parts.scheme not in schemes:
-            if "://" not in text:  # a bare host or path: say how to write it
-                raise ValueError(
-                    f"{text!r} is not a URL: write it with its scheme, e.g. {schemes[-1]}://{text.lstrip('/')}"
-                )
-            raise ValueError(f"scheme must be one of {', '.join(schemes)}")
-        if not parts.netloc:
-            raise ValueError(f"{text!r} has no host (e.g. {schemes[-1]}://auth.example.com)")
-        return text
-
-    return parse
-
-
-def parse_redis_url(text: str) -> str:
-    """A plain, Sentinel or Cluster Redis URL, as ``redisurl.RedisSettings`` reads them."""
-    from forwardauth.redisurl import RedisSettings  # the one owner of the URL forms
-
-    try:
-        RedisSettings.from_url(text)
-    except ValueError as exc:
-        raise RedactedError(str(exc)) from None
-    return text
-
-
-PLACEHOLDER_PASSWORDS = frozenset({"change-me", "changeme", "change_me"})  # what examples ship
-
-
-_OTHER_DATABASES = {
-    "mysql": "MySQL",
-    "mariadb": "MariaDB",
-    "sqlite": "SQLite",
-    "mssql": "SQL Server",
-    "sqlserver": "SQL Server",
-    "oracle": "Oracle",
-    "mongodb": "MongoDB",
-}
-
-
-def parse_database_url(text: str) -> str:
-    """A PostgreSQL URL whose password is not an example's placeholder (a known, working password)."""
-    scheme = urlsplit(text).scheme.lower().split("+")[0]
-    if scheme not in ("postgres", "postgresql"):  # explained without repeating the URL: it holds the password
-        other = _OTHER_DATABASES.get(scheme)
-        raise RedactedError(
-            f"{f'{other} is not supported' if other else 'not a PostgreSQL URL'}: forwardauth "
-            "stores its data in PostgreSQL only; write postgresql://USER:PASSWORD@HOST:5432/DATABASE"
-        )
-    parts = urlsplit(text)
-    given = [unquote(parts.password or "")] + [unquote(v) for k, v in parse_qsl(parts.query) if k == "password"]
-    if any(p.lower() in PLACEHOLDER_PASSWORDS for p in given):
-        raise RedactedError("its password is the example placeholder (change-me): set a password of your own")
-    return text
-
-
-def parse_login_url(text: str) -> str:
-    """An absolute http(s) URL, or a path on whichever host the browser asked for."""
-    if text.startswith("/") and not text.startswith("//"):
-        return text
-    if "://" not in text:
-        raise ValueError(
-            f"{text!r} is neither a URL nor a path: a path needs a leading / "
-            f"(/{text.lstrip('/')}), a URL its scheme (https://...)"
-        )
-    return parse_url(("http", "https"))(text)
-
-
-def parse_list(text: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in text.split(",") if item.strip())
-
-
-def parse_domains(text: str) -> tuple[str, ...]:
-    domains = tuple(d.lower().lstrip(".") for d in parse_list(text))
-    for domain in domains:
-        if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", domain):
-            raise ValueError(f"{domain!r} is not a domain name")
-    return domains
-
-
-def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(item, strict=False) for item in parse_list(text))
-
-
-def parse_password_min_length(text: str) -> int:
-    value = _int(text, "a whole number")
-    if not 8 <= value <= 1024:
-        raise ValueError(f"{text!r} must be between 8 (NIST's floor) and 1024")
-    return value
-
-
-def parse_algorithm(text: str) -> str:
-    for name in ALGORITHMS:
-        if text.strip().lower() == name.lower():
-            return name
-    raise ValueError(f"{text!r} is not supported (use {', '.join(ALGORITHMS)})")
-
-
-SECOND_FACTOR_MODES = ("off", "optional", "required")
-
-
-def parse_second_factor(text: str) -> str:
-    mode = text.strip().lower()
-    if mode not in SECOND_FACTOR_MODES:
-        raise ValueError(f"{text!r} is not one of {', '.join(SECOND_FACTOR_MODES)}")
-    return mode
-
-
-def parse_rp_id(text: str) -> str:
-    """A WebAuthn relying party id: a bare domain name (no scheme, port or path)."""
-    return parse_domains(text)[0] if parse_domains(text) else ""
-
-
-def parse_log_format(text: str) -> str:
-    fmt = text.strip().lower()
-    if fmt not in {"json", "text"}:
-        raise ValueError(f"{text!r} is not a log format (json or text)")
-    return fmt
-
-
-def parse_log_level(text: str) -> str:
-    level = text.strip().upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ValueError(f"{text!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
-    return level
 
 
 @dataclass(frozen=True, slots=True)

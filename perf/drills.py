@@ -43,8 +43,8 @@ from forwardauth import config  # noqa: E402
 from forwardauth.core.passwords import Passwords  # noqa: E402
 from forwardauth.stores import migrations, users  # noqa: E402
 from forwardauth.stores.postgres import Database  # noqa: E402
-from tests.conftest import FAST_ARGON2, PASSWORD  # noqa: E402
 from tests.stores import OwnPostgres, OwnRedis  # noqa: E402
+from tests.support import FAST_ARGON2, PASSWORD  # noqa: E402
 
 
 @dataclass

@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from .conftest import free_port, require_program, wait_until
 from .stores import OwnRedis
+from .support import free_port, require_program, wait_until
 
 SERVICE = "mymaster"
 DOWN_AFTER_MS = 1000  # a master silent this long is down: failover starts about a second later

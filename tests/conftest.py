@@ -6,88 +6,49 @@ PostgreSQL and Redis are the machine's own (127.0.0.1:5432 and :6379 unless
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
 import pytest
 import redis
-from aiohttp.test_utils import TestServer
-from aiohttp.web_runner import BaseRunner
 
 from forwardauth import config
 from forwardauth.core.passwords import Passwords
 from forwardauth.dev import demo
-from forwardauth.http import limits
 from forwardauth.http.app import create_app
 from forwardauth.stores import clients, migrations, users
-from forwardauth.stores.postgres import Connection, Database
+from forwardauth.stores.postgres import Database
 
-ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("FORWARDAUTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
-PASSWORD = "correct horse battery staple"
-# Fast Argon2 parameters for tests; production defaults are measured in perf/.
-FAST_ARGON2 = {
-    "FORWARDAUTH_ARGON2_TIME_COST": "1",
-    "FORWARDAUTH_ARGON2_MEMORY_COST": "1024",
-    "FORWARDAUTH_ARGON2_PARALLELISM": "1",
+# The shared helpers. Those not used here (`as` themselves) stay importable from conftest for
+# tests written before tests/support.py; import them from tests.support.
+from .support import ADMIN_URL as ADMIN_URL
+from .support import (
+    FAST_ARGON2,
+    PASSWORD,
+    REDIS_URL,
+    AppServer,
+    Caller,
+    MakeClient,
+    Service,
+    Stack,
+    free_port,
+    require_program,
+    stop_process,
+    throwaway_database,
+)
+from .support import backdate_sessions as backdate_sessions
+from .support import wait_until as wait_until
+
+# Store URLs no server answers (the discard port): a test on ``pure_settings`` that reached a
+# store would fail at once instead of passing on the machine's own.
+NO_STORES = {
+    "FORWARDAUTH_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none",
+    "FORWARDAUTH_REDIS_URL": "redis://127.0.0.1:9/0",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-POLL_SECONDS = 0.05  # how often wait_until looks again, until its deadline
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:  # the thing polled is not up yet
-            last = exc
-        time.sleep(POLL_SECONDS)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-@contextlib.contextmanager
-def throwaway_database(prefix: str) -> Iterator[str]:
-    """An empty database on the test server, dropped (connections and all) afterwards."""
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = psycopg2.connect(ADMIN_URL)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(ADMIN_URL, name)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -110,13 +71,9 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture
-def env(database_url: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
-    """The FORWARDAUTH_* environment of a test service."""
+def service_environment(tmp_path: Path) -> dict[str, str]:
+    """A test service's FORWARDAUTH_* variables, but for its stores."""
     return {
-        "FORWARDAUTH_DATABASE_URL": database_url,
-        "FORWARDAUTH_REDIS_URL": REDIS_URL,
-        "FORWARDAUTH_REDIS_PREFIX": redis_prefix,
         "FORWARDAUTH_DATA_DIR": str(tmp_path / "data"),
         "FORWARDAUTH_ISSUER": "http://auth.example.test",
         "FORWARDAUTH_COOKIE_DOMAIN": "example.test",
@@ -129,8 +86,26 @@ def env(database_url: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
+def env(database_url: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
+    """The FORWARDAUTH_* environment of a test service."""
+    return {
+        "FORWARDAUTH_DATABASE_URL": database_url,
+        "FORWARDAUTH_REDIS_URL": REDIS_URL,
+        "FORWARDAUTH_REDIS_PREFIX": redis_prefix,
+        **service_environment(tmp_path),
+    }
+
+
+@pytest.fixture
 def settings(env: Mapping[str, str]) -> config.Settings:
     return config.load(env)
+
+
+@pytest.fixture
+def pure_settings(tmp_path: Path) -> config.Settings:
+    """``settings`` without the stores (and without creating the run's database): for a test that
+    reaches none, so ``pytest -m unit`` runs it."""
+    return config.load({**service_environment(tmp_path), **NO_STORES})
 
 
 @pytest.fixture
@@ -157,23 +132,6 @@ def make_user(database: Database, settings: config.Settings) -> Callable[..., us
     return make
 
 
-def backdate_sessions(database: Database, user: users.User, seconds: int = 60) -> None:
-    """Backdate the user's refresh tokens, as for a browser whose access cookie has since
-    expired: one issued a moment ago makes the login page suspect a redirect loop."""
-
-    def backdate(conn: Connection) -> None:
-        with conn.cursor() as cur:
-            cur.execute(
-                "UPDATE refresh_tokens SET created_at = created_at - make_interval(secs => %s) WHERE user_id = %s",
-                (seconds, user.id),
-            )
-
-    database.call(backdate)
-
-
-MakeClient = Callable[..., tuple[clients.Client, str | None]]
-
-
 @pytest.fixture
 def make_client(database: Database) -> MakeClient:
     """Register an OAuth2 client with a unique id; returns it and its secret (None when public)."""
@@ -191,63 +149,10 @@ def make_client(database: Database) -> MakeClient:
     return make
 
 
-class AppServer(TestServer):
-    """aiohttp's test server, running the application as ``forwardauth serve`` does."""
-
-    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        return limits.Runner(self.app, **kwargs)
-
-
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: config.Settings) -> AsyncIterator[Any]:
     """An aiohttp test client on the real application, real PostgreSQL and Redis."""
     yield await aiohttp_client(AppServer(create_app(settings)))
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """SIGTERM (graceful), SIGKILL after ``timeout``; then nothing of its process group survives."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # workers started in its session
-
-
-class Service:
-    """``forwardauth serve`` in a child process (its own process group), stopped by pid."""
-
-    def __init__(self, env: Mapping[str, str], port: int, workers: int = 1, cwd: Path | None = None) -> None:
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self.log = (cwd or Path.cwd()) / f"forwardauth-{port}.log"
-        full_env = {**os.environ, **env, "FORWARDAUTH_PORT": str(port), "FORWARDAUTH_WORKERS": str(workers)}
-        self._out = open(self.log, "wb")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "forwardauth", "serve"],
-            env=full_env,
-            cwd=cwd,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"forwardauth exited: {self.log.read_text()[-2000:]}")
-            with urllib.request.urlopen(self.base + "/readyz", timeout=1) as response:
-                return bool(response.status == 200)
-
-        wait_until(ready, timeout, "forwardauth /readyz")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        stop_process(self.process, timeout)
-        self._out.close()
-        return int(self.process.returncode)
 
 
 @pytest.fixture
@@ -264,26 +169,6 @@ def service(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Servi
     yield start
     for svc in started:
         svc.stop()
-
-
-class Stack:
-    """A real proxy from deploy/ in front of the echo upstream, forwardauth behind it."""
-
-    def __init__(self, kind: str, service: Service, url: str) -> None:
-        self.kind = kind
-        self.service = service
-        self.url = url
-
-
-def require_program(name: str) -> str:
-    """The program's path; skip when it is missing, except in CI where that is a failure."""
-    found = demo.find_program(name)
-    if found is None:
-        message = f"{name} is not installed (.ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 @pytest.fixture
@@ -383,24 +268,6 @@ def boundary_service(
         yield svc
     finally:
         svc.stop()
-
-
-class Caller:
-    """A user of the boundary tests with a live access token (None: no token at all)."""
-
-    def __init__(self, name: str, user: users.User | None, token: str | None) -> None:
-        self.name, self.user, self.token = name, user, token
-
-    @property
-    def is_admin(self) -> bool:
-        return self.user is not None and "admin" in self.user.roles
-
-    def headers(self, **extra: str) -> list[tuple[str, str]]:
-        """``Accept: application/json`` (API client), the bearer token if any, then ``extra``."""
-        found = [("Accept", "application/json")]
-        if self.token:
-            found.append(("Authorization", f"Bearer {self.token}"))
-        return found + list(extra.items())
 
 
 @pytest.fixture(scope="session")

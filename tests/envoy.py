@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from . import rawhttp
-from .conftest import stop_process, wait_until
 from .http import TIMEOUT, Response
+from .support import stop_process, wait_until
 
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "envoy" / "envoy.yaml"
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg2
 import redis
 
-from .conftest import free_port, require_program, wait_until
+from .support import free_port, require_program, wait_until
 
 POSTGRES_USER = "postgres"  # the OS user PostgreSQL runs as when the tests run as root
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from forwardauth import config
-from forwardauth.config import ConfigError, load, parse_duration
+from forwardauth.config import ConfigError, load
+from forwardauth.configparse import parse_duration
 from forwardauth.diagnose import mask_url, unknown_variables, values_in_effect
 
 SECRET = "s3cr3t-value-that-is-long-enough-0123456789"

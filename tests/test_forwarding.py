@@ -14,12 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwardauth.config import parse_networks
+from forwardauth.configparse import parse_networks
 from forwardauth.core import hosts
 from forwardauth.core.forwarding import (
-    DESCRIBING,
-    AmbiguousRequest,
-    BadDescription,
     Source,
     UntrustedSender,
     address_in,
@@ -28,6 +25,7 @@ from forwardauth.core.forwarding import (
     path_prefix,
     public_origin,
 )
+from forwardauth.core.proxyheaders import DESCRIBING, AmbiguousRequest, BadDescription
 from forwardauth.core.refusals import Refused
 
 TRUSTED = parse_networks("127.0.0.0/8,10.0.0.0/8")

@@ -3,6 +3,7 @@ what /auth decided, the caches answered and the stores failed, exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import stat
@@ -21,8 +22,8 @@ from forwardauth.http.services import SERVICES
 from forwardauth.stores import users
 
 from . import http
-from .conftest import PASSWORD, AppServer, Service, free_port, wait_until
 from .localuser import NOBODY
+from .support import PASSWORD, AppServer, Service, free_port, wait_until
 from .test_serve import workers
 
 MakeUser = Callable[..., users.User]
@@ -243,6 +244,22 @@ def test_snapshots_add_up() -> None:
     one.add(two)
     assert one.counters == {("requests", "auth", "200"): 5, ("requests", "auth", "401"): 1}
     assert one.histograms == {("auth",): [1, 1, *zeros, 0.75]}
+
+
+async def test_observe_finds_each_routes_stats_without_making_them_again(
+    aiohttp_client: Any, pure_settings: config.Settings
+) -> None:
+    """``observe`` is an ordinary middleware: aiohttp hands it the same chain on every request of
+    a route, so a route's stats are found, not made again; what no route takes stays unmatched."""
+    app = create_app(dataclasses.replace(pure_settings, local_cache=False))  # nothing follows Redis
+    client = await aiohttp_client(AppServer(app))
+    for _ in range(3):
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/no-such-page")).status == 404
+    metrics = app[SERVICES].metrics
+    assert [stats.name for stats in metrics.handlers.values()] == ["healthz"]
+    counters = metrics.totals().counters
+    assert counters[("requests", "healthz", "200")] == 3 and counters[("requests", "unmatched", "404")] == 3
 
 
 BAD_SNAPSHOTS = {

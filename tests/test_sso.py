@@ -22,7 +22,7 @@ from forwardauth.http import browser
 from forwardauth.http.app import create_app
 from forwardauth.http.pages import form_action_sources
 
-from .conftest import PASSWORD, AppServer
+from .support import PASSWORD, AppServer
 from .test_renewal import REFRESH, backdate, form_login, send, set_cookies, value_of
 from .test_web import MakeUser, audit_events, auth_status, login, services_of
 
@@ -128,10 +128,10 @@ async def test_a_login_host_keeps_the_refresh_cookie_to_itself(client: Client, m
     ],
 )
 def test_what_keeps_the_cookie_from_rd(
-    settings: config.Settings, page: str, rd: str, domain: str | None, secure: bool, named: str
+    pure_settings: config.Settings, page: str, rd: str, domain: str | None, secure: bool, named: str
 ) -> None:
     problem = browser.delivery_problem(
-        dataclasses.replace(settings, cookie_domain=domain, cookie_secure=secure), page, rd
+        dataclasses.replace(pure_settings, cookie_domain=domain, cookie_secure=secure), page, rd
     )
     assert problem is not None and named in problem.log, problem
 
@@ -145,9 +145,9 @@ def test_what_keeps_the_cookie_from_rd(
         ("https://app.example.test", "", None),  # rd empty: back to / on the same host
     ],
 )
-def test_cookies_that_arrive(settings: config.Settings, page: str, rd: str, domain: str | None) -> None:
+def test_cookies_that_arrive(pure_settings: config.Settings, page: str, rd: str, domain: str | None) -> None:
     assert (
-        browser.delivery_problem(dataclasses.replace(settings, cookie_domain=domain, cookie_secure=True), page, rd)
+        browser.delivery_problem(dataclasses.replace(pure_settings, cookie_domain=domain, cookie_secure=True), page, rd)
         is None
     )
 

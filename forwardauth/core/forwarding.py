@@ -15,12 +15,10 @@ address. The headers are believed only from a trusted proxy; from anyone else th
 too (``UntrustedSender``), loudly, because a wrong ``FORWARDAUTH_TRUSTED_PROXIES`` would otherwise
 silently judge ``/auth`` itself instead of the request, and every path rule would be off.
 
-A describing header sent twice is refused too: a proxy that *adds* its value (rather than
-replacing the client's) puts the client's first, and reading the first value would judge what the
-client claims. ``X-Forwarded-For`` alone is a list by nature (HAProxy adds a line per hop): its
-lines are read as one list, in order. Method overrides (``X-HTTP-Method-Override`` and its kin,
-``_method`` in the query), which many frameworks honour, are collected so the rules judge the
-request under every method the backend may take it as (see policy).
+Each value is read and checked in ``proxyheaders`` (a describing header sent twice is refused
+there, method overrides collected); here they are assembled, and the sender trusted or not.
+``X-Forwarded-For`` alone is a list by nature (HAProxy adds a line per hop): its lines are read as
+one list, in order.
 """
 
 from __future__ import annotations
@@ -32,54 +30,28 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import parse_qsl
 
 from forwardauth.core import hosts
+from forwardauth.core.proxyheaders import (
+    DESCRIBING,
+    AmbiguousRequest,
+    BadDescription,
+    header_values,
+    host_value,
+    method_overrides,
+    method_value,
+    refuse_duplicates,
+    scheme_value,
+    uri_value,
+)
 from forwardauth.core.refusals import Refused
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_METHOD = re.compile(r"[A-Z][A-Z_-]{0,31}")  # as sent: "get" is not GET to every backend
-_URI_CHARS = re.compile(r"/[\x21-\x7e]*")
 _ABSOLUTE_URL = re.compile(r"(?i)(https?)://([^/?#]*)(/.*)")
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
-MAX_URI = 8192
 TRUSTED_VARIABLE = "FORWARDAUTH_TRUSTED_PROXIES"
-
-# Headers that describe the request being authorised (or how we are reached): believed from a
-# trusted proxy only, refused from anyone else.
-DESCRIBING = (
-    "X-Original-URL",
-    "X-Original-URI",
-    "X-Original-Method",
-    "X-Original-Host",
-    "X-Forwarded-Uri",
-    "X-Forwarded-Method",
-    "X-Forwarded-Host",
-    "X-Forwarded-Proto",
-    "X-Forwarded-Prefix",
-)
-# Headers by which a client asks frameworks (Symfony, Laravel, Rails, Express's method-override,
-# Google's APIs...) to take the request as another method; and the query parameter of the same use.
-METHOD_OVERRIDES = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
-METHOD_PARAMETER = "_method"
-# Headers a request may carry once only (X-Forwarded-For is a list: its lines are joined).
-ONCE = ("Host", "X-Real-IP", *DESCRIBING, *METHOD_OVERRIDES)
 FORWARDED_FOR = "X-Forwarded-For"
-
-
-class BadDescription(Refused):
-    """The proxy's description of the request is missing a value it needs, or one does not parse."""
-
-    reason = "malformed description"
-
-
-class AmbiguousRequest(BadDescription):
-    """The subrequest describes the original request two ways: in two protocols' terms at once
-    (nginx: X-Original-*, Traefik/Caddy: X-Forwarded-Uri/-Method; the other came from the
-    client), or with two values that disagree. Refused, never guessed."""
-
-    reason = "ambiguous description"
 
 
 class UntrustedSender(Refused):
@@ -161,48 +133,11 @@ def _without_port(hop: str) -> str:
     return hop
 
 
-def _values(headers: Mapping[str, str], name: str) -> list[str]:
-    """Every value of header ``name`` (a multidict's lines; a plain mapping's one value)."""
-    getall = getattr(headers, "getall", None)
-    if getall is not None:
-        return list(getall(name, ()))
-    value = headers.get(name)
-    return [] if value is None else [value]
-
-
 def forwarded_for(headers: Mapping[str, str]) -> str | None:
     """``X-Forwarded-For``, all its lines as one list in order (the last hop's is the last), else
     ``X-Real-IP``."""
-    lines = _values(headers, FORWARDED_FOR)
+    lines = header_values(headers, FORWARDED_FOR)
     return ", ".join(lines) if len(lines) > 1 else (lines[0] if lines else None) or headers.get("X-Real-IP")
-
-
-def refuse_duplicates(headers: Mapping[str, str]) -> None:
-    """``AmbiguousRequest`` when a header of ``ONCE`` comes more than once: which line a proxy,
-    a backend or we would read differs, and the first may be the client's."""
-    for name in ONCE:
-        if len(_values(headers, name)) > 1:
-            raise AmbiguousRequest(
-                f"{name} is given more than once: the proxy must replace the client's value, not add to it"
-            )
-
-
-def method_overrides(headers: Mapping[str, str], uri: str) -> tuple[str, ...]:
-    """The methods the request asks a backend to take it as: override headers, and ``_method`` in
-    the query; upper case, as frameworks read them. A value that is no method name is refused."""
-    found = [value for name in METHOD_OVERRIDES if (value := headers.get(name))]
-    query = uri.partition("?")[2]
-    if query:  # decoded as the backend does: %5Fmethod is _method
-        found += [value for key, value in parse_qsl(query, keep_blank_values=True) if key == METHOD_PARAMETER]
-    methods = []
-    for value in found:
-        method = value.strip().upper()
-        if not _METHOD.fullmatch(method):
-            raise BadDescription(
-                f"a method override ({', '.join(METHOD_OVERRIDES)} or {METHOD_PARAMETER}) is not a method name"
-            )
-        methods.append(method)
-    return tuple(dict.fromkeys(methods))
 
 
 def refuse_untrusted(
@@ -224,45 +159,6 @@ def refuse_untrusted(
             f"{', '.join(sent)} sent by {sender}, which is not in {TRUSTED_VARIABLE}: add the "
             "proxy's address to it (describing headers from anyone else are refused, not ignored)"
         )
-
-
-def _method(value: str | None, what: str) -> str:
-    if not value:
-        raise BadDescription(f"{what} is missing")
-    if not _METHOD.fullmatch(value):
-        raise BadDescription(f"{what} is not an upper-case method name")
-    return value
-
-
-_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}  # Traefik says ws(s) for WebSockets
-
-
-def _scheme(value: str | None, what: str = "X-Forwarded-Proto") -> str:
-    """The scheme, ``http`` when the proxy does not say; a value that is not http(s) (or ws(s),
-    the same origin) is refused."""
-    if not value:
-        return "http"
-    scheme = _SCHEMES.get(value.lower())
-    if scheme is None:
-        raise BadDescription(f"{what} is neither http nor https")
-    return scheme
-
-
-def host_value(value: str | None, what: str) -> str:
-    if not value:
-        raise BadDescription(f"{what} is missing: the host cannot be known")
-    host = hosts.parse(value)
-    if host is None:
-        raise BadDescription(f"{what} is not a valid host[:port] ({value[:100]!r})")
-    return host
-
-
-def uri_value(value: str | None, what: str) -> str:
-    if not value:
-        raise BadDescription(f"{what} is missing")
-    if len(value) > MAX_URI or not _URI_CHARS.fullmatch(value):
-        raise BadDescription(f"{what} is not a path (from /, printable ASCII, at most {MAX_URI} characters)")
-    return value
 
 
 def original_request(
@@ -296,7 +192,7 @@ def _described(
     if not is_trusted(remote, trusted):
         return OriginalRequest(
             Source.DIRECT,
-            _method(method, "the method"),
+            method_value(method, "the method"),
             "http",
             host_value(headers.get("Host"), "Host"),
             uri_value(target, "the request target"),
@@ -308,8 +204,8 @@ def _described(
             raise BadDescription(f"the Envoy request does not start with {envoy_prefix} as sent")
         return OriginalRequest(
             Source.ENVOY,
-            _method(method, "the method"),
-            _scheme(headers.get("X-Forwarded-Proto")),
+            method_value(method, "the method"),
+            scheme_value(headers.get("X-Forwarded-Proto")),
             host_value(headers.get("Host"), "Host"),
             uri_value(target[len(envoy_prefix) :], f"the path after {envoy_prefix}"),
             client,
@@ -325,16 +221,16 @@ def _described(
     if forwarded_style:
         return OriginalRequest(
             Source.FORWARDED,
-            _method(headers.get("X-Forwarded-Method"), "X-Forwarded-Method"),
-            _scheme(headers.get("X-Forwarded-Proto")),
+            method_value(headers.get("X-Forwarded-Method"), "X-Forwarded-Method"),
+            scheme_value(headers.get("X-Forwarded-Proto")),
             host_value(headers.get("X-Forwarded-Host"), "X-Forwarded-Host"),
             uri_value(headers.get("X-Forwarded-Uri"), "X-Forwarded-Uri"),
             client,
         )
     return OriginalRequest(
         Source.DIRECT,
-        _method(method, "the method"),
-        _scheme(headers.get("X-Forwarded-Proto")),
+        method_value(method, "the method"),
+        scheme_value(headers.get("X-Forwarded-Proto")),
         host_value(headers.get("Host"), "Host"),
         uri_value(target, "the request target"),
         client,
@@ -372,8 +268,8 @@ def _nginx(
         raise BadDescription("X-Original-URL (or X-Original-Host) is missing: the host cannot be known")
     return OriginalRequest(
         Source.NGINX,
-        _method(method, "X-Original-Method"),
-        scheme or _scheme(headers.get("X-Forwarded-Proto")),
+        method_value(method, "X-Original-Method"),
+        scheme or scheme_value(headers.get("X-Forwarded-Proto")),
         host,
         uri_value(uri, "X-Original-URI"),
         client,
@@ -388,7 +284,7 @@ def public_origin(
     a value given does not parse: never another value in its place.
     """
     host = headers.get("Host")
-    if any(len(_values(headers, name)) > 1 for name in ("Host", "X-Forwarded-Host", "X-Forwarded-Proto")):
+    if any(len(header_values(headers, name)) > 1 for name in ("Host", "X-Forwarded-Host", "X-Forwarded-Proto")):
         return None  # which one the browser used is not known (see refuse_duplicates)
     if is_trusted(remote, trusted):
         proto = headers.get("X-Forwarded-Proto")
