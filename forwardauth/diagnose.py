@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from forwardauth import config
+from forwardauth import config, configparse
 from forwardauth.config import PREFIX, ConfigError, Settings, Variable
 
 # FORWARDAUTH_* names that are not settings, and who reads them.
 OTHER_VARIABLES = {
     "FORWARDAUTH_DEMO_PASSWORD": "`forwardauth user demo` and `forwardauth demo`",
     "FORWARDAUTH_ADDR": "the deploy/ templates' placeholder, for envsubst",
+    "FORWARDAUTH_DOCTOR_TOKEN": "`forwardauth doctor` (an access token for its signed-in checks)",
     "FORWARDAUTH_TEST_POSTGRES": "the test suite",
     "FORWARDAUTH_TEST_REDIS": "the test suite",
 }
@@ -82,7 +83,7 @@ def shown(var: Variable, value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, tuple):
         return ",".join(str(item) for item in value)
-    if var.parse is config.parse_duration:
+    if var.parse is configparse.parse_duration:
         return f"{value}s"
     return str(value)
 
