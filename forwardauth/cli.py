@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from forwardauth import __version__, configcli
+from forwardauth import __version__, configcli, doctor
 from forwardauth.accounts.changes import (
     change_password,
     set_client_disabled,
@@ -37,14 +37,14 @@ from forwardauth.core.policyfile import load as load_policy
 from forwardauth.core.usernames import normalise_username
 from forwardauth.dev import embedded
 from forwardauth.diagnose import database_problem
-from forwardauth.keycmds import cmd_keys_list, cmd_keys_prune, cmd_keys_rotate
+from forwardauth.keycmds import cmd_keys_list, cmd_keys_prune, cmd_keys_rotate, cmd_keys_rotate_sealing
 from forwardauth.keys import KeyFileError
 from forwardauth.ports import PortInUse
 from forwardauth.runcli import DemoError, cmd_demo, cmd_serve
 from forwardauth.safetext import escape, row
 from forwardauth.stores import audit, clients, migrations, users
 from forwardauth.stores.postgres import POSTGRES_DOWN
-from forwardauth.usercli import add_commands  # user add, list, modify, delete
+from forwardauth.usercli import add_commands  # user add, list, modify, delete, mfa
 
 FOLLOW_SECONDS = 1.0  # how often `audit tail --follow` looks for new events
 
@@ -165,6 +165,19 @@ def cmd_policy_explain(settings: Settings, args: argparse.Namespace) -> None:
         subject = Subject(name, roles, args.ip)
     elif roles:
         subject = Subject("", roles, args.ip)
+    if args.amr:  # how the user signed in, for rules with second_factor / max_auth_age
+        from dataclasses import replace
+
+        from forwardauth.configparse import parse_duration
+        from forwardauth.core.authn import Authentication
+
+        if subject is None or subject.client is not None:
+            raise CommandError("--amr is for a signed-in user (--user or --roles)")
+        try:
+            age = parse_duration(args.auth_age or "0")
+            subject = replace(subject, auth=Authentication.of(args.amr.split(","), int(time.time()) - age))
+        except ValueError as exc:
+            raise CommandError(f"--amr / --auth-age: {exc}") from None
     for line in explain(policy, args.scheme.lower(), args.host, args.path, args.method.upper(), args.ip, subject):
         print(line)
 
@@ -221,6 +234,7 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
     configcli.add_parser(sub)
+    doctor.add_parser(sub)
 
     audit_commands = sub.add_parser("audit", help="read the audit trail").add_subparsers(dest="action", required=True)
     tail = audit_commands.add_parser("tail", help="print recent audit events (oldest first)")
@@ -243,6 +257,8 @@ def parser() -> argparse.ArgumentParser:
     who.add_argument("--user", help="a signed-in user (their roles are read from the database)")
     explain.add_argument("--roles", help="a signed-in user's roles, comma-separated (with --user: instead of theirs)")
     who.add_argument("--client", help="a client with a client_credentials token")
+    explain.add_argument("--amr", help="how the user signed in, comma-separated (pwd, otp, kba, hwk, swk, user)")
+    explain.add_argument("--auth-age", help="with --amr: how long ago they signed in (900, 15m; default 0)")
     explain.set_defaults(run=cmd_policy_explain)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
@@ -281,6 +297,9 @@ def parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="list keys").set_defaults(run=cmd_keys_list)
     keys.add_parser("rotate", help="add a new signing key").set_defaults(run=cmd_keys_rotate)
     keys.add_parser("prune", help="remove keys no live token can need").set_defaults(run=cmd_keys_prune)
+    keys.add_parser(
+        "rotate-sealing", help="add a sealing key for the TOTP secrets and re-seal every secret with it"
+    ).set_defaults(run=cmd_keys_rotate_sealing)
     return top
 
 
@@ -288,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "config":
         return configcli.run(args, os.environ)
+    if args.command == "doctor":  # asks a running stack: needs no settings of its own
+        return doctor.run(args, os.environ)
     try:
         settings = load({**os.environ, **_overrides(args)})
         if args.command != "serve":  # serve logs them

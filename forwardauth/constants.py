@@ -20,7 +20,17 @@ HEADER_EMAIL = "X-Auth-Email"
 HEADER_SUBJECT = "X-Auth-Subject"
 HEADER_CLIENT = "X-Auth-Client"
 HEADER_CLIENT_ROLES = "X-Auth-Client-Roles"
-IDENTITY_HEADERS = (HEADER_USER, HEADER_ROLES, HEADER_EMAIL, HEADER_SUBJECT, HEADER_CLIENT, HEADER_CLIENT_ROLES)
+# How the user signed in: the token's amr, comma-separated (pwd; otp,pwd,mfa; ...). A user's token only.
+HEADER_AMR = "X-Auth-AMR"
+IDENTITY_HEADERS = (
+    HEADER_USER,
+    HEADER_ROLES,
+    HEADER_EMAIL,
+    HEADER_SUBJECT,
+    HEADER_CLIENT,
+    HEADER_CLIENT_ROLES,
+    HEADER_AMR,
+)
 
 # Envoy ext_authz (HTTP service) calls this prefix followed by the original path.
 ENVOY_PREFIX = "/auth/envoy"
@@ -65,6 +75,18 @@ class RedisKeys:
     def known_clients(self, username: str) -> str:
         """Sorted set of the addresses and browsers that signed in as ``username`` lately (by time)."""
         return f"{self.prefix}known:{username}"
+
+    def otp_used(self, user_id: str, step: int) -> str:
+        """Present once the TOTP code of ``user_id`` for time step ``step`` was accepted (no replay)."""
+        return f"{self.prefix}otp:{user_id}:{step}"
+
+    def pending_signin(self, pending_id: str) -> str:
+        """A sign-in whose password was right, waiting for its second factor (stores.pending)."""
+        return f"{self.prefix}pending:{pending_id}"
+
+    def webauthn_challenge(self, challenge_id: str) -> str:
+        """Present once the WebAuthn challenge of this digest was answered, until it expires (no replay)."""
+        return f"{self.prefix}webauthn:{challenge_id}"
 
     def write_probe(self) -> str:
         """A key written (and expiring at once) to learn whether Redis accepts writes right now."""

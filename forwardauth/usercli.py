@@ -1,22 +1,27 @@
-"""``forwardauth user add / list / modify / delete``: the account commands an operator needs.
+"""``forwardauth user add / list / modify / delete / mfa``: the account commands an operator needs.
 
 A new password meets the policy in :mod:`forwardauth.passwords` (checked before any store is
 started, and again where it is stored). Removing a role or deleting a user ends the user's
 sessions the way ``user revoke`` does, so a token minted with the old roles stops passing at
-once instead of at its expiry.
+once instead of at its expiry. ``user mfa reset`` ends them too: whoever holds a lost factor may
+have opened any of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from forwardauth.clisupport import CommandError, end_all_sessions, read_password, with_db
+from forwardauth.accounts.changes import reset_second_factors
+from forwardauth.clisupport import CommandError, end_all_sessions, read_password, run_accounts, with_db
 from forwardauth.config import Settings
 from forwardauth.core.passwords import Passwords, check_policy
+from forwardauth.core.usernames import normalise_username
 from forwardauth.safetext import escape, row
-from forwardauth.stores import users
+from forwardauth.stores import passkeys, secondfactors, totp, users
+from forwardauth.stores.postgres import Connection
 
 
 def cmd_user_add(settings: Settings, args: argparse.Namespace) -> None:
@@ -71,8 +76,56 @@ def cmd_user_delete(settings: Settings, args: argparse.Namespace) -> None:
     print(f"deleted {escape(user.username)}; revoked {count} session(s)")
 
 
+def _second_factors_of(
+    conn: Connection, name: str
+) -> tuple[users.User, secondfactors.Enrolled, list[passkeys.Passkey], bool]:
+    """The user, what they enrolled, their passkeys, and whether an authenticator app is being set up."""
+    user = users.find(conn, name)
+    if user is None:
+        raise users.UserError(f"no user {normalise_username(name)!r}")
+    pending = totp.pending_secret(conn, user.id) is not None
+    return user, secondfactors.enrolled(conn, user.id), passkeys.of_user(conn, user.id), pending
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds") if moment is not None else "never"
+
+
+def _mfa_summary(settings: Settings, enrolled: secondfactors.Enrolled) -> str:
+    if enrolled.any:
+        return "second factor enrolled"
+    if settings.second_factor == "off":
+        return "no second factor (FORWARDAUTH_SECOND_FACTOR=off: none is asked)"
+    if settings.second_factor == "required":
+        return "no second factor: FORWARDAUTH_SECOND_FACTOR=required, one is enrolled at the next sign-in"
+    return "no second factor: the password alone signs in (unless a rule asks for a second factor)"
+
+
+def cmd_user_mfa(settings: Settings, args: argparse.Namespace) -> None:
+    """``user mfa NAME`` shows what the user enrolled; ``user mfa reset NAME`` takes it all away."""
+    if len(args.words) == 2 and args.words[0] == "reset":
+        user, done = run_accounts(settings, lambda s: reset_second_factors(s, args.words[1]))
+        print(
+            f"reset the second factors of {escape(user.username)}: {done.removed} removed "
+            f"(TOTP, passkeys, recovery codes); revoked {len(done.sids)} session(s)"
+        )
+        return
+    if len(args.words) != 1:
+        raise CommandError("usage: forwardauth user mfa NAME, or forwardauth user mfa reset NAME")
+    user, enrolled, keys, pending = with_db(settings, _second_factors_of, args.words[0])
+    print(f"{escape(user.username)}: {_mfa_summary(settings, enrolled)}")
+    print(row("totp", "on" if enrolled.totp else "off" + (" (being set up)" if pending else "")))
+    print(row("passkeys", len(keys)))
+    for key in keys:
+        kind = "synced" if key.backup_eligible else "device-bound"
+        print(
+            row("passkey", key.name, f"created {_when(key.created_at)}", f"last used {_when(key.last_used_at)}", kind)
+        )
+    print(row("recovery codes", f"{enrolled.recovery_codes} left"))
+
+
 def add_commands(group: Any) -> None:
-    """Register ``user add``, ``list``, ``modify`` and ``delete`` on the ``user`` subcommand group."""
+    """Register ``user add``, ``list``, ``modify``, ``delete`` and ``mfa`` on the ``user`` subcommand group."""
     add = group.add_parser("add", help="create a user")
     add.add_argument("name")
     add.add_argument("--role", action="append", default=[], help="repeat for several roles")
@@ -96,3 +149,13 @@ def add_commands(group: Any) -> None:
     delete = group.add_parser("delete", help="end a user's sessions and delete the account")
     delete.add_argument("name")
     delete.set_defaults(run=cmd_user_delete)
+
+    mfa = group.add_parser(
+        "mfa",
+        usage="forwardauth user mfa [reset] NAME",
+        help="show a user's second factors; with reset, remove them all and end the user's sessions",
+        description="NAME: show the user's TOTP, passkeys and recovery codes. reset NAME: remove them all "
+        "(for a user who lost them, or an account taken over), end every session of the user, audited mfa_reset.",
+    )
+    mfa.add_argument("words", nargs="+", metavar="[reset] NAME")
+    mfa.set_defaults(run=cmd_user_mfa)

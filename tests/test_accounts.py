@@ -23,7 +23,7 @@ from forwardauth.stores import clients, sessions, users
 from forwardauth.stores.postgres import Connection, Database
 
 from . import http
-from .conftest import PASSWORD, MakeClient, Service, free_port, wait_until
+from .support import PASSWORD, MakeClient, Service, free_port, wait_until
 from .test_cli import assert_one_line_error, run
 from .test_oauth import password_grant_login, token
 from .test_web import auth_status, services_of

@@ -39,7 +39,7 @@ from forwardauth.http.app import create_app
 from forwardauth.stores import users
 
 from . import rawhttp
-from .conftest import PASSWORD, AppServer, Caller
+from .support import PASSWORD, AppServer, Caller
 from .test_auth_boundary import APP, nginx, traefik
 from .test_regulation import attempt_from, from_address
 from .test_web import login
@@ -185,7 +185,7 @@ async def test_a_client_address_with_a_port_or_unreadable(app: Client, make_user
 
 
 def test_mapped_addresses_in_rules_and_hops() -> None:
-    from forwardauth.config import parse_networks
+    from forwardauth.configparse import parse_networks
 
     trusted = parse_networks("127.0.0.0/8")
     assert address_in("::ffff:127.0.0.1", trusted) and address_in("::ffff:7f00:1", trusted)

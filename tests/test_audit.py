@@ -14,7 +14,7 @@ from typing import Any
 from forwardauth.stores import audit
 from forwardauth.stores.postgres import Database
 
-from .conftest import stop_process, wait_until
+from .support import stop_process, wait_until
 from .test_cli import assert_one_line_error, run
 
 

@@ -22,7 +22,7 @@ from forwardauth.core.refusals import RefusalLog, refresh_cookie_sent
 from forwardauth.http.app import create_app
 from forwardauth.stores import users
 
-from .conftest import AppServer, wait_until
+from .support import AppServer, wait_until
 from .test_policy import REFUSED_PATHS
 from .test_web import login
 
@@ -328,8 +328,9 @@ def test_refresh_cookie_sent() -> None:
 
 
 def test_refusals_are_logged_once_per_interval_per_reason(caplog: pytest.LogCaptureFixture) -> None:
-    from forwardauth.core.forwarding import BadDescription, UntrustedSender
+    from forwardauth.core.forwarding import UntrustedSender
     from forwardauth.core.paths import AmbiguousPath
+    from forwardauth.core.proxyheaders import BadDescription
 
     log = RefusalLog(interval=3600)
     caplog.set_level(logging.WARNING, "forwardauth.refusals")

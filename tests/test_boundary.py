@@ -25,7 +25,7 @@ from forwardauth.dev import demo
 
 from . import backends, rawhttp
 from .backends import Seen
-from .conftest import Caller
+from .support import Caller
 
 PROXIES = ("nginx", "traefik", "caddy")
 BACKENDS = backends.KINDS
@@ -193,6 +193,9 @@ SPOOFED = [
     ("X-AUTH-ROLES", "admin"),
     ("X.Auth.Email", "spoof@evil.test"),
     ("X_Auth.Subject", "0"),
+    ("X.Auth.AMR", "mfa"),
+    ("X_Auth_Amr", "hwk,user,mfa"),
+    ("x-auth-amr", "mfa"),
     ("X.Auth.Groups", "admins"),
     ("X_Auth_Groups", "admins"),
 ]
@@ -223,6 +226,7 @@ def test_php_never_reads_a_spoofed_identity(
             "x-auth-user": user.user.username,
             "x-auth-roles": "user",  # type: ignore[union-attr]
             "x-auth-subject": str(user.user.id),
+            "x-auth-amr": "pwd",
         }, f"{kind}, {headers}: PHP read {identity}"  # type: ignore[union-attr]
 
 

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
 
-from .conftest import PASSWORD, Stack, backdate_sessions, require_program
+from .support import PASSWORD, Stack, backdate_sessions, require_program
 from .test_web import audit_events
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,7 +38,7 @@ REFRESH = "forwardauth_refresh"
 
 
 def require_chromium() -> str:
-    """Like conftest.require_program: skip without Chromium, except in CI where that is a failure."""
+    """Like support.require_program: skip without Chromium, except in CI where that is a failure."""
     if not os.access(CHROMIUM, os.X_OK):
         message = f"{CHROMIUM} is not installed (.ci/run installs it)"
         if os.environ.get("CI"):
@@ -93,7 +93,7 @@ def open_protected(page: Page, stack: Stack) -> None:
 def sign_in(page: Page, username: str, password: str) -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()  # not "Sign in with a passkey"
 
 
 def expect_protected_page(page: Page, stack: Stack, username: str) -> None:
@@ -222,7 +222,7 @@ def test_login_form_fits_a_phone(phone: BrowserContext, stack: Stack, user: user
     for control in (
         page.get_by_label("Username"),
         page.get_by_label("Password"),
-        page.get_by_role("button", name="Sign in"),
+        page.get_by_role("button", name="Sign in", exact=True),
     ):
         expect(control).to_be_in_viewport()
         box = control.bounding_box()

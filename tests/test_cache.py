@@ -13,7 +13,7 @@ from forwardauth.core.cache import ClaimsCache, LiveTokens, Memo
 from forwardauth.core.tokens import AccessClaims, Identity
 from forwardauth.stores import users
 
-from .conftest import PASSWORD, REDIS_URL, Service, wait_until
+from .support import PASSWORD, REDIS_URL, Service, wait_until
 
 
 def claims(expires_at: int, sid: str = "s", jti: str = "j") -> AccessClaims:

@@ -16,7 +16,7 @@ import pytest
 from forwardauth.stores import users
 
 from . import http
-from .conftest import PASSWORD, Service, wait_until
+from .support import PASSWORD, Service, wait_until
 
 NEW_PASSWORD = "a brand new passphrase"
 

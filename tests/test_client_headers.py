@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from . import http
-from .conftest import MakeClient, Stack
+from .support import MakeClient, Stack
 from .test_proxies import PROXIES, MakeUser, bearer, bearer_token, expect, identity, upstream_saw
 
 SPOOFED_CLIENT = {"X-Auth-Client": "robot", "X-Auth-Client-Roles": "admin"}
@@ -33,12 +33,17 @@ def test_the_app_tells_a_client_from_a_user_and_client_headers_cannot_be_spoofed
     stack = proxy_stack(kind)
     app, secret = make_client(grants=("client_credentials",), roles=("service",))
     assert secret is not None
-    spoofed_user = {"X-Auth-User": app.id, "X-Auth-Roles": "admin", "X-Auth-Email": "spoof@evil.test"}
+    spoofed_user = {
+        "X-Auth-User": app.id,
+        "X-Auth-Roles": "admin",
+        "X-Auth-Email": "spoof@evil.test",
+        "X-Auth-AMR": "mfa",
+    }
     seen = upstream_saw(
         stack,
         http.get(stack.url + "/p", {**bearer(client_token(stack, app.id, secret)), **SPOOFED_CLIENT, **spoofed_user}),
     )
-    assert identity(seen) == {
+    assert identity(seen) == {  # no X-Auth-AMR: nobody signed in
         "x-auth-client": app.id,
         "x-auth-client-roles": "service",
         "x-auth-subject": f"client:{app.id}",
@@ -46,4 +51,9 @@ def test_the_app_tells_a_client_from_a_user_and_client_headers_cannot_be_spoofed
 
     user = make_user(email=None)
     seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(bearer_token(stack, user)), **SPOOFED_CLIENT}))
-    assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user", "x-auth-subject": user.id}
+    assert identity(seen) == {
+        "x-auth-user": user.username,
+        "x-auth-roles": "user",
+        "x-auth-subject": user.id,
+        "x-auth-amr": "pwd",
+    }

@@ -16,7 +16,7 @@ import pytest
 
 import forwardauth
 
-from .conftest import ADMIN_URL, Service, free_port
+from .support import ADMIN_URL, Service, free_port
 from .test_cli import assert_one_line_error, run
 
 SECRET = "pw-0123456789-abcdefghij-secret"

@@ -11,7 +11,7 @@ import pytest
 from forwardauth.core.csrf import form_post_allowed, origin_of
 from forwardauth.stores import users
 
-from .conftest import PASSWORD
+from .support import PASSWORD
 from .test_web import auth_status, login
 
 Client = Any

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from . import http
-from .conftest import REDIS_URL, free_port, require_program, stop_process, throwaway_database, wait_until
+from .support import REDIS_URL, free_port, require_program, stop_process, throwaway_database, wait_until
 from .test_cli import run
 
 BANNER_END = "Ctrl-C stops everything)"

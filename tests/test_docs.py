@@ -49,10 +49,10 @@ def test_every_command_is_documented() -> None:
             assert f"forwardauth {name}" in README, name
 
 
-def test_every_route_is_documented(settings: config.Settings) -> None:
+def test_every_route_is_documented(pure_settings: config.Settings) -> None:
     from forwardauth.http.app import create_app
 
-    app: web.Application = create_app(settings)
+    app: web.Application = create_app(pure_settings)
     for resource in app.router.resources():
         path = resource.canonical.split("{")[0].rstrip("/") or "/"
         assert path in README, path

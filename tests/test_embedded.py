@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from . import http
-from .conftest import FAST_ARGON2, Service, free_port, wait_until
 from .localuser import as_nobody, attempt, connect_unix, needs_root, tcp_listeners
+from .support import FAST_ARGON2, Service, free_port, wait_until
 
 pytestmark = pytest.mark.servers  # they start embedded PostgreSQL and Redis
 

@@ -24,9 +24,9 @@ from forwardauth.stores import users
 
 from . import backends, envoy, http, rawhttp
 from .backends import Seen
-from .conftest import PASSWORD, Caller, Service, free_port, wait_until
 from .envoy import send
 from .stores import OwnRedis
+from .support import PASSWORD, Caller, Service, free_port, wait_until
 from .test_boundary import (
     ATTACKS,
     COOKIE_PATHS,
@@ -102,6 +102,7 @@ def users_identity(caller: Caller) -> dict[str, str]:
         "x-auth-user": caller.user.username,
         "x-auth-roles": ",".join(caller.user.roles),
         "x-auth-subject": str(caller.user.id),
+        "x-auth-amr": "pwd",
     }
 
 
@@ -174,6 +175,7 @@ def test_a_browser_gets_401_with_the_login_page_and_signs_in_through_envoy(echo:
         "x-auth-roles": "user,ops",
         "x-auth-subject": str(user.id),
         "x-auth-email": str(user.email),
+        "x-auth-amr": "pwd",
     }
 
 
@@ -190,7 +192,12 @@ def test_a_json_login_through_envoy_then_the_token_passes_with_the_identity(echo
         seen = backends.seen(answer.body)
         assert answer.status == 200 and seen is not None, (path, answer.status, answer.text[:200])
         assert (seen.raw["method"], seen.raw["path"]) == (method, path)
-        assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user", "x-auth-subject": str(user.id)}
+        assert identity(seen) == {
+            "x-auth-user": user.username,
+            "x-auth-roles": "user",
+            "x-auth-subject": str(user.id),
+            "x-auth-amr": "pwd",
+        }
     refused = send(echo, "/private/data", [*API, ("Authorization", f"Bearer {token[:-4]}AAAA")])
     assert refused.status == 401 and backends.seen(refused.body) is None
     assert refused.headers.get("WWW-Authenticate") == 'Bearer error="invalid_token"'

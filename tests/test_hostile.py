@@ -28,7 +28,7 @@ from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
 
 from . import http
-from .conftest import PASSWORD, MakeClient
+from .support import PASSWORD, MakeClient
 from .test_oauth import basic
 from .test_redirects import refused_destinations
 from .test_web import login, services_of

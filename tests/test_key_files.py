@@ -35,8 +35,8 @@ from forwardauth.keys import (
 from forwardauth.stores import users
 
 from . import http
-from .conftest import PASSWORD, Service, free_port, wait_until
 from .localuser import NOBODY, needs_root
+from .support import PASSWORD, Service, free_port, wait_until
 
 MakeUser = Callable[..., users.User]
 

@@ -21,7 +21,7 @@ from joserfc.jwk import KeySet
 from forwardauth import config
 from forwardauth.keys import created_at, key_files, load_ring, prunable, prune, rotate
 
-from .conftest import PASSWORD, Service, wait_until
+from .support import PASSWORD, Service, wait_until
 
 
 def settings_in(tmp_path: Path, alg: str = "RS256") -> config.Settings:

@@ -27,7 +27,7 @@ from forwardauth import config, keys, safefiles
 from forwardauth.constants import IDENTITY_HEADERS
 from forwardauth.http.app import create_app
 
-from .conftest import require_program
+from .support import require_program
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

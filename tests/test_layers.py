@@ -2,9 +2,10 @@
 
     core  <-  stores  <-  accounts  <-  http  <-  server, cli and their commands, dev
 
-Below them all, read by every layer: ``constants``, ``config``, ``redisurl``, ``keys``, ``safefiles``,
-``safetext``. ``logs`` (request ids, formatters) sits with HTTP. A module may import its own layer
-and the ones below, never one above, and no chain of imports comes back to where it started.
+Below them all, read by every layer: ``constants``, ``config`` (and its ``configparse``), ``redisurl``,
+``keys``, ``sealing``, ``safefiles``, ``safetext``. ``logs`` (request ids, formatters) sits with HTTP.
+A module may import its own layer and the ones below, never one above, and no chain of imports comes
+back to where it started.
 Imports inside functions count (they run too); those under ``if TYPE_CHECKING:`` do not.
 """
 
@@ -23,8 +24,10 @@ BASE = {
     "forwardauth",
     "forwardauth.constants",
     "forwardauth.config",
+    "forwardauth.configparse",
     "forwardauth.redisurl",
     "forwardauth.keys",
+    "forwardauth.sealing",
     "forwardauth.safefiles",
     "forwardauth.safetext",
 }

@@ -107,7 +107,7 @@ async def impatient(aiohttp_client: Any, settings: Any) -> Client:
 
     from forwardauth.http.app import create_app
 
-    from .conftest import AppServer
+    from .support import AppServer
 
     return await aiohttp_client(AppServer(create_app(dataclasses.replace(settings, header_timeout=HEAD_TIMEOUT))))
 

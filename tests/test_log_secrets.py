@@ -12,7 +12,7 @@ from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
 
 from . import http
-from .conftest import PASSWORD, MakeClient, Service, backdate_sessions
+from .support import PASSWORD, MakeClient, Service, backdate_sessions
 from .test_oauth import basic
 
 MakeUser = Callable[..., users.User]

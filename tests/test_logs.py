@@ -15,7 +15,7 @@ from forwardauth.logs import JsonFormatter, TextFormatter
 from forwardauth.safetext import UNSAFE
 
 from . import http
-from .conftest import Service, wait_until
+from .support import Service, wait_until
 
 OURS = re.compile(r"^[0-9a-f]{8}-\d+$")  # worker tag, then sequence
 DEBUG_JSON = {"FORWARDAUTH_LOG_LEVEL": "DEBUG", "FORWARDAUTH_LOG_FORMAT": "json"}

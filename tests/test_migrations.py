@@ -12,7 +12,7 @@ import pytest
 
 from forwardauth.stores import migrations
 
-from .conftest import throwaway_database
+from .support import throwaway_database
 
 CONCURRENT_RUNS = 4
 

@@ -14,7 +14,7 @@ from forwardauth.core import policyfile
 from forwardauth.stores import clients, users
 from forwardauth.stores.postgres import Database
 
-from .conftest import PASSWORD, MakeClient
+from .support import PASSWORD, MakeClient
 from .test_web import MakeUser, auth_status, services_of
 
 Client = Any
@@ -263,7 +263,7 @@ async def test_a_client_named_like_a_user_is_never_that_user(
     assert status == 200
     as_client = body["access_token"]
 
-    user_headers = {"X-Auth-User": name, "X-Auth-Roles": "service", "X-Auth-Subject": user.id}
+    user_headers = {"X-Auth-User": name, "X-Auth-Roles": "service", "X-Auth-Subject": user.id, "X-Auth-AMR": "pwd"}
     client_headers = {"X-Auth-Client": name, "X-Auth-Client-Roles": "service", "X-Auth-Subject": f"client:{name}"}
     for path in ("/users", "/roles", "/any"):
         assert await auth_as(client, path, as_user) == (200, user_headers), path

@@ -15,7 +15,7 @@ from authlib.integrations.httpx_client import OAuth2Client
 
 from forwardauth.stores import users
 
-from .conftest import PASSWORD, Service
+from .support import PASSWORD, Service
 
 
 def cli(env: dict[str, str], *args: str) -> str:

@@ -15,7 +15,7 @@ from forwardauth import config
 from forwardauth.http.app import create_app
 from forwardauth.http.openapi import AUTH_METHODS, document
 
-from .conftest import FAST_ARGON2, REDIS_URL, Service, free_port
+from .support import FAST_ARGON2, REDIS_URL, Service, free_port
 
 BASE_SETTINGS = config.load({"FORWARDAUTH_ISSUER": "http://127.0.0.1"})
 SCHEMA = schemathesis.openapi.from_dict(document(BASE_SETTINGS))
@@ -31,9 +31,9 @@ def app_routes(settings: config.Settings) -> set[tuple[str, str]]:
     return routes
 
 
-def test_document_matches_the_routes(settings: config.Settings) -> None:
-    documented = {(method, path) for path, item in document(settings)["paths"].items() for method in item}
-    routes = {(m, p) for m, p in app_routes(settings) if m != "head" or p.startswith("/auth")}
+def test_document_matches_the_routes(pure_settings: config.Settings) -> None:
+    documented = {(method, path) for path, item in document(pure_settings)["paths"].items() for method in item}
+    routes = {(m, p) for m, p in app_routes(pure_settings) if m != "head" or p.startswith("/auth")}
     assert documented == routes
 
 

@@ -13,9 +13,9 @@ from forwardauth.core.passwords import Passwords
 from forwardauth.stores import clients, users
 from forwardauth.stores.postgres import Database
 
-from .conftest import PASSWORD, Service, Stack, wait_until
 from .http import bearer, get, login, post_form, post_json
 from .stores import OwnPostgres, OwnRedis
+from .support import PASSWORD, Service, Stack, wait_until
 
 OUTAGE_REQUESTS = 200
 

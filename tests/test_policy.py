@@ -36,7 +36,7 @@ from forwardauth.core.policy import (
 from forwardauth.core.policyfile import from_data, load
 from forwardauth.stores import users
 
-from .conftest import PASSWORD, Service, wait_until
+from .support import PASSWORD, Service, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = load(ROOT / "deploy" / "policy.example.yml")

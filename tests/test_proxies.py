@@ -18,17 +18,24 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import pytest
 
+from forwardauth.core.policy import StepUp
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
 
 from . import http
-from .conftest import PASSWORD, Stack, backdate_sessions, wait_until
+from .support import PASSWORD, Stack, backdate_sessions, wait_until
 
 PROXIES = ["nginx", "traefik", "caddy"]
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 API = {"Accept": "application/json"}
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-SPOOF = {"X-Auth-User": "root", "X-Auth-Roles": "admin", "X-Auth-Email": "spoof@evil.test", "X-Auth-Subject": "x"}
+SPOOF = {
+    "X-Auth-User": "root",
+    "X-Auth-Roles": "admin",
+    "X-Auth-Email": "spoof@evil.test",
+    "X-Auth-Subject": "x",
+    "X-Auth-AMR": "hwk,user,mfa",
+}
 OFF_SITE = [
     "https://evil.test/",
     "//evil.test/",
@@ -162,6 +169,7 @@ def test_browser_is_sent_to_login_page_and_back(stack: Stack, make_user: MakeUse
         "x-auth-roles": "user,ops",
         "x-auth-subject": str(user.id),
         "x-auth-email": user.email,
+        "x-auth-amr": "pwd",  # signed in with a password alone
     }
 
 
@@ -234,7 +242,12 @@ def test_spoofed_identity_headers_never_reach_the_app(stack: Stack, make_user: M
     user = make_user(email=None)
     token = bearer_token(stack, user)
     seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(token), **SPOOF}))
-    assert identity(seen) == {"x-auth-user": user.username, "x-auth-roles": "user", "x-auth-subject": str(user.id)}
+    assert identity(seen) == {
+        "x-auth-user": user.username,
+        "x-auth-roles": "user",
+        "x-auth-subject": str(user.id),
+        "x-auth-amr": "pwd",
+    }
 
     anonymous = expect(stack, http.get(stack.url + "/p", {**API, **SPOOF}), 401, "spoofed headers, no token")
     assert b'"headers"' not in anonymous.body  # the proxy's or forwardauth's answer, not the echo
@@ -256,10 +269,16 @@ def test_x_auth_headers_forwardauth_does_not_set_are_stripped(
             stack.url + "/p", {**bearer(token), **SPOOF, "X-Auth-Groups": "admins", "x-auth-email": "lower@evil.test"}
         ),
     )
-    assert set(identity(seen)) == {"x-auth-user", "x-auth-roles", "x-auth-subject"}, identity(seen)
+    assert set(identity(seen)) == {"x-auth-user", "x-auth-roles", "x-auth-subject", "x-auth-amr"}, identity(seen)
 
 
-UNDERSCORED = {"X_Auth_User": "root", "X_Auth_Roles": "admin", "X_Auth_Email": "spoof@evil.test", "X_Auth_Subject": "x"}
+UNDERSCORED = {
+    "X_Auth_User": "root",
+    "X_Auth_Roles": "admin",
+    "X_Auth_Email": "spoof@evil.test",
+    "X_Auth_Subject": "x",
+    "X_Auth_AMR": "mfa",
+}
 
 
 @pytest.mark.parametrize(
@@ -278,7 +297,66 @@ def test_underscore_spellings_of_identity_headers_never_reach_the_app(
     user = make_user(email=None)
     seen = upstream_saw(stack, http.get(stack.url + "/p", {**bearer(bearer_token(stack, user)), **UNDERSCORED}))
     as_cgi = {k for k in seen["headers"] if k.replace("_", "-").startswith("x-auth-")}
-    assert as_cgi == {"x-auth-user", "x-auth-roles", "x-auth-subject"}, as_cgi
+    assert as_cgi == {"x-auth-user", "x-auth-roles", "x-auth-subject", "x-auth-amr"}, as_cgi
+    assert seen["headers"]["x-auth-amr"] == "pwd"
+
+
+AMR_SPELLINGS = {
+    "X-Auth-AMR": "mfa",
+    "x-auth-amr": "otp",
+    "X.Auth.AMR": "hwk",
+    "X_Auth_AMR": "swk",
+    "x_auth.amr": "kba",
+}
+
+
+def amr_readings(seen: dict[str, Any]) -> list[str]:
+    """Every value an application may read as X-Auth-AMR (PHP, CGI, WSGI, Rack: any of ``-._``)."""
+    return [v for k, v in seen["headers"].items() if re.fullmatch(r"x[-._]auth[-._]amr", k)]
+
+
+@pytest.mark.parametrize("kind", PROXIES)
+def test_a_client_never_says_how_it_signed_in(
+    proxy_stack: Callable[..., Stack], make_user: MakeUser, tmp_path: Path, kind: str
+) -> None:
+    """X-Auth-AMR is forwardauth's alone: without a token (a bypassed path) the app reads none, with a
+    password-only token it reads ``pwd``, whatever the client sent in whichever spelling."""
+    stack = policy_stack(proxy_stack, tmp_path, kind)
+    token = bearer_token(stack, make_user(email=None))
+    for spoof in [{name: value} for name, value in AMR_SPELLINGS.items()] + [AMR_SPELLINGS]:
+        public = upstream_saw(stack, http.get(stack.url + "/public/x", {**API, **spoof}))
+        assert amr_readings(public) == [], f"{kind}, {spoof}: {public['headers']}"
+        private = upstream_saw(stack, http.get(stack.url + "/elsewhere", {**bearer(token), **spoof}))
+        assert amr_readings(private) == ["pwd"], f"{kind}, {spoof}: {private['headers']}"
+
+
+STEP_UP_POLICY = "default: authenticated\nrules:\n  - path: /admin\n    policy: authenticated\n" + (
+    "    second_factor: required\n    max_auth_age: 15m\n"
+)
+
+
+@pytest.mark.parametrize("kind", PROXIES)
+def test_a_step_up_reaches_api_clients_as_a_challenge_and_browsers_as_the_login_page(
+    proxy_stack: Callable[..., Stack], make_user: MakeUser, tmp_path: Path, kind: str
+) -> None:
+    """A password-only sign-in under ``second_factor: required``: the RFC 9470 challenge passes the
+    proxy unchanged to an API client; a browser is sent to the login page with ``rd``."""
+    policy = tmp_path / "stepup.yml"
+    policy.write_text(STEP_UP_POLICY)
+    stack = proxy_stack(kind, {"FORWARDAUTH_POLICY_FILE": str(policy)})
+    user = make_user()
+    token = bearer_token(stack, user)
+    assert amr_readings(upstream_saw(stack, http.get(stack.url + "/elsewhere", bearer(token)))) == ["pwd"]
+    refused = expect(stack, http.get(stack.url + "/admin/x", bearer(token)), 401, "password only, API")
+    challenge = StepUp(second_factor=True, max_age=900).challenge()
+    assert refused.headers.get_all("WWW-Authenticate") == [challenge]
+    assert 'acr_values="urn:forwardauth:acr:mfa"' in challenge and "max_age=900" in challenge
+    assert b'"headers"' not in refused.body  # not the echo
+
+    original = stack.url + "/admin/x?y=1"
+    cookie = http.set_cookies(form_login(stack, user))["forwardauth"]["value"]
+    sent = expect(stack, http.get(original, {**BROWSER, **http.cookie_header(forwardauth=cookie)}), 302, "browser")
+    assert sent.headers["Location"] == f"{stack.url}/forwardauth/login?rd={quote(original, safe='')}"
 
 
 # --- 7 and 9. bodies and methods ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from forwardauth.http.app import create_app
 from forwardauth.stores import users
 
 from . import http
-from .conftest import PASSWORD, Stack
+from .support import PASSWORD, Stack
 from .test_oauth import basic
 from .test_web import audit_events
 

@@ -22,7 +22,7 @@ from forwardauth.http.app import create_app
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Connection, Database
 
-from .conftest import PASSWORD, AppServer
+from .support import PASSWORD, AppServer
 from .test_web import MakeUser, auth_status
 
 Client = Any

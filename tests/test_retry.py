@@ -12,7 +12,7 @@ import jwt
 from forwardauth.constants import REFRESH_RETRY_GRACE
 from forwardauth.stores.postgres import Database
 
-from .conftest import MakeClient
+from .support import MakeClient
 from .test_oauth import basic, password_grant, token
 from .test_renewal import backdate
 from .test_web import MakeUser, auth_status, login

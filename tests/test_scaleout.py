@@ -30,8 +30,8 @@ from forwardauth.stores.regulation import Regulation
 from forwardauth.stores.revocation import Revocations
 
 from .clusters import Group, RedisClusterGroup, RedisSentinelGroup, ask
-from .conftest import PASSWORD, Service, wait_until
 from .http import bearer, get, login, post_json
+from .support import PASSWORD, Service, wait_until
 
 # The bound for a logout on one instance to be refused on another. Measured on a loaded
 # 2-core test machine it is a few milliseconds (README, "Running several instances").

@@ -20,7 +20,7 @@ from joserfc.jwk import KeySet
 from forwardauth.stores import users
 
 from . import http
-from .conftest import PASSWORD, Service, free_port, wait_until
+from .support import PASSWORD, Service, free_port, wait_until
 from .test_embedded import processes_using
 
 MakeUser = Callable[..., users.User]

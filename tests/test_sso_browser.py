@@ -31,7 +31,7 @@ from forwardauth.dev import demo
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
 
-from .conftest import PASSWORD, Service, free_port, require_program, stop_process, wait_until
+from .support import PASSWORD, Service, free_port, require_program, stop_process, wait_until
 from .test_browser import CHROMIUM_ARGS, COOKIE, REFRESH, require_chromium, sign_in
 from .test_web import audit_events
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from .conftest import MakeClient
+from .support import MakeClient
 from .test_oauth import basic, token
 from .test_web import MakeUser, auth_status, login
 

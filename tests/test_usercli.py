@@ -14,7 +14,7 @@ from forwardauth.stores import audit
 from forwardauth.stores.postgres import Database
 
 from . import http
-from .conftest import PASSWORD, Service, throwaway_database
+from .support import PASSWORD, Service, throwaway_database
 from .test_cli import add_user, assert_one_line_error, login_status, run
 
 NEW_PASSWORD = "a brand new passphrase"

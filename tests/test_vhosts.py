@@ -20,7 +20,7 @@ import yaml
 from forwardauth.dev import demo
 
 from . import backends, rawhttp
-from .conftest import Caller, Service
+from .support import Caller, Service
 
 WWW, SECRET = "www.example.test", "secret.example.test"
 PROXIES = ("nginx", "traefik", "caddy")

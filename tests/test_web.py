@@ -22,7 +22,7 @@ from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Connection, Database
 
-from .conftest import PASSWORD, REDIS_URL, free_port
+from .support import PASSWORD, REDIS_URL, free_port
 
 Client = Any
 MakeUser = Callable[..., users.User]

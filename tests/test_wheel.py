@@ -17,7 +17,7 @@ import pytest
 
 from forwardauth import __version__
 
-from .conftest import require_program
+from .support import require_program
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 

@@ -18,8 +18,8 @@ from forwardauth.http.app import create_app
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Connection, Database
 
-from .conftest import PASSWORD, AppServer, MakeClient, free_port
 from .stores import OwnRedis
+from .support import PASSWORD, AppServer, MakeClient, free_port
 from .test_oauth import basic, token
 from .test_web import auth_status, login
 

@@ -14,7 +14,7 @@ from forwardauth.accounts.services import AccountServices
 from forwardauth.config import Settings
 from forwardauth.core.passwords import Passwords
 from forwardauth.core.usernames import normalise_username
-from forwardauth.stores import clients, sessions, users
+from forwardauth.stores import clients, secondfactors, sessions, users
 from forwardauth.stores.audit import record
 from forwardauth.stores.postgres import Connection
 from forwardauth.stores.redis import REDIS_DOWN
@@ -166,3 +166,24 @@ async def set_client_disabled(
         return client, 0
     own = clients.own_sessions(client.id, recent_seconds(settings))
     return client, await _revoke_in_redis(services, [*sids, *own], f"disabling client {client.id}")
+
+
+def _reset_second_factors_in_db(
+    conn: Connection, username: str, by: str, client_ip: str | None
+) -> tuple[users.User, secondfactors.Reset]:
+    user = users.find(conn, username)
+    if user is None:
+        raise users.UserError(f"no user {normalise_username(username)!r}")
+    return user, secondfactors.reset(conn, user.id, client_ip, by, user.username)
+
+
+async def reset_second_factors(
+    services: AccountServices, username: str, by: str = "cli", client_ip: str | None = None
+) -> tuple[users.User, secondfactors.Reset]:
+    """Take every second factor of a user away (TOTP, passkeys, recovery codes) and end all their
+    sessions, which whoever holds a lost factor may have opened: audited ``mfa_reset``. Nothing is
+    done while Redis is down."""
+    await _redis_up(services)
+    user, done = await services.db.run(_reset_second_factors_in_db, username, by, client_ip)
+    await _revoke_in_redis(services, done.sids, f"the reset of the second factors of {user.username}")
+    return user, done

@@ -12,8 +12,11 @@ from forwardauth.stores import sessions
 
 
 async def issue_access(services: AccountServices, session: sessions.Session) -> MintedToken:
-    """Mint an access token for ``session`` and mark it live in Redis."""
-    minted = services.tokens.mint(session.user.identity, session.sid, scope=session.scope, client_id=session.client_id)
+    """Mint an access token for ``session`` (saying how and when its user signed in) and mark it
+    live in Redis."""
+    minted = services.tokens.mint(
+        session.user.identity, session.sid, scope=session.scope, client_id=session.client_id, auth=session.auth
+    )
     await services.revocations.register(session.sid, minted.claims.jti, services.settings.access_ttl)
     return minted
 

@@ -6,6 +6,7 @@ counters, the access rules); the command line builds just this.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from forwardauth.config import Settings
@@ -15,10 +16,15 @@ from forwardauth.core.passwords import Passwords
 from forwardauth.core.tokens import TokenService
 from forwardauth.keys import KeyRing, load_ring
 from forwardauth.redisurl import RedisSettings
+from forwardauth.sealing import Sealer, SealError, sealing_directory
+from forwardauth.stores.onetime import OneTime
+from forwardauth.stores.pending import PendingSignIns
 from forwardauth.stores.postgres import Database
 from forwardauth.stores.redis import connect
 from forwardauth.stores.regulation import Regulation
 from forwardauth.stores.revocation import Revocations
+
+log = logging.getLogger("forwardauth.services")
 
 
 @dataclass(slots=True)
@@ -31,6 +37,9 @@ class AccountServices:
     db: Database
     passwords: Passwords
     regulation: Regulation
+    sealer: Sealer  # TOTP secrets in PostgreSQL (keys read on first use if not at build)
+    onetime: OneTime  # what may be used once (a TOTP code per time step)
+    pending: PendingSignIns  # sign-ins waiting for their second factor
 
     async def close(self) -> None:
         await self.revocations.close()
@@ -43,6 +52,14 @@ def build_account_services(settings: Settings, ring: KeyRing | None = None) -> A
     ring = ring or load_ring(settings)
     client = connect(RedisSettings.from_url(settings.redis_url))
     keys = RedisKeys(settings.redis_prefix)
+    sealer = Sealer(sealing_directory(settings))
+    if settings.second_factor != "off":
+        # Read (or made) now, so workers starting together agree on the first key. A folder that
+        # cannot be used (read-only, without a sealing key) is said here, and refuses TOTP only.
+        try:
+            sealer.load()
+        except SealError as exc:
+            log.warning("TOTP secrets cannot be sealed until this is fixed: %s", exc)
     return AccountServices(
         settings=settings,
         tokens=TokenService(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway),
@@ -50,4 +67,7 @@ def build_account_services(settings: Settings, ring: KeyRing | None = None) -> A
         db=Database(settings.database_url, settings.db_pool_size),
         passwords=Passwords.from_settings(settings),
         regulation=Regulation(client, keys, settings.login_max_failures, settings.login_window),
+        sealer=sealer,
+        onetime=OneTime(client, keys),
+        pending=PendingSignIns(client, keys),
     )

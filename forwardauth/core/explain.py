@@ -2,13 +2,16 @@
 
 It calls what ``/auth`` calls (``Policy.judge``, then ``decide``) and prints the readings of the
 path that were judged, the rule each of them matched, and the rules that decided: an operator
-sees why ``/Admin;x=1/panel`` is judged as ``/admin/panel``, or why a path is refused.
+sees why ``/Admin;x=1/panel`` is judged as ``/admin/panel``, or why a path is refused, and what
+sign-in (second factor, recent authentication) the rules ask for.
 """
 
 from __future__ import annotations
 
-from forwardauth.core.forwarding import BadDescription, host_value, uri_value
-from forwardauth.core.policy import Effect, Object, Policy, Rule, Subject, decide
+import time
+
+from forwardauth.core.policy import Effect, Object, Policy, Rule, StepUp, Subject, decide
+from forwardauth.core.proxyheaders import BadDescription, host_value, uri_value
 from forwardauth.core.refusals import Refused
 
 
@@ -17,10 +20,48 @@ def _rule(rule: Rule) -> str:
     return f"{where} ({rule.effect.value})"
 
 
+def duration(seconds: int) -> str:
+    """``900`` as ``15m``: as operators write it in the policy file."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def requirement(second_factor: bool, max_age: int | None) -> str:
+    """The sign-in a rule asks for, in words."""
+    needs = ["a second factor"] if second_factor else []
+    if max_age is not None:
+        needs.append(f"a sign-in at most {duration(max_age)} old")
+    return " and ".join(needs)
+
+
+def _shortfall(step_up: StepUp, subject: Subject | None, now: float) -> str:
+    auth = subject.auth if subject else None
+    if auth is None:
+        return "the token does not say how the user signed in"
+    short = []
+    if step_up.second_factor and not auth.multi_factor:
+        short.append(f"no second factor (amr {','.join(auth.amr)})")
+    if step_up.max_age is not None:
+        age = int(auth.age(now))
+        if age > step_up.max_age:
+            short.append(f"signed in {duration(age)} ago (over {duration(step_up.max_age)})")
+    return "; ".join(short) or "the sign-in is not enough"
+
+
 def explain(
-    policy: Policy, scheme: str, host: str, path: str, method: str, client_ip: str | None, subject: Subject | None
+    policy: Policy,
+    scheme: str,
+    host: str,
+    path: str,
+    method: str,
+    client_ip: str | None,
+    subject: Subject | None,
+    now: float | None = None,
 ) -> list[str]:
-    """The lines to print for this request and subject (``None``: no token)."""
+    """The lines to print for this request and subject (``None``: no token; its ``auth``, how the
+    user signed in: ``None`` for not known, which any sign-in requirement steps up)."""
     head = f"{method} {scheme}://{host}{path}"
     try:
         if scheme not in ("http", "https"):
@@ -34,11 +75,21 @@ def explain(
         lines.append(f"reading {reading.path} ({reading.describe()}): {_rule(rule)}")
     many = f"; the strictest of {len(verdict.readings)} readings" if len(verdict.readings) > 1 else ""
     lines.append(f"decided by: {', '.join(_rule(r) for r in verdict.rules)}{many}")
-    outcome = decide(verdict, subject)
+    if verdict.effect in (Effect.AUTHENTICATED, Effect.RESTRICTED) and (
+        verdict.second_factor or verdict.max_auth_age is not None
+    ):
+        lines.append(f"sign-in required: {requirement(verdict.second_factor, verdict.max_auth_age)}")
+    now = time.time() if now is None else now
+    outcome = decide(verdict, subject, now)
     if outcome is None:
         lines.append("decision: allow (200)")
     elif outcome is Effect.DENY:
         lines.append("decision: deny (403)")
+    elif isinstance(outcome, StepUp):
+        lines.append(
+            f"decision: step up: {_shortfall(outcome, subject, now)} "
+            "(401 insufficient_user_authentication; a browser goes to the login page)"
+        )
     else:
         lines.append("decision: a valid token is needed (401 / login)")
     return lines

@@ -12,22 +12,34 @@ stripped, ``//`` folded, case-folded against case-folded rules) and the strictes
 deny over restricted over authenticated over bypass, and a subject must satisfy every restricted
 rule that some reading matched. ``Policy.judge`` is that one decision (``/auth`` memoises it per
 raw request; ``forwardauth policy explain`` prints it), ``decide`` applies it to a subject.
+
+A rule may also ask how the user signed in (``second_factor: required``, ``max_auth_age: 15m``):
+strictest again over every rule some reading matched. A token short of it gets ``StepUp`` (an
+RFC 9470 challenge, or the login page for a browser), never a 403: the user can meet it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
 from forwardauth.core import hosts, paths
+from forwardauth.core.authn import ACR_MULTI_FACTOR, Authentication
 from forwardauth.core.forwarding import Network, address_in
+from forwardauth.core.methods import REGISTERED_METHODS
 from forwardauth.core.paths import Reading
 
-RULE_KEYS = {"host", "path", "path_regex", "methods", "networks", "policy", "roles", "users", "clients", "client_roles"}
+# What a rule may ask of how the user signed in (authenticated and restricted rules only).
+REQUIREMENT_KEYS = {"second_factor", "max_auth_age"}
+RULE_KEYS = {
+    *("host", "path", "path_regex", "methods", "networks", "policy", "roles", "users", "clients", "client_roles"),
+    *REQUIREMENT_KEYS,
+}
 
 
 class Effect(Enum):
@@ -48,55 +60,7 @@ class Subject:
     client_ip: str | None = None
     client: str | None = None  # set for a client's own token (client_credentials): no user
     client_roles: tuple[str, ...] = ()
-
-
-# The methods of IANA's HTTP Method Registry. Any other (``JEFF /admin``) is also judged as GET:
-# handlers that never look at the method (Go's net/http, CGI scripts, catch-all routes) serve it
-# as one, the "verb tampering" that bypassed ``<Limit GET>`` rules.
-REGISTERED_METHODS = frozenset(
-    (
-        "ACL",
-        "BASELINE-CONTROL",
-        "BIND",
-        "CHECKIN",
-        "CHECKOUT",
-        "CONNECT",
-        "COPY",
-        "DELETE",
-        "GET",
-        "HEAD",
-        "LABEL",
-        "LINK",
-        "LOCK",
-        "MERGE",
-        "MKACTIVITY",
-        "MKCALENDAR",
-        "MKCOL",
-        "MKREDIRECTREF",
-        "MKWORKSPACE",
-        "MOVE",
-        "OPTIONS",
-        "ORDERPATCH",
-        "PATCH",
-        "POST",
-        "PRI",
-        "PROPFIND",
-        "PROPPATCH",
-        "PUT",
-        "QUERY",
-        "REBIND",
-        "REPORT",
-        "SEARCH",
-        "TRACE",
-        "UNBIND",
-        "UNCHECKOUT",
-        "UNLINK",
-        "UNLOCK",
-        "UPDATE",
-        "UPDATEREDIRECTREF",
-        "VERSION-CONTROL",
-    )
-)
+    auth: Authentication | None = None  # how the user signed in (None: not known, or a client)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +124,9 @@ class Rule:
     roles: frozenset[str] = frozenset()
     clients: frozenset[str] = frozenset()
     client_roles: frozenset[str] = frozenset()
+    # What the sign-in must have been (authenticated and restricted rules only).
+    second_factor: bool = False
+    max_auth_age: int | None = None  # seconds since the user last proved who they are
     # For case-folded readings: the prefixes case-folded, the patterns ignoring case.
     folded_prefixes: tuple[str, ...] = ()
     folded_patterns: tuple[re.Pattern[str], ...] = ()
@@ -255,7 +222,7 @@ class Policy:
         unknown = client_ip is None and self._by_network
         if len(found) == 1 and not others and not unknown:  # the common case: one reading, one scan
             rule = self.match(obj, client_ip, found[0])
-            return Verdict(rule.effect, (rule,), found, (rule,))
+            return Verdict(rule.effect, (rule,), found, (rule,), rule.second_factor, rule.max_auth_age)
         matched = tuple(self.match(obj, client_ip, reading) for reading in found)
         # The same readings as the other methods the backend may take the request as (HEAD,
         # overrides), and for a client of unknown address as one in every network too.
@@ -270,23 +237,41 @@ class Policy:
         )
         effect = max((rule.effect for rule in candidates), key=STRICTNESS.__getitem__)
         deciding = tuple({id(rule): rule for rule in candidates if rule.effect is effect}.values())
-        return Verdict(effect, deciding, found, matched)
+        return Verdict(effect, deciding, found, matched, *strictest_requirements(candidates))
 
 
 # Which answer wins when readings disagree: the strictest.
 STRICTNESS = {Effect.BYPASS: 0, Effect.AUTHENTICATED: 1, Effect.RESTRICTED: 2, Effect.DENY: 3}
+NEEDS_TOKEN = (Effect.AUTHENTICATED, Effect.RESTRICTED)
+
+
+def strictest_requirements(rules: Iterable[Rule]) -> tuple[bool, int | None]:
+    """The sign-in every one of ``rules`` asks for: a second factor if any asks, the shortest age."""
+    demanding = [rule for rule in rules if rule.effect in NEEDS_TOKEN]
+    ages = [rule.max_auth_age for rule in demanding if rule.max_auth_age is not None]
+    return any(rule.second_factor for rule in demanding), min(ages, default=None)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What the rules say about a request, before the token: ``effect`` is the strictest over the
     readings; ``rules`` decided it (for RESTRICTED, the subject must satisfy each); ``matched`` is
-    the first matching rule of each of ``readings``."""
+    the first matching rule of each of ``readings``. ``second_factor`` and ``max_auth_age`` are the
+    strictest sign-in any rule some reading matched asks for (not only the deciding ones: a
+    requirement is never escaped by a reading that matched another rule). ``checks_subject``: the
+    answer depends on who the token is, so ``/auth`` builds a ``Subject`` only then."""
 
     effect: Effect
     rules: tuple[Rule, ...]
     readings: tuple[Reading, ...]
     matched: tuple[Rule, ...]
+    second_factor: bool = False
+    max_auth_age: int | None = None
+    checks_subject: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        checks = self.effect is Effect.RESTRICTED or self.second_factor or self.max_auth_age is not None
+        object.__setattr__(self, "checks_subject", checks)
 
     def allows(self, subject: Subject) -> bool:
         return all(rule.allows(subject) for rule in self.rules)
@@ -298,13 +283,47 @@ class Decides(Protocol):
     @property
     def effect(self) -> Effect: ...
 
+    @property
+    def second_factor(self) -> bool: ...
+
+    @property
+    def max_auth_age(self) -> int | None: ...
+
     def allows(self, subject: Subject) -> bool: ...
 
 
-def decide(verdict: Decides, subject: Subject | None) -> Effect | None:
-    """What to answer: ``None`` allows; otherwise the effect that refuses.
+@dataclass(frozen=True, slots=True)
+class StepUp:
+    """A valid token whose sign-in is not enough for the rule: the user must sign in again
+    (``max_age``) or add a second factor; ``/auth`` answers 401 with ``challenge()``."""
 
-    ``AUTHENTICATED`` as a result means "a valid token is needed" (401); ``DENY`` means 403.
+    second_factor: bool
+    max_age: int | None
+
+    def challenge(self) -> str:
+        """The ``WWW-Authenticate`` value of RFC 9470 section 3: what the rule asks for, whole (a
+        client re-authenticating must meet all of it). ``acr_values`` is quoted: ``:`` is not a
+        token character."""
+        if self.second_factor and self.max_age is not None:
+            why = "A recent sign-in with a second factor is required"
+        elif self.second_factor:
+            why = "A second factor is required"
+        else:
+            why = "A more recent sign-in is required"
+        challenge = f'Bearer error="insufficient_user_authentication", error_description="{why}"'
+        if self.second_factor:
+            challenge += f', acr_values="{ACR_MULTI_FACTOR}"'
+        if self.max_age is not None:
+            challenge += f", max_age={self.max_age}"
+        return challenge
+
+
+def decide(verdict: Decides, subject: Subject | None, now: float | None = None) -> Effect | StepUp | None:
+    """What to answer: ``None`` allows; otherwise the effect that refuses, or the step-up needed.
+
+    ``AUTHENTICATED`` as a result means "a valid token is needed" (401); ``DENY`` means 403;
+    ``StepUp`` a 401 the user can meet by signing in again or with a second factor. A client's own
+    token under a sign-in requirement is denied: no user signed in, so it can never step up.
     """
     effect = verdict.effect
     if effect is Effect.BYPASS:
@@ -315,7 +334,35 @@ def decide(verdict: Decides, subject: Subject | None) -> Effect | None:
         return Effect.AUTHENTICATED
     if effect is Effect.RESTRICTED and not verdict.allows(subject):
         return Effect.DENY
+    second_factor, max_age = verdict.second_factor, verdict.max_auth_age
+    if not second_factor and max_age is None:
+        return None
+    if subject.client is not None:
+        return Effect.DENY
+    auth = subject.auth
+    if (
+        auth is None
+        or (second_factor and not auth.multi_factor)
+        or (max_age is not None and auth.age(time.time() if now is None else now) > max_age)
+    ):
+        return StepUp(second_factor, max_age)
     return None
+
+
+def requirements_of(
+    policy: Policy, scheme: str, host: str, uri: str, client_ip: str | None = None
+) -> tuple[bool, int | None]:
+    """What a sign-in needs for a GET of ``scheme://host`` + ``uri`` (``rd`` on the login page):
+    ``(second factor, max auth age)``, judged as ``/auth`` judges it, strictest over every reading
+    and, the address not given, every network. A request ``/auth`` refuses, or one needing no
+    token or denied whatever the token, needs nothing of the sign-in: ``(False, None)``."""
+    try:
+        verdict = policy.judge(Object.of(scheme, host, uri, "GET"), client_ip)
+    except paths.AmbiguousPath:
+        return False, None
+    if verdict.effect not in NEEDS_TOKEN:
+        return False, None
+    return verdict.second_factor, verdict.max_auth_age
 
 
 ALLOW_ALL_AUTHENTICATED = Policy(default=Effect.AUTHENTICATED)

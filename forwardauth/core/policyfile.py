@@ -15,8 +15,11 @@ from typing import Any
 
 import yaml
 
+from forwardauth.configparse import parse_duration
 from forwardauth.core import hosts, paths
 from forwardauth.core.policy import (
+    NEEDS_TOKEN,
+    REQUIREMENT_KEYS,
     RULE_KEYS,
     Effect,
     Policy,
@@ -42,6 +45,28 @@ def _effect(value: Any, what: str, allowed: Sequence[Effect]) -> Effect:
     return Effect(value.lower())
 
 
+def _second_factor(value: Any) -> bool:
+    if not isinstance(value, str) or value.lower() not in ("required", "optional"):
+        raise ValueError("second_factor must be required or optional")
+    return value.lower() == "required"
+
+
+def _max_auth_age(value: Any) -> int:
+    """Seconds, from a whole number (900) or a duration as the settings take it (15m, 1h)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str):
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            seconds = -1
+    else:
+        seconds = -1
+    if seconds <= 0:
+        raise ValueError(f"max_auth_age {value!r} must be a positive duration (900, 15m, 1h, ...)")
+    return seconds
+
+
 def compile_rule(number: int, data: Any) -> Rule:
     if not isinstance(data, dict):
         raise ValueError("a rule must be a mapping")
@@ -60,6 +85,13 @@ def compile_rule(number: int, data: Any) -> Rule:
         effect = Effect.RESTRICTED
     else:
         raise ValueError("a rule needs policy (bypass, authenticated, deny) or roles/users/clients/client_roles")
+    if effect not in NEEDS_TOKEN and REQUIREMENT_KEYS & set(data):
+        raise ValueError(
+            f"{' and '.join(sorted(REQUIREMENT_KEYS & set(data)))}: only for authenticated or restricted rules "
+            f"(a {effect.value} rule never looks at a token)"
+        )
+    second_factor = _second_factor(data["second_factor"]) if "second_factor" in data else False
+    max_auth_age = _max_auth_age(data["max_auth_age"]) if "max_auth_age" in data else None
     given_hosts = _strings(data["host"], "host") if "host" in data else []
     for host in given_hosts:  # a rule that could never match a request's host would silently be no rule
         if ":" in (host[host.rindex("]") :] if host.startswith("[") and "]" in host else host):
@@ -108,6 +140,8 @@ def compile_rule(number: int, data: Any) -> Rule:
         roles=roles,
         clients=clients,
         client_roles=client_roles,
+        second_factor=second_factor,
+        max_auth_age=max_auth_age,
     )
 
 

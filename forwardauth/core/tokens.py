@@ -3,6 +3,9 @@
 Verification follows RFC 8725: the key is chosen by ``kid`` among our own keys only, the
 algorithm is the key's own (never the token's ``alg``), ``typ`` must be ``at+jwt`` so no other
 kind of token passes, and ``iss``/``aud``/``exp`` are required.
+
+A user's token says how the user signed in (``amr``, ``acr``, ``auth_time``: see authn), for the
+step-up rules to decide from the token alone; a client's own token never does (no user signed in).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import jwt
 
 from forwardauth.constants import ACCESS_TOKEN_TYPE, MAX_TOKEN_LENGTH
+from forwardauth.core.authn import Authentication
 from forwardauth.keys import KeyRing
 
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid")
@@ -56,6 +60,7 @@ class AccessClaims:
     issued_at: int = 0
     scope: str | None = None  # space-separated (RFC 6749 3.3)
     client_id: str | None = None  # the OAuth2 client it was issued to (RFC 9068)
+    auth: Authentication | None = None  # how the user signed in; None for a client, or an older token
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,7 @@ class TokenService:
         now: int | None = None,
         scope: str | None = None,
         client_id: str | None = None,
+        auth: Authentication | None = None,
     ) -> MintedToken:
         issued = int(time.time()) if now is None else now
         claims = AccessClaims(
@@ -97,10 +103,13 @@ class TokenService:
             issued_at=issued,
             scope=scope,
             client_id=client_id,
+            auth=auth,
         )
         if identity.client is not None:  # a client's own token: no username, its id in client_id
             if client_id != identity.client or identity.subject != CLIENT_SUBJECT_PREFIX + identity.client:
                 raise ValueError("a client's own token must be issued to that client")
+            if auth is not None:
+                raise ValueError("a client's own token carries no user authentication")
         elif not identity.username or identity.subject.startswith(CLIENT_SUBJECT_PREFIX):
             raise ValueError("a user's token needs a username and a user id")
         payload: dict[str, Any] = {
@@ -122,6 +131,10 @@ class TokenService:
             payload["scope"] = scope
         if client_id:
             payload["client_id"] = client_id
+        if auth is not None:
+            payload["amr"] = list(auth.amr)
+            payload["acr"] = auth.acr
+            payload["auth_time"] = auth.auth_time
         key = self.ring.current
         token = jwt.encode(payload, key.signing, algorithm=key.alg, headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
         return MintedToken(token=token, claims=claims)
@@ -163,7 +176,7 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
     """Typed claims, refusing a token whose claims have the wrong shapes.
 
     A ``sub`` of the form ``client:<id>`` is a client's own token: it must name the same client in
-    ``client_id`` and carries no user (a ``preferred_username`` in it is ignored).
+    ``client_id`` and carries no user (a ``preferred_username`` in it is ignored) nor ``amr``.
     """
     roles = payload.get("roles", [])
     email = payload.get("email")
@@ -179,8 +192,9 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         or not isinstance(payload["iat"], int)
     ):
         raise TokenError("claims of the wrong type")
+    auth = _authentication(payload)
     if subject.startswith(CLIENT_SUBJECT_PREFIX):
-        if not client_id or subject != CLIENT_SUBJECT_PREFIX + client_id or email is not None:
+        if not client_id or subject != CLIENT_SUBJECT_PREFIX + client_id or email is not None or auth is not None:
             raise TokenError("a client's token must name that client in client_id, and no user")
         identity = Identity.of_client(client_id, tuple(roles))
     else:
@@ -196,4 +210,41 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         issued_at=payload["iat"],
         scope=scope,
         client_id=client_id,
+        auth=auth,
     )
+
+
+AUTH_CLAIMS = ("amr", "acr", "auth_time")
+
+
+def _authentication(payload: dict[str, Any]) -> Authentication | None:
+    """``amr``, ``acr`` and ``auth_time`` as one ``Authentication``, or ``None`` when the token has
+    none of them (a client's, or one minted before they existed).
+
+    All three or none; ``amr`` exactly what ``Authentication.of`` makes of its methods (known
+    names, ``mfa`` if and only if they are two factors) and ``acr`` the one that follows from it:
+    a token claiming more than its methods prove is refused, not read generously.
+    """
+    present = [name for name in AUTH_CLAIMS if name in payload]
+    if not present:
+        return None
+    if len(present) != len(AUTH_CLAIMS):
+        raise TokenError("amr, acr and auth_time go together")
+    amr, acr, auth_time = (payload[name] for name in AUTH_CLAIMS)
+    if (
+        not isinstance(amr, list)
+        or not all(isinstance(m, str) for m in amr)
+        or len(set(amr)) != len(amr)
+        or not isinstance(acr, str)
+        or isinstance(auth_time, bool)
+        or not isinstance(auth_time, int)
+        or auth_time < 0
+    ):
+        raise TokenError("amr, acr or auth_time of the wrong type")
+    try:
+        auth = Authentication.of(amr, auth_time)
+    except ValueError as exc:
+        raise TokenError(str(exc)) from None
+    if set(auth.amr) != set(amr) or auth.acr != acr:
+        raise TokenError("acr or mfa in amr does not follow from the methods")
+    return auth

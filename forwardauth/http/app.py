@@ -10,7 +10,7 @@ from aiohttp import web
 
 from forwardauth.config import Settings
 from forwardauth.constants import ENVOY_PREFIX
-from forwardauth.http import browser_pages, limits, oauth
+from forwardauth.http import browser_pages, enrol, limits, oauth, passkeys
 from forwardauth.http.authz import auth
 from forwardauth.http.common import MAX_BODY
 from forwardauth.http.errors import errors
@@ -18,6 +18,7 @@ from forwardauth.http.login import login, login_form, logout, refresh
 from forwardauth.http.metrics import observe
 from forwardauth.http.ops import healthz, jwks, openapi_json, prometheus, readyz
 from forwardauth.http.reloading import file_state, reload_keys, reload_policy, watch
+from forwardauth.http.secondfactor import SECOND_FACTOR_PATH, second_factor, second_factor_form
 from forwardauth.http.services import SERVICES, build_services
 from forwardauth.keys import KeyRing, key_files, record_signing
 from forwardauth.logs import TRUSTED_PROXIES
@@ -30,7 +31,7 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
     """
     services = build_services(settings, ring, metrics_dir)
     app = web.Application(
-        middlewares=[observe(services.metrics, errors)], client_max_size=MAX_BODY, handler_args=limits.PARSER
+        middlewares=[observe(services.metrics), errors], client_max_size=MAX_BODY, handler_args=limits.PARSER
     )
     app[SERVICES] = services
     app[TRUSTED_PROXIES] = settings.trusted_proxies  # whose X-Request-Id the logs take
@@ -66,6 +67,10 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
     app.router.add_route("*", ENVOY_PREFIX + r"{original:(/[\s\S]*)?}", auth)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
+    app.router.add_get(SECOND_FACTOR_PATH, second_factor_form)
+    app.router.add_post(SECOND_FACTOR_PATH, second_factor)
+    enrol.add_routes(app)
+    passkeys.add_routes(app)
     app.router.add_post("/refresh", refresh)
     app.router.add_post("/logout", logout)
     app.router.add_get("/.well-known/jwks.json", jwks)

@@ -1,7 +1,9 @@
 """``/auth`` and ``/auth/envoy``: the hot path.
 
 Verify the JWT (pure, in memory), one Redis ``EXISTS``, headers out; the access rules' verdict is
-memoised per policy on the raw request. No PostgreSQL, no blocking call.
+memoised per policy on the raw request. No PostgreSQL, no blocking call. A rule's sign-in
+requirement (second factor, recent sign-in) is decided from the token's own claims: a short one is
+a step-up, 401 with an RFC 9470 challenge, a browser sent to the login page as when signed out.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from forwardauth.config import Settings
 from forwardauth.constants import ENVOY_PREFIX, MAX_TOKEN_LENGTH
 from forwardauth.core.credentials import AmbiguousToken
 from forwardauth.core.forwarding import OriginalRequest, Source, is_trusted, original_request, refuse_untrusted
-from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, Verdict, decide
+from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, StepUp, Verdict, decide
 from forwardauth.core.principals import identity_headers, subject_of
 from forwardauth.core.redirects import login_location
 from forwardauth.core.refusals import RefusalLog, Refused, refresh_cookie_leak
@@ -99,16 +101,21 @@ def access_rule(request: web.Request, services: Services) -> tuple[OriginalReque
 
 
 def unauthorized(
-    request: web.Request, settings: Settings, token_given: bool, original: OriginalRequest | None = None
+    request: web.Request,
+    settings: Settings,
+    token_given: bool,
+    original: OriginalRequest | None = None,
+    challenge: str | None = None,
 ) -> web.Response:
-    """401 with a Bearer challenge; a browser is also pointed at the login page.
+    """401 with a Bearer challenge (``challenge``, else the one for no or a bad token); a browser
+    is also pointed at the login page.
 
     Traefik and Caddy hand our response to the client as is, so they get a 302. nginx cannot
     pass a redirect on from auth_request, and Envoy passes only 200, so they get the 401 with
     ``Location`` for their config to use.
     """
     headers = {
-        "WWW-Authenticate": 'Bearer error="invalid_token"' if token_given else "Bearer",
+        "WWW-Authenticate": challenge or ('Bearer error="invalid_token"' if token_given else "Bearer"),
         "Cache-Control": "no-store",
     }
     if not is_browser(request):
@@ -173,9 +180,15 @@ async def auth(request: web.Request) -> web.StreamResponse:
         decided.revoked += 1
         return unauthorized(request, settings, True, original)
     identity = claims.identity
-    # Only a restricted rule looks at who it is (decide() would allow the others): no Subject built for them.
-    if verdict is not None and verdict.effect is Effect.RESTRICTED and decide(verdict, subject_of(identity)):
-        decided.forbidden_role += 1
-        return browser.forbidden(request, settings, original, identity, "role")
+    # Only a restricted rule or a sign-in requirement looks at who it is and how they signed in
+    # (decide() would allow the others): no Subject built, no clock read, for them.
+    if verdict is not None and verdict.checks_subject:
+        outcome = decide(verdict, subject_of(identity, claims.auth))
+        if isinstance(outcome, StepUp):
+            decided.step_up += 1
+            return unauthorized(request, settings, True, original, outcome.challenge())
+        if outcome is not None:
+            decided.forbidden_role += 1
+            return browser.forbidden(request, settings, original, identity, "role")
     decided.allowed += 1
-    return web.Response(status=200, headers=identity_headers(identity))  # a user's, or a client's own
+    return web.Response(status=200, headers=identity_headers(identity, claims.auth))  # a user's, or a client's own

@@ -120,17 +120,23 @@ def bounded(value: str) -> bool:
     return len(value) <= MAX_FIELD and "\x00" not in value
 
 
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The JSON object posted (within the body limit); anything else is a 400."""
+    try:
+        data = orjson.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge() from None
+    except orjson.JSONDecodeError:
+        raise BadInput("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadInput("body must be a JSON object")
+    return data
+
+
 async def read_fields(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
     """String fields from a JSON object or a form body; missing fields come back empty."""
     if request.content_type == JSON:
-        try:
-            data = orjson.loads(await request.read())
-        except web.HTTPRequestEntityTooLarge:
-            raise BodyTooLarge() from None
-        except orjson.JSONDecodeError:
-            raise BadInput("body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise BadInput("body must be a JSON object")
+        data = await json_object(request)
     elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         data = dict(await posted_form(request))
     elif not request.body_exists:

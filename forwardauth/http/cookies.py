@@ -1,4 +1,5 @@
-"""Our cookies: the access token's, the browser's refresh token's and the device cookie."""
+"""Our cookies: the access token's, the browser's refresh token's, the device cookie and the
+pending sign-in's (between the password and the second factor)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from forwardauth.stores.regulation import KNOWN_SECONDS
 
 DEVICE_COOKIE_SUFFIX = "_device"
 MAX_DEVICE_COOKIE = 64
+PENDING_COOKIE_SUFFIX = "_2fa"
+MAX_PENDING_COOKIE = 64
 
 
 def device_cookie_name(settings: Settings) -> str:
@@ -42,6 +45,28 @@ def set_device_cookie(response: web.StreamResponse, request: web.Request, settin
         samesite="Lax",
         secure=settings.cookie_secure,
     )
+
+
+def pending_cookie_name(settings: Settings) -> str:
+    return settings.cookie_name + PENDING_COOKIE_SUFFIX
+
+
+def pending_of(request: web.Request, settings: Settings) -> str | None:
+    """The id of the browser's pending sign-in, if it sent exactly one well-formed value."""
+    try:
+        value = cookie_value(request.headers.getall(hdrs.COOKIE, ()), pending_cookie_name(settings))
+    except AmbiguousToken:
+        return None
+    return value if value and len(value) <= MAX_PENDING_COOKIE else None
+
+
+def set_pending_cookie(
+    response: web.StreamResponse, request: web.Request, settings: Settings, value: str | None, max_age: int = 300
+) -> None:
+    """Set (or, with ``None``, clear) the pending sign-in's id: host-only, on forwardauth's own
+    paths, for as long as the pending sign-in lives in Redis. It is worth a password, no more."""
+    folder = path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/"
+    put_cookie(response, settings, pending_cookie_name(settings), value, max_age, path=folder)
 
 
 def put_cookie(

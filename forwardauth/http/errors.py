@@ -11,6 +11,7 @@ from forwardauth.http.common import BadInput, error_response, html_page, is_brow
 from forwardauth.http.login import login_action
 from forwardauth.http.pages import login_page
 from forwardauth.http.services import SERVICES
+from forwardauth.sealing import SealError
 from forwardauth.stores.outages import OutageLog
 from forwardauth.stores.postgres import POSTGRES_DOWN
 from forwardauth.stores.redis import REDIS_DOWN
@@ -59,6 +60,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         OUTAGES.failed("redis", exc)
         request.app[SERVICES].metrics.store_errors["redis"] += 1
         return unavailable(request, "the session store is unavailable")
+    except SealError as exc:  # the sealing keys cannot be read: TOTP is out of order, not the request
+        log.error("TOTP secrets cannot be sealed or opened: %s", exc)
+        return unavailable(request, "second factors are unavailable")
     except POSTGRES_DOWN as exc:
         OUTAGES.failed("postgres", exc)
         request.app[SERVICES].metrics.store_errors["postgres"] += 1

@@ -1,6 +1,7 @@
 """Sign in, renew and sign out: /login (the form and its post), /refresh and /logout.
 
 PostgreSQL work and password hashing run in one hop to the bounded thread pool (see accounts).
+A second factor, when due, comes between the password and the session (http.secondfactor).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from forwardauth.accounts import secondfactor as factors
 from forwardauth.accounts.issue import rotate_refresh
-from forwardauth.accounts.signin import Throttled, new_device, sign_in
+from forwardauth.accounts.signin import SecondFactorDue, Throttled, new_device, sign_in
 from forwardauth.config import Settings
 from forwardauth.constants import BROWSER_REFRESH_GRACE, RENEWAL_LOOP_SECONDS
 from forwardauth.core.forwarding import path_prefix
@@ -40,7 +42,8 @@ from forwardauth.http.cookies import (
     set_device_cookie,
     set_refresh_cookie,
 )
-from forwardauth.http.pages import login_page
+from forwardauth.http.pages import login_page, passkeys_offered
+from forwardauth.http.secondfactor import MFA_PATH, begin, needs_of, prefix_of, step_up
 from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import sessions
 
@@ -54,17 +57,43 @@ def login_action(request: web.Request, settings: Settings) -> str:
     return path_prefix(request.headers, request.remote, settings.trusted_proxies) + "/login"
 
 
+def login_html(
+    request: web.Request,
+    settings: Settings,
+    rd: str,
+    username: str = "",
+    error: str | None = None,
+    notice: str | None = None,
+) -> str:
+    """The login page as this request sees it: its form's action, and passkeys unless they are off."""
+    action = login_action(request, settings)
+    return login_page(action, rd, username, error, notice, passkeys=passkeys_offered(settings))
+
+
+def destination(request: web.Request, settings: Settings, rd: str | None) -> str:
+    """Where to go after signing in: a safe ``rd`` (see redirects), or our own second-factor
+    settings page (a path of ours, coming back from signing in again); else ""."""
+    if rd and rd == prefix_of(request, settings) + MFA_PATH:
+        return rd
+    return safe_redirect(rd, settings.allowed_domains) or ""
+
+
 async def login_form(request: web.Request) -> web.Response:
-    """The form; or, for a browser sent here by a protected app, a silent renewal (see renew)."""
+    """The form; or, for a browser sent here by a protected app, a step-up (when its sign-in is
+    not enough for ``rd``, see http.secondfactor) or else a silent renewal (see renew)."""
     services = request.app[SERVICES]
     settings = services.settings
-    rd = safe_redirect(request.query.get("rd"), settings.allowed_domains) or ""
+    rd = destination(request, settings, request.query.get("rd"))
+    if rd:
+        stepped = await step_up(request, services, rd, login_action(request, settings), "reauth" in request.query)
+        if stepped is not None:
+            return stepped
     if rd and settings.remember_browser:
         renewed = await renew(request, services, rd)
         if renewed is not None:
             return renewed
     notice = "You have been signed out." if browser.signed_out(request, settings) else None
-    return html_page(login_page(action=login_action(request, settings), rd=rd, notice=notice), settings)
+    return html_page(login_html(request, settings, rd, notice=notice), settings)
 
 
 async def renew(request: web.Request, services: Services, rd: str) -> web.Response | None:
@@ -90,7 +119,7 @@ async def renew(request: web.Request, services: Services, rd: str) -> web.Respon
     except sessions.RefreshError as exc:
         if not exc.too_soon:
             return None
-        host = urlsplit(rd).hostname
+        host = urlsplit(rd).hostname or request.host  # rd may be a page of ours (a path)
         log.warning(
             "redirect loop: a browser signed in moments ago is back on the login page for %s; the access "
             "cookie (FORWARDAUTH_COOKIE_DOMAIN=%s, FORWARDAUTH_COOKIE_SECURE=%s) does not reach it",
@@ -103,7 +132,7 @@ async def renew(request: web.Request, services: Services, rd: str) -> web.Respon
             "FORWARDAUTH_COOKIE_DOMAIN must cover that host (and with FORWARDAUTH_COOKIE_SECURE the site "
             "must use HTTPS)."
         )
-        return html_page(login_page(action=login_action(request, settings), rd=rd, error=error), settings)
+        return html_page(login_html(request, settings, rd, error=error), settings)
     response = see_other(rd)
     set_access_cookie(response, settings, minted.token)
     set_refresh_cookie(response, request, settings, session.refresh_token)
@@ -115,49 +144,53 @@ async def login(request: web.Request) -> web.Response:
     settings = services.settings
     as_json = wants_json(request)
     refuse_cross_site(request, settings)
-    fields = await read_fields(request, ("username", "password", "rd"))
+    fields = await read_fields(request, ("username", "password", "rd", "otp"))
     if not fields["username"] or not fields["password"]:
         raise BadInput("username and password are required")
+    rd = "" if as_json else destination(request, settings, fields["rd"])
     if not as_json:  # would the browser keep the cookie, and send it to rd? Else say why (browser.py)
-        rd = safe_redirect(fields["rd"], settings.allowed_domains) or ""
-        refused = browser.refuse_undeliverable(request, settings, rd, fields["username"])
+        absolute = safe_redirect(rd, settings.allowed_domains) or ""  # (not our own page's path)
+        refused = browser.refuse_undeliverable(request, settings, absolute, fields["username"])
         if refused is not None:
             return refused
     # The browser's device cookie (see regulation: known clients); a browser without one gets one.
     device = device_of(request, settings) or (None if as_json else new_device())
+    address = client_address(request, settings)
     try:
         signed = await sign_in(
             services,
             fields["username"],
             fields["password"],
-            client_address(request, settings),
+            address,
             browser.log_login_failed,
             device=device,
+            second_factor_wanted=bool(rd) and needs_of(services, rd)[0],
         )
+        if isinstance(signed, SecondFactorDue) and as_json:
+            signed = await factors.with_code(services, signed, fields["otp"], address)
     except Throttled as exc:
         headers = {"Retry-After": str(exc.retry_after)}
         if as_json:
             return too_many_attempts(exc, {})
-        page = login_page(
-            action=login_action(request, settings),
-            username=fields["username"],
-            rd=safe_redirect(fields["rd"], settings.allowed_domains) or "",
-            error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.",
-        )
+        error = f"Too many failed attempts. Try again in {exc.retry_after} seconds."
+        page = login_html(request, settings, rd, fields["username"], error)
         response = html_page(page, settings, status=429)
         response.headers.update(headers)
         return response
+    except factors.SecondFactorRequired as exc:  # JSON only
+        return error_response(401, "second_factor_required", str(exc))
     if signed is None:
         message = "Wrong username or password."
         if as_json:
             return error_response(401, "invalid_credentials", message)
-        rd = safe_redirect(fields["rd"], settings.allowed_domains) or ""
-        page = login_page(action=login_action(request, settings), rd=rd, username=fields["username"], error=message)
+        page = login_html(request, settings, rd, fields["username"], message)
         return html_page(page, settings, status=401)
+    if isinstance(signed, SecondFactorDue):  # a browser: on to the second factor (or enrolment)
+        return await begin(request, services, factors.pending_of(signed, rd), signed.device)
     session, minted = signed.session, signed.access
     if as_json:
         return token_response(settings, minted, session.refresh_token, NO_STORE)
-    response = see_other(safe_redirect(fields["rd"], settings.allowed_domains) or "/")
+    response = see_other(rd or "/")
     set_access_cookie(response, settings, minted.token)
     if settings.remember_browser:
         set_refresh_cookie(response, request, settings, session.refresh_token)

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from forwardauth.accounts.changes import end_user_sessions
 from forwardauth.accounts.issue import live_claims, rotate_refresh
-from forwardauth.accounts.signin import Throttled, sign_in
+from forwardauth.accounts.secondfactor import SecondFactorRequired, with_code
+from forwardauth.accounts.signin import SecondFactorDue, Throttled, sign_in
 from forwardauth.config import Settings
 from forwardauth.core.tokens import Identity, TokenError
 from forwardauth.http import browser
@@ -154,20 +155,19 @@ async def password_grant(
     if not form.get("username") or not form.get("password"):
         raise OAuthError("invalid_request", "username and password are required")
     scope = granted_scope(form.get("scope"), client.scopes)
+    address = client_address(request, services.settings)
     try:
         signed = await sign_in(
-            services,
-            form["username"],
-            form["password"],
-            client_address(request, services.settings),
-            browser.log_login_failed,
-            client.id,
-            scope,
+            services, form["username"], form["password"], address, browser.log_login_failed, client.id, scope
         )
+        if isinstance(signed, SecondFactorDue):  # the user's second factor: a TOTP or recovery code as otp
+            signed = await with_code(services, signed, form.get("otp", ""), address, client.id, scope)
     except Throttled as exc:
         return too_many_attempts(exc, NO_STORE)
     except sessions.ClientDisabled:  # disabled while this request was under way
         raise OAuthError("invalid_client", "unknown client, wrong secret or disabled client", 401) from None
+    except SecondFactorRequired as exc:
+        raise OAuthError("invalid_grant", str(exc)) from None
     if signed is None:
         raise OAuthError("invalid_grant", "wrong username or password")
     return token_response(services.settings, signed.access, signed.session.refresh_token, NO_STORE)
@@ -264,14 +264,9 @@ async def introspect(request: web.Request) -> web.Response:
     except OAuthError as exc:
         return oauth_error_response(exc)
     inactive = json_response({"active": False}, headers=NO_STORE)
-    try:
-        claims = services.tokens.verify(token_value)
-    except TokenError:
-        claims = None
+    claims = await live_claims(services, token_value)
     if claims is not None:
         if claims.client_id != caller.id and not caller.resource_server:
-            return inactive
-        if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
             return inactive
         identity = claims.identity
         body: dict[str, Any] = {

@@ -6,80 +6,56 @@ application's routes and runs schemathesis against a live server.
 
 from __future__ import annotations
 
-from typing import Any
-
 from forwardauth import __version__
 from forwardauth.config import Settings
-from forwardauth.stores.clients import GRANT_TYPES
+from forwardauth.http.openapi_parts import (
+    BAD_REQUEST,
+    CROSS_SITE,
+    ERROR,
+    FIELD,
+    FORM,
+    HTML,
+    JSON,
+    OAUTH_ERRORS,
+    TEXT,
+    THROTTLED,
+    TOO_LARGE,
+    UNAVAILABLE,
+    Schema,
+    components,
+    form_or_json,
+    header,
+    json_content,
+    ref,
+    text_content,
+    token_form,
+)
+from forwardauth.http.openapi_passkeys import passkey_paths
+from forwardauth.http.openapi_secondfactor import second_factor_paths
 
-Schema = dict[str, Any]
-
-JSON = "application/json"
-FORM = "application/x-www-form-urlencoded"
-HTML = "text/html"
-TEXT = "text/plain"
-AUTH_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: Schema, description: str) -> Schema:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
-
-
-def _text(description: str, media: str = TEXT, headers: Schema | None = None) -> Schema:
-    response: Schema = {"description": description, "content": {media: {"schema": {"type": "string"}}}}
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-def _header(description: str) -> Schema:
-    return {"description": description, "schema": {"type": "string"}}
-
-
-ERROR = _ref("Error")
-BAD_REQUEST = _json(ERROR, "Malformed input")
-UNAVAILABLE = _json(ERROR, "PostgreSQL or Redis unreachable")
-TOO_LARGE = _json(ERROR, "Body larger than 64 KiB")
-CROSS_SITE = _json(ERROR, "A form posted from a page that is not ours (see Security in the README)")
-THROTTLED = {
-    **_json(_ref("Error"), "Too many failed logins: wait Retry-After seconds"),
-    "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}},
-}
-OAUTH_ERRORS = {
-    "400": _json(ERROR, "RFC 6749 5.2 error"),
-    "429": THROTTLED,
-    "401": {
-        **_json(ERROR, "Client authentication failed"),
-        "headers": {"WWW-Authenticate": _header("Basic challenge")},
-    },
-    "413": TOO_LARGE,
-    "503": UNAVAILABLE,
-}
+AUTH_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")  # /auth takes any
 
 IDENTITY_HEADERS = {
-    "X-Auth-User": _header("Username (a user's token only)"),
-    "X-Auth-Roles": _header("The user's roles, comma-separated (a user's token only)"),
-    "X-Auth-Email": _header("E-mail, when known (a user's token only)"),
-    "X-Auth-Subject": _header("Stable user id, or client:<id> for a client's own token"),
-    "X-Auth-Client": _header("Client id (a client_credentials token only: no user)"),
-    "X-Auth-Client-Roles": _header("The client's roles, comma-separated (a client_credentials token only)"),
+    "X-Auth-User": header("Username (a user's token only)"),
+    "X-Auth-Roles": header("The user's roles, comma-separated (a user's token only)"),
+    "X-Auth-Email": header("E-mail, when known (a user's token only)"),
+    "X-Auth-Subject": header("Stable user id, or client:<id> for a client's own token"),
+    "X-Auth-Client": header("Client id (a client_credentials token only: no user)"),
+    "X-Auth-Client-Roles": header("The client's roles, comma-separated (a client_credentials token only)"),
+    "X-Auth-AMR": header("How the user signed in: the token's amr, comma-separated (a user's token only)"),
 }
 DENIED = {
-    "401": _text(
+    "401": text_content(
         "No valid token",
         headers={
-            "WWW-Authenticate": _header("Bearer challenge"),
-            "Location": _header("Login page, for browsers behind nginx/Envoy"),
+            "WWW-Authenticate": header("Bearer challenge; insufficient_user_authentication (RFC 9470) for a step-up"),
+            "Location": header("Login page, for browsers behind nginx/Envoy"),
         },
     ),
-    "302": _text(
-        "Browser sent to the login page (behind Traefik/Caddy)", headers={"Location": _header("Login page with rd")}
+    "302": text_content(
+        "Browser sent to the login page (behind Traefik/Caddy)", headers={"Location": header("Login page with rd")}
     ),
-    "400": _json(
+    "400": json_content(
         ERROR,
         "A request /auth will not judge: a path or host backends read in more than one way, "
         "a proxy's description missing, malformed or in two proxies' terms, describing headers from an "
@@ -89,13 +65,9 @@ DENIED = {
         "description": "Refused by an access rule (for a browser, the access-denied page)",
         "content": {TEXT: {"schema": {"type": "string"}}, HTML: {"schema": {"type": "string"}}},
     },
-    "431": _json(ERROR, "A request header over 16 KiB, or more than 100 of them"),
+    "431": json_content(ERROR, "A request header over 16 KiB, or more than 100 of them"),
     "503": UNAVAILABLE,
 }
-
-
-def _form_or_json(schema: Schema) -> Schema:
-    return {"required": True, "content": {JSON: {"schema": schema}, FORM: {"schema": schema}}}
 
 
 def _auth_operation(name: str, summary: str, parameters: list[Schema]) -> Schema:
@@ -111,33 +83,17 @@ def _auth_operation(name: str, summary: str, parameters: list[Schema]) -> Schema
     }
 
 
-def _token_form() -> Schema:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["grant_type"],
-        "properties": {
-            "grant_type": {"type": "string", "enum": list(GRANT_TYPES)},
-            "username": {"type": "string"},
-            "password": {"type": "string"},
-            "refresh_token": {"type": "string"},
-            "scope": {"type": "string"},
-            "client_id": {"type": "string"},
-            "client_secret": {"type": "string"},
-        },
-    }
-
-
-# A text field as the handlers accept it: at most 4096 characters, no NUL.
-FIELD: Schema = {"type": "string", "maxLength": 4096, "pattern": "^[^\\u0000]*$"}
-
-
 def document(settings: Settings) -> Schema:
     """The OpenAPI document for a server whose public base URL is the issuer."""
     credentials = {
         "type": "object",
         "required": ["username", "password"],
-        "properties": {"username": {**FIELD, "minLength": 1}, "password": {**FIELD, "minLength": 1}, "rd": FIELD},
+        "properties": {
+            "username": {**FIELD, "minLength": 1},
+            "password": {**FIELD, "minLength": 1},
+            "rd": FIELD,
+            "otp": FIELD,  # a TOTP or recovery code, when the user has a second factor
+        },
     }
     refresh = {"type": "object", "properties": {"refresh_token": FIELD}}
     sign_out = {"type": "object", "properties": {"refresh_token": FIELD, "rd": FIELD}}
@@ -169,15 +125,19 @@ def document(settings: Settings) -> Schema:
             ),
             "/login": {
                 "get": {
-                    "summary": "The login form, or a silent renewal with the browser's refresh cookie",
-                    "parameters": [{"name": "rd", "in": "query", "schema": {"type": "string"}}],
+                    "summary": "The login form, or a silent renewal with the browser's refresh cookie (or a "
+                    "step-up: to the second-factor page, or the form again, when rd's rule wants more)",
+                    "parameters": [
+                        {"name": "rd", "in": "query", "schema": {"type": "string"}},
+                        {"name": "reauth", "in": "query", "schema": {"type": "string"}},
+                    ],
                     "responses": {
-                        "200": _text("HTML form", HTML),
+                        "200": text_content("HTML form", HTML),
                         "303": {
                             "description": "Renewed with the refresh cookie; redirect to rd",
                             "headers": {
-                                "Location": _header("rd"),
-                                "Set-Cookie": _header("New access and refresh cookies"),
+                                "Location": header("rd"),
+                                "Set-Cookie": header("New access and refresh cookies"),
                             },
                         },
                         "503": UNAVAILABLE,
@@ -185,14 +145,15 @@ def document(settings: Settings) -> Schema:
                 },
                 "post": {
                     "summary": "Log in (form: cookie and redirect; JSON: tokens)",
-                    "requestBody": _form_or_json(credentials),
+                    "requestBody": form_or_json(credentials),
                     "responses": {
-                        "200": _json(_ref("Tokens"), "Tokens (JSON request)"),
+                        "200": json_content(ref("Tokens"), "Tokens (JSON request)"),
                         "303": {
-                            "description": "Cookie set; redirect to rd",
+                            "description": "Cookie set; redirect to rd (or, a second factor due, to its page "
+                            "with the pending sign-in's cookie)",
                             "headers": {
-                                "Location": _header("rd or /"),
-                                "Set-Cookie": _header("The access and refresh cookies"),
+                                "Location": header("rd or /"),
+                                "Set-Cookie": header("The access and refresh cookies"),
                             },
                         },
                         "400": {
@@ -201,7 +162,8 @@ def document(settings: Settings) -> Schema:
                             "content": {JSON: {"schema": ERROR}, HTML: {"schema": {"type": "string"}}},
                         },
                         "401": {
-                            "description": "Wrong username or password",
+                            "description": "Wrong username or password; or (JSON, error second_factor_required) "
+                            "a second factor is due and otp is missing or wrong",
                             "content": {JSON: {"schema": ERROR}, HTML: {"schema": {"type": "string"}}},
                         },
                         "429": {
@@ -210,7 +172,7 @@ def document(settings: Settings) -> Schema:
                         },
                         "403": CROSS_SITE,
                         "413": TOO_LARGE,
-                        "415": _json(ERROR, "Not JSON nor a form"),
+                        "415": json_content(ERROR, "Not JSON nor a form"),
                         "503": UNAVAILABLE,
                     },
                 },
@@ -218,13 +180,13 @@ def document(settings: Settings) -> Schema:
             "/refresh": {
                 "post": {
                     "summary": "Rotate a refresh token",
-                    "requestBody": _form_or_json(refresh),
+                    "requestBody": form_or_json(refresh),
                     "responses": {
-                        "200": _json(_ref("Tokens"), "New tokens"),
+                        "200": json_content(ref("Tokens"), "New tokens"),
                         "400": BAD_REQUEST,
-                        "401": _json(ERROR, "Invalid, expired, revoked or reused"),
+                        "401": json_content(ERROR, "Invalid, expired, revoked or reused"),
                         "413": TOO_LARGE,
-                        "415": _json(ERROR, "Not JSON nor a form"),
+                        "415": json_content(ERROR, "Not JSON nor a form"),
                         "503": UNAVAILABLE,
                     },
                 }
@@ -233,17 +195,17 @@ def document(settings: Settings) -> Schema:
                 "get": {
                     "summary": "The sign-out page: who is signed in, and a button that posts the sign-out",
                     "parameters": [{"name": "rd", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": _text("HTML page", HTML), "503": UNAVAILABLE},
+                    "responses": {"200": text_content("HTML page", HTML), "503": UNAVAILABLE},
                 },
                 "post": {
                     "summary": "End the session of the presented token",
                     "security": [{}, {"bearer": []}, {"cookie": []}],
                     "requestBody": {"content": {JSON: {"schema": sign_out}, FORM: {"schema": sign_out}}},
                     "responses": {
-                        "200": _json(
+                        "200": json_content(
                             {"type": "object", "properties": {"logged_out": {"type": "boolean"}}}, "Done (idempotent)"
                         ),
-                        "202": _json(
+                        "202": json_content(
                             {
                                 "type": "object",
                                 "properties": {
@@ -259,7 +221,7 @@ def document(settings: Settings) -> Schema:
                         "401": BAD_REQUEST,
                         "403": CROSS_SITE,
                         "413": TOO_LARGE,
-                        "415": _json(ERROR, "Not JSON nor a form"),
+                        "415": json_content(ERROR, "Not JSON nor a form"),
                         "503": UNAVAILABLE,
                     },
                 },
@@ -282,10 +244,10 @@ def document(settings: Settings) -> Schema:
                     "summary": "End every session of the token's user",
                     "security": [{"bearer": []}, {"cookie": []}],
                     "responses": {
-                        "200": _json(
+                        "200": json_content(
                             {"type": "object", "properties": {"sessions_revoked": {"type": "integer"}}}, "Done"
                         ),
-                        "202": _json(
+                        "202": json_content(
                             {
                                 "type": "object",
                                 "properties": {
@@ -296,7 +258,7 @@ def document(settings: Settings) -> Schema:
                             "Ended; Redis refused writes: access tokens revoked when it takes them",
                         ),
                         "400": BAD_REQUEST,
-                        "401": _json(ERROR, "No live access token"),
+                        "401": json_content(ERROR, "No live access token"),
                         "403": CROSS_SITE,
                         "503": UNAVAILABLE,
                     },
@@ -306,8 +268,8 @@ def document(settings: Settings) -> Schema:
                 "post": {
                     "summary": "RFC 6749 token endpoint",
                     "security": client_auth,
-                    "requestBody": {"required": True, "content": {FORM: {"schema": _token_form()}}},
-                    "responses": {"200": _json(_ref("Tokens"), "Tokens"), **OAUTH_ERRORS},
+                    "requestBody": {"required": True, "content": {FORM: {"schema": token_form()}}},
+                    "responses": {"200": json_content(ref("Tokens"), "Tokens"), **OAUTH_ERRORS},
                 }
             },
             "/oauth/revoke": {
@@ -324,7 +286,7 @@ def document(settings: Settings) -> Schema:
                     "security": [{"clientBasic": []}, {}],
                     "requestBody": {"required": True, "content": {FORM: {"schema": token_request}}},
                     "responses": {
-                        "200": _json(
+                        "200": json_content(
                             {"type": "object", "required": ["active"], "properties": {"active": {"type": "boolean"}}},
                             "Token state",
                         ),
@@ -336,7 +298,7 @@ def document(settings: Settings) -> Schema:
                 "get": {
                     "summary": "Public signing keys",
                     "responses": {
-                        "200": _json(
+                        "200": json_content(
                             {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}},
                             "JWK set",
                         )
@@ -346,68 +308,39 @@ def document(settings: Settings) -> Schema:
             "/.well-known/oauth-authorization-server": {
                 "get": {
                     "summary": "RFC 8414 metadata",
-                    "responses": {"200": _json(_ref("Metadata"), "Server metadata")},
+                    "responses": {"200": json_content(ref("Metadata"), "Server metadata")},
                 }
             },
             "/.well-known/openid-configuration": {
                 "get": {
                     "summary": "The same metadata",
-                    "responses": {"200": _json(_ref("Metadata"), "Server metadata")},
+                    "responses": {"200": json_content(ref("Metadata"), "Server metadata")},
                 }
             },
             "/openapi.json": {
-                "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": json_content({"type": "object"}, "OpenAPI 3.1")},
+                }
             },
-            "/healthz": {"get": {"summary": "Alive", "responses": {"200": _json({"type": "object"}, "Alive")}}},
+            "/healthz": {"get": {"summary": "Alive", "responses": {"200": json_content({"type": "object"}, "Alive")}}},
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics of every worker (others' up to ~1 s old)",
-                    "responses": {"200": _text("Prometheus text format 0.0.4")},
+                    "responses": {"200": text_content("Prometheus text format 0.0.4")},
                 }
             },
             "/readyz": {
                 "get": {
                     "summary": "Ready to serve",
                     "responses": {
-                        "200": _json(_ref("Ready"), "Redis and PostgreSQL answer, migrations applied"),
-                        "503": _json(_ref("Ready"), "Not ready"),
+                        "200": json_content(ref("Ready"), "Redis and PostgreSQL answer, migrations applied"),
+                        "503": json_content(ref("Ready"), "Not ready"),
                     },
                 }
             },
+            **passkey_paths(),
+            **second_factor_paths(),
         },
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                "cookie": {"type": "apiKey", "in": "cookie", "name": settings.cookie_name},
-                "clientBasic": {"type": "http", "scheme": "basic"},
-            },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
-                },
-                "Tokens": {
-                    "type": "object",
-                    "required": ["access_token", "token_type", "expires_in"],
-                    "properties": {
-                        "access_token": {"type": "string"},
-                        "token_type": {"const": "Bearer"},
-                        "expires_in": {"type": "integer"},
-                        "refresh_token": {"type": "string"},
-                        "scope": {"type": "string"},
-                    },
-                },
-                "Metadata": {
-                    "type": "object",
-                    "required": ["issuer", "token_endpoint", "jwks_uri"],
-                    "properties": {"issuer": {"type": "string"}},
-                },
-                "Ready": {
-                    "type": "object",
-                    "required": ["ready", "checks"],
-                    "properties": {"ready": {"type": "boolean"}, "checks": {"type": "object"}},
-                },
-            },
-        },
+        "components": components(settings.cookie_name),
     }

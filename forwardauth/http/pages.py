@@ -1,4 +1,4 @@
-"""HTML pages (sign in, sign out, access denied), rendered from Jinja2 templates.
+"""HTML pages (sign in, second factor, second-factor settings, sign out, access denied), rendered from Jinja2 templates.
 
 Autoescape is on for every template, so each value put into a page is HTML-escaped; templates
 hold layout only. The pages' security headers are built here from the settings, because the
@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -27,12 +28,61 @@ _ENV = Environment(
 _LOGIN = _ENV.get_template("login.html")
 _FORBIDDEN = _ENV.get_template("forbidden.html")
 _LOGOUT = _ENV.get_template("logout.html")
+_SECOND_FACTOR = _ENV.get_template("second_factor.html")
+_MFA = _ENV.get_template("mfa.html")
+_RECOVERY_CODES = _ENV.get_template("recovery_codes.html")
+
+
+def passkeys_offered(settings: Settings) -> bool:
+    """Whether pages offer passkeys: not with FORWARDAUTH_SECOND_FACTOR=off (their endpoints refuse)."""
+    return settings.second_factor != "off"
 
 
 def login_page(
-    action: str, rd: str = "", username: str = "", error: str | None = None, notice: str | None = None
+    action: str,
+    rd: str = "",
+    username: str = "",
+    error: str | None = None,
+    notice: str | None = None,
+    passkeys: bool = False,
 ) -> str:
-    return _LOGIN.render(action=action, rd=rd, username=username, error=error, notice=notice)
+    """The password form; with ``passkeys`` (see passkeys_offered) also "Sign in with a passkey"."""
+    return _LOGIN.render(action=action, rd=rd, username=username, error=error, notice=notice, passkeys=passkeys)
+
+
+def second_factor_page(
+    action: str,
+    username: str,
+    totp: bool,
+    recovery: bool,
+    login_href: str,
+    error: str | None = None,
+    field: str = "",
+    notice: str | None = None,
+    **extra: Any,
+) -> str:
+    """The step after the password: a TOTP code or a recovery code (``field``: the one in error).
+    ``extra``: what other parts of the page need (passkeys)."""
+    return _SECOND_FACTOR.render(
+        action=action,
+        username=username,
+        totp=totp,
+        recovery=recovery,
+        login_href=login_href,
+        error=error,
+        field=field,
+        notice=notice,
+        **extra,
+    )
+
+
+def mfa_page(**values: Any) -> str:
+    """The second-factor settings page (see http.enrol for its values)."""
+    return _MFA.render(**values)
+
+
+def recovery_codes_page(codes: Sequence[str], next_href: str, next_label: str, notice: str | None = None) -> str:
+    return _RECOVERY_CODES.render(codes=codes, next_href=next_href, next_label=next_label, notice=notice)
 
 
 def forbidden_page(
@@ -83,7 +133,8 @@ def page_headers(settings: Settings) -> Mapping[str, str]:
     sent elsewhere. Not "no-referrer": with it a browser sends "Origin: null" on the form post,
     which the CSRF check refuses."""
     csp = (
-        "default-src 'none'; style-src 'unsafe-inline'; "
+        # script and fetch from our own origin only: static/passkeys.js and its JSON endpoints
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
         f"form-action {form_action_sources(settings.allowed_domains, (settings.login_url, settings.issuer))}; "
         "frame-ancestors 'none'; base-uri 'none'"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from aiohttp import web
@@ -39,13 +39,9 @@ SERVICES = web.AppKey("services", Services)
 def build_services(settings: Settings, ring: KeyRing | None = None, metrics_dir: Path | None = None) -> Services:
     base = build_account_services(settings, ring)
     claims = ClaimsCache(settings.leeway)
+    shared = {f.name: getattr(base, f.name) for f in fields(AccountServices)}
     return Services(
-        settings=settings,
-        tokens=base.tokens,
-        revocations=base.revocations,
-        db=base.db,
-        passwords=base.passwords,
-        regulation=base.regulation,
+        **shared,
         claims=claims,
         metrics=Metrics(claims, base.revocations, metrics_dir),
         policy=load_policy(settings.policy_file) if settings.policy_file else ALLOW_ALL_AUTHENTICATED,

@@ -17,6 +17,9 @@ from forwardauth.safetext import row
 
 EVENTS = frozenset(
     {"login_success", "login_failure", "login_throttled", "logout", "refresh", "refresh_reuse", "revoke", "user_change"}
+    # second factors: a code or passkey accepted (a recovery code's use too) or refused, one set up
+    # or removed by its user, all removed by an administrator
+    | {"mfa_success", "mfa_failure", "mfa_enrol", "mfa_remove", "mfa_reset"}
 )
 
 

@@ -52,7 +52,7 @@ def connect(where: RedisSettings) -> RedisClient:
         # failover the pool reconnects to the new master by itself.
         sentinel = Sentinel(
             list(where.nodes),
-            sentinel_kwargs={  # type: ignore[no-untyped-call]
+            sentinel_kwargs={
                 "socket_timeout": where.socket_timeout,
                 "socket_connect_timeout": where.connect_timeout,
             },

@@ -211,7 +211,7 @@ class Revocations:
                 local.reset(subscribed=False)
                 if pubsub is not None:
                     with contextlib.suppress(*REDIS_DOWN):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())

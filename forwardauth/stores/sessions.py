@@ -10,6 +10,9 @@ row (shared), then the user's (shared), then the token's (for update). A passwor
 disable or "log out everywhere" locks the user's (or client's) row for update before revoking, so
 it either waits for a rotation in flight and then revokes the token that rotation wrote, or
 commits first and the rotation finds its token revoked.
+
+Each row carries how the session was authenticated (``amr``, ``auth_time``), copied to every
+successor: a rotation proves nothing new about the user, so it neither adds nor refreshes them.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from forwardauth.constants import REFRESH_TOKEN_BYTES
+from forwardauth.core.authn import PASSWORD, Authentication
 from forwardauth.core.tokens import new_id
 from forwardauth.stores import clients
 from forwardauth.stores.audit import record
@@ -52,6 +57,7 @@ class Session:
     user: User
     sid: str
     refresh_token: str
+    auth: Authentication  # how and when the user signed in (the tokens' amr, acr, auth_time)
     client_id: str | None = None
     scope: str | None = None
 
@@ -65,30 +71,50 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def _auth(amr: list[str], auth_time: int) -> Authentication:
+    """A row's authentication (written by us: unknown methods would be a bug, and raise)."""
+    return Authentication.of(amr, auth_time)
+
+
 def _insert(
-    conn: Connection, user_id: str, sid: str, ttl: int, client_id: str | None, scope: str | None
+    conn: Connection,
+    user_id: str,
+    sid: str,
+    ttl: int,
+    client_id: str | None,
+    scope: str | None,
+    auth: Authentication,
 ) -> tuple[int, str]:
     token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
     with conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, client_id, scope)"
-            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (_digest(token), user_id, sid, expires, client_id, scope),
+            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, client_id, scope, amr, auth_time)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s)) RETURNING id",
+            (_digest(token), user_id, sid, expires, client_id, scope, list(auth.amr), auth.auth_time),
         )
         row = cur.fetchone()
     assert row is not None
     return int(row[0]), token
 
 
-def start(conn: Connection, user: User, ttl: int, client_id: str | None = None, scope: str | None = None) -> Session:
+def start(
+    conn: Connection,
+    user: User,
+    ttl: int,
+    client_id: str | None = None,
+    scope: str | None = None,
+    auth: Authentication | None = None,
+) -> Session:
     """A new login session with its first refresh token (the caller has checked the password,
-    with the user's row locked: ``users.authenticate``)."""
+    with the user's row locked: ``users.authenticate``, and any second factor). ``auth``: how the
+    user proved who they are; ``None`` is a password, now."""
     if client_id is not None and not clients.lock_enabled(conn, client_id):
         raise ClientDisabled(client_id)
+    auth = auth or Authentication.of((PASSWORD,), int(time.time()))
     sid = new_id()
-    _, token = _insert(conn, user.id, sid, ttl, client_id, scope)
-    return Session(user=user, sid=sid, refresh_token=token, client_id=client_id, scope=scope)
+    _, token = _insert(conn, user.id, sid, ttl, client_id, scope, auth)
+    return Session(user=user, sid=sid, refresh_token=token, auth=auth, client_id=client_id, scope=scope)
 
 
 def rotate(
@@ -129,14 +155,16 @@ def rotate(
             "SELECT id, user_id::text, family_id, expires_at <= now(), revoked_at IS NOT NULL,"
             " replaced_by, client_id, scope, revoked_at > now() - make_interval(secs => %s),"
             " created_at > now() - make_interval(secs => %s), revoke_reason,"
-            " revoked_at > now() - make_interval(secs => %s) AND rotated_by IS NOT DISTINCT FROM %s"
+            " revoked_at > now() - make_interval(secs => %s) AND rotated_by IS NOT DISTINCT FROM %s,"
+            " amr, extract(epoch FROM auth_time)::bigint"
             " FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
             (grace, min_age, retry, client_ip, _digest(token)),
         )
         row = cur.fetchone()
     if row is None:
         raise RefreshError("unknown refresh token")
-    row_id, user_id, sid, expired, revoked, successor, owner, scope, just_revoked, young, reason, same_client = row
+    row_id, user_id, sid, expired, revoked, successor, owner, scope, just_revoked, young, reason, same_client = row[:12]
+    auth = _auth(row[12], row[13])
     if owner != client_id:
         raise RefreshError("refresh token was issued to another client")
     # A rotated token back, or a superseded one (its successor went to a retry: it reached someone).
@@ -157,7 +185,7 @@ def rotate(
         raise RefreshError("user unknown or disabled")
     if narrow_scope is not None:
         scope = narrow_scope(scope)
-    new_row, new_token = _insert(conn, user_id, sid, ttl, client_id, scope)
+    new_row, new_token = _insert(conn, user_id, sid, ttl, client_id, scope, auth)
     with conn.cursor() as cur:
         if retrying:  # keeps its rotation time: the retry window does not start again
             cur.execute(
@@ -171,7 +199,7 @@ def rotate(
                 (ROTATED, new_row, client_ip, row_id),
             )
     record(conn, "refresh", user_id, user.username, client_ip, {"sid": sid, **({"retry": True} if retrying else {})})
-    return Session(user=user, sid=sid, refresh_token=new_token, client_id=client_id, scope=scope)
+    return Session(user=user, sid=sid, refresh_token=new_token, auth=auth, client_id=client_id, scope=scope)
 
 
 def _supersede(conn: Connection, successor: int) -> bool:
@@ -248,6 +276,7 @@ class RefreshInfo:
     scope: str | None
     expires_at: int
     issued_at: int
+    auth: Authentication  # how and when the user signed in (what a step-up compares against)
 
 
 def refresh_info(conn: Connection, token: str) -> RefreshInfo | None:
@@ -257,7 +286,7 @@ def refresh_info(conn: Connection, token: str) -> RefreshInfo | None:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT user_id::text, family_id, client_id, scope, extract(epoch FROM expires_at)::bigint,"
-            " extract(epoch FROM created_at)::bigint FROM refresh_tokens"
+            " extract(epoch FROM created_at)::bigint, amr, extract(epoch FROM auth_time)::bigint FROM refresh_tokens"
             " WHERE token_hash = %s AND revoked_at IS NULL AND expires_at > now()",
             (_digest(token),),
         )
@@ -267,7 +296,15 @@ def refresh_info(conn: Connection, token: str) -> RefreshInfo | None:
     user = get(conn, row[0])
     if user is None or user.disabled:
         return None
-    return RefreshInfo(user=user, sid=row[1], client_id=row[2], scope=row[3], expires_at=row[4], issued_at=row[5])
+    return RefreshInfo(
+        user=user,
+        sid=row[1],
+        client_id=row[2],
+        scope=row[3],
+        expires_at=row[4],
+        issued_at=row[5],
+        auth=_auth(row[6], row[7]),
+    )
 
 
 def revoke_user(

@@ -151,12 +151,18 @@ def set_password(conn: Connection, passwords: Passwords, username: str, password
 
 
 def authenticate(
-    conn: Connection, passwords: Passwords, username: str, password: str, client_ip: str | None
+    conn: Connection,
+    passwords: Passwords,
+    username: str,
+    password: str,
+    client_ip: str | None,
+    success: dict[str, object] | None = None,
 ) -> User | None:
     """The user when the password is right and the account enabled, else ``None``.
 
     Unknown users are checked against a dummy hash, so all failures take the same time.
-    Success and failure are audited; a hash made with old parameters is replaced.
+    Success and failure are audited (``success``: the success event's detail, or none when the
+    caller audits it itself); a hash made with old parameters is replaced.
     """
     user = find(conn, username)
     verdict = passwords.verify(user.password_hash if user else None, password)
@@ -184,7 +190,8 @@ def authenticate(
                 "UPDATE users SET password_hash = %s, updated_at = now() WHERE id = %s",
                 (verdict.new_hash, user.id),
             )
-    record(conn, "login_success", user.id, user.username, client_ip)
+    if success is not None:
+        record(conn, "login_success", user.id, user.username, client_ip, success)
     return user
 
 
