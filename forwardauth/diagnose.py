@@ -24,6 +24,7 @@ OTHER_VARIABLES = {
     "FORWARDAUTH_DOCTOR_TOKEN": "`forwardauth doctor` (an access token for its signed-in checks)",
     "FORWARDAUTH_TEST_POSTGRES": "the test suite",
     "FORWARDAUTH_TEST_REDIS": "the test suite",
+    "FORWARDAUTH_TEST_STORES": "the test suite (embedded: its own embedded stores)",
 }
 FILE_SUFFIX = "_FILE"
 MASK = "****"

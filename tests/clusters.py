@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from .stores import OwnRedis
-from .support import free_port, require_program, wait_until
+from .stores import OwnRedis, redis_program
+from .support import free_port, wait_until
 
 SERVICE = "mymaster"
 DOWN_AFTER_MS = 1000  # a master silent this long is down: failover starts about a second later
@@ -99,7 +99,7 @@ class RedisClusterGroup(Group):
             )
         addresses = [f"127.0.0.1:{server.port}" for server in self.servers]
         subprocess.run(
-            [require_program("redis-cli"), "--cluster", "create", *addresses, "--cluster-yes"],
+            [redis_program("redis-cli"), "--cluster", "create", *addresses, "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=60,

