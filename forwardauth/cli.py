@@ -16,11 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from forwardauth import __version__, configcli, doctor
-from forwardauth.accounts.changes import (
-    change_password,
-    set_client_disabled,
-    set_user_disabled,
-)
+from forwardauth.accounts.changes import change_password, set_user_disabled
+from forwardauth.clientcli import add_commands as add_client_commands  # client add, list, modify...
 from forwardauth.clisupport import (
     CommandError,
     database,
@@ -41,7 +38,7 @@ from forwardauth.keycmds import cmd_keys_list, cmd_keys_prune, cmd_keys_rotate, 
 from forwardauth.keys import KeyFileError
 from forwardauth.ports import PortInUse
 from forwardauth.runcli import DemoError, cmd_demo, cmd_serve
-from forwardauth.safetext import escape, row
+from forwardauth.safetext import escape
 from forwardauth.stores import audit, clients, migrations, users
 from forwardauth.stores.postgres import POSTGRES_DOWN
 from forwardauth.usercli import add_commands  # user add, list, modify, delete, mfa
@@ -86,42 +83,6 @@ def cmd_user_revoke(settings: Settings, args: argparse.Namespace) -> None:
     """Log a user out everywhere: every refresh token and live access token stops working."""
     count = end_all_sessions(settings, args.name)
     print(f"revoked {count} session(s) of {normalise_username(args.name)}")
-
-
-def cmd_client_add(settings: Settings, args: argparse.Namespace) -> None:
-    client, secret = with_db(
-        settings, clients.create, args.client_id, args.grant, args.scope, args.role, args.public, args.resource_server
-    )
-    print(f"created client {client.id} (grants: {', '.join(client.grant_types)})")
-    if secret:
-        print(f"client secret (shown once): {secret}")
-
-
-def cmd_client_list(settings: Settings, args: argparse.Namespace) -> None:
-    for client in with_db(settings, clients.list_all):
-        kind = "public" if client.public else "confidential"
-        state = "disabled" if client.disabled else "enabled"
-        print(
-            row(
-                client.id,
-                kind,
-                state,
-                ",".join(client.grant_types),
-                " ".join(client.scopes) or None,
-                "resource-server" if client.resource_server else None,
-            )
-        )
-
-
-def cmd_client_disable(settings: Settings, args: argparse.Namespace) -> None:
-    """Disable revokes every token of the client at once; enable brings none of them back."""
-    client, count = run_accounts(settings, lambda s: set_client_disabled(s, args.client_id, not args.enable))
-    print(f"enabled {client.id}" if args.enable else f"disabled {client.id}; revoked {count} access token(s)")
-
-
-def cmd_client_rotate(settings: Settings, args: argparse.Namespace) -> None:
-    secret = with_db(settings, clients.rotate_secret, args.client_id)
-    print(f"new client secret for {args.client_id} (shown once): {secret}")
 
 
 def cmd_user_demo(settings: Settings, args: argparse.Namespace) -> None:
@@ -271,27 +232,8 @@ def parser() -> argparse.ArgumentParser:
     _command(user, "demo", "create the demo user if missing", cmd_user_demo)
     _command(user, "revoke", "log a user out everywhere (all tokens stop working)", cmd_user_revoke, "name")
 
-    client = sub.add_parser("client", help="manage OAuth2 clients").add_subparsers(dest="action", required=True)
-    client_add = client.add_parser("add", help="register a client (its secret is shown once)")
-    client_add.add_argument("client_id")
-    client_add.add_argument(
-        "--grant",
-        action="append",
-        default=[],
-        choices=clients.GRANT_TYPES,
-        help="allowed grant type; repeat (default client_credentials)",
-    )
-    client_add.add_argument("--scope", action="append", default=[], help="allowed scope; repeat")
-    client_add.add_argument("--role", action="append", default=[], help="roles of its client_credentials tokens")
-    client_add.add_argument("--public", action="store_true", help="no secret (password/refresh_token only)")
-    client_add.add_argument(
-        "--resource-server", action="store_true", help="may introspect access tokens issued to other clients"
-    )
-    client_add.set_defaults(run=cmd_client_add)
-    _command(client, "list", "list clients", cmd_client_list)
-    _command(client, "disable", "disable a client", cmd_client_disable, "client_id", enable=False)
-    _command(client, "enable", "enable a client", cmd_client_disable, "client_id", enable=True)
-    _command(client, "rotate-secret", "replace a client's secret", cmd_client_rotate, "client_id")
+    client = sub.add_parser("client", help="manage OAuth2 and OpenID Connect clients")
+    add_client_commands(client.add_subparsers(dest="action", required=True))
 
     keys = sub.add_parser("keys", help="manage signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("list", help="list keys").set_defaults(run=cmd_keys_list)

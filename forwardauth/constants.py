@@ -88,6 +88,22 @@ class RedisKeys:
         """Present once the WebAuthn challenge of this digest was answered, until it expires (no replay)."""
         return f"{self.prefix}webauthn:{challenge_id}"
 
+    def authorize_request(self, request_id: str) -> str:
+        """An OIDC authorization request waiting for the browser to sign in or consent (stores.interactions)."""
+        return f"{self.prefix}authz:{request_id}"
+
+    def authorization_code(self, digest: str) -> str:
+        """An OIDC authorization code (by its digest) until redeemed or expired (stores.codes)."""
+        return f"{self.prefix}code:{{{digest}}}"
+
+    def spent_code(self, digest: str) -> str:
+        """A redeemed authorization code: the session it opened, for revoking it if the code comes back."""
+        return f"{self.prefix}spent:{{{digest}}}"
+
+    def backchannel_queue(self) -> str:
+        """Sorted set of the back-channel logouts to send, by when each is due (stores.backchannel)."""
+        return f"{self.prefix}backchannel"
+
     def write_probe(self) -> str:
         """A key written (and expiring at once) to learn whether Redis accepts writes right now."""
         return f"{self.prefix}probe"

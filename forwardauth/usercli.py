@@ -1,10 +1,11 @@
-"""``forwardauth user add / list / modify / delete / mfa``: the account commands an operator needs.
+"""``forwardauth user add / list / modify / delete / mfa / consents``: the account commands an operator needs.
 
 A new password meets the policy in :mod:`forwardauth.passwords` (checked before any store is
 started, and again where it is stored). Removing a role or deleting a user ends the user's
 sessions the way ``user revoke`` does, so a token minted with the old roles stops passing at
 once instead of at its expiry. ``user mfa reset`` ends them too: whoever holds a lost factor may
-have opened any of them.
+have opened any of them. ``user consents NAME --revoke CLIENT`` ends the user's sessions with
+that client too: the consent is what let it hold them.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from forwardauth.accounts.changes import reset_second_factors
+from forwardauth.accounts.changes import reset_second_factors, revoke_consent
 from forwardauth.clisupport import CommandError, end_all_sessions, read_password, run_accounts, with_db
 from forwardauth.config import Settings
 from forwardauth.core.passwords import Passwords, check_policy
 from forwardauth.core.usernames import normalise_username
 from forwardauth.safetext import escape, row
-from forwardauth.stores import passkeys, secondfactors, totp, users
+from forwardauth.stores import consents, passkeys, secondfactors, totp, users
 from forwardauth.stores.postgres import Connection
 
 
@@ -124,6 +125,30 @@ def cmd_user_mfa(settings: Settings, args: argparse.Namespace) -> None:
     print(row("recovery codes", f"{enrolled.recovery_codes} left"))
 
 
+def _consents_of(conn: Connection, name: str) -> tuple[users.User, list[consents.Consent]]:
+    user = users.find(conn, name)
+    if user is None:
+        raise users.UserError(f"no user {normalise_username(name)!r}")
+    return user, consents.of_user(conn, user.id)
+
+
+def cmd_user_consents(settings: Settings, args: argparse.Namespace) -> None:
+    """The OIDC clients the user let have scopes; with --revoke, forget one (and end its sessions)."""
+    if args.revoke:
+        user, had, count = run_accounts(settings, lambda s: revoke_consent(s, args.name, args.revoke))
+        name, client = escape(user.username), escape(args.revoke)
+        if not had:
+            print(f"{name} had given no consent to {client}; revoked {count} session(s) of it")
+            return
+        print(f"revoked the consent of {name} to {client}; revoked {count} session(s) of it")
+        return
+    user, given = with_db(settings, _consents_of, args.name)
+    if not given:
+        print(f"{escape(user.username)} has given no consent")
+    for consent in given:
+        print(row(consent.client_id, " ".join(consent.scopes), f"granted {_when(consent.granted_at)}"))
+
+
 def add_commands(group: Any) -> None:
     """Register ``user add``, ``list``, ``modify``, ``delete`` and ``mfa`` on the ``user`` subcommand group."""
     add = group.add_parser("add", help="create a user")
@@ -159,3 +184,12 @@ def add_commands(group: Any) -> None:
     )
     mfa.add_argument("words", nargs="+", metavar="[reset] NAME")
     mfa.set_defaults(run=cmd_user_mfa)
+
+    given = group.add_parser(
+        "consents", help="list the OIDC clients a user consented to; --revoke CLIENT forgets one and ends its sessions"
+    )
+    given.add_argument("name")
+    given.add_argument(
+        "--revoke", metavar="CLIENT", help="forget the consent to CLIENT and end the user's sessions with it"
+    )
+    given.set_defaults(run=cmd_user_consents)

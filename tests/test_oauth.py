@@ -85,7 +85,8 @@ async def test_public_client(client: Client, make_client: MakeClient, make_user:
         ({"secret": "wrong"}, 401, "invalid_client"),
         ({"client_id": "nobody"}, 401, "invalid_client"),
         ({"grant_type": ""}, 400, "invalid_request"),
-        ({"grant_type": "authorization_code"}, 400, "unsupported_grant_type"),
+        ({"grant_type": "device_code"}, 400, "unsupported_grant_type"),
+        ({"grant_type": "authorization_code"}, 400, "unauthorized_client"),
         ({"grant_type": "client_credentials"}, 400, "unauthorized_client"),
         ({"password": "wrong"}, 400, "invalid_grant"),
         ({"username": "nobody-at-all"}, 400, "invalid_grant"),
@@ -460,5 +461,12 @@ async def test_metadata(client: Client, path: str) -> None:
     assert body["issuer"] == "http://auth.example.test"
     assert body["token_endpoint"] == "http://auth.example.test/oauth/token"
     assert body["jwks_uri"] == "http://auth.example.test/.well-known/jwks.json"
-    assert set(body["grant_types_supported"]) == {"password", "refresh_token", "client_credentials"}
+    assert set(body["grant_types_supported"]) == {
+        "password",
+        "refresh_token",
+        "client_credentials",
+        "authorization_code",
+    }
+    assert body["authorization_endpoint"] == "http://auth.example.test/oauth/authorize"
+    assert body["response_types_supported"] == ["code"] and body["code_challenge_methods_supported"] == ["S256"]
     assert "client_secret_basic" in body["token_endpoint_auth_methods_supported"]

@@ -100,7 +100,7 @@ def test_migration_dates_old_sessions_from_their_first_token(old_database: str) 
             age,
         )
 
-    assert migrations.migrate(old_database) == ["0005_second_factors.sql"]
+    assert migrations.migrate(old_database)[0] == "0005_second_factors.sql"  # and those after it
 
     found = execute(
         old_database,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from forwardauth.accounts.changes import finish_ending
 from forwardauth.accounts.services import AccountServices
 from forwardauth.constants import REFRESH_RETRY_GRACE
 from forwardauth.core.tokens import AccessClaims, MintedToken, TokenError
@@ -53,8 +54,8 @@ async def rotate_refresh(
             REFRESH_RETRY_GRACE,
         )
     except sessions.RefreshError as exc:
-        if exc.reused_family:
-            await services.revocations.revoke_or_queue([exc.reused_family])
+        if exc.reused_family:  # the session and its children (OIDC clients'), and their back-channel logouts
+            await finish_ending(services, exc.ended)
         raise
     return session, await issue_access(services, session)
 

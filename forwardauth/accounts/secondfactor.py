@@ -20,11 +20,12 @@ from urllib.parse import urlsplit
 
 import pyotp
 
+from forwardauth.accounts.changes import finish_ending
 from forwardauth.accounts.issue import issue_access
 from forwardauth.accounts.services import AccountServices
 from forwardauth.accounts.signin import SecondFactorDue, SignedIn, Throttled, take_back
 from forwardauth.core.authn import OTP, RECOVERY_CODE, Authentication
-from forwardauth.stores import audit, recovery, secondfactors, sessions, totp, users
+from forwardauth.stores import audit, cascade, recovery, secondfactors, sessions, totp, users
 from forwardauth.stores.pending import Pending
 from forwardauth.stores.postgres import Connection
 
@@ -180,15 +181,19 @@ def _open_in_db(
     address: str | None,
     client_id: str | None,
     scope: str | None,
-) -> sessions.Session | None:
-    """The new session, with the one it replaces (a step-up) ended in the same transaction."""
+) -> tuple[sessions.Session, cascade.Ended] | None:
+    """The new session, with the one it replaces (a step-up) ended in the same transaction (and
+    the OIDC clients' sessions opened from it: what to finish in Redis and by back-channel)."""
     user = users.get(conn, pending.user_id, lock=True)
     if user is None or user.disabled:
         return None
     session = sessions.start(conn, user, ttl, client_id, scope, auth=auth)
-    if pending.replaces_sid is not None and sessions.revoke_family(conn, pending.replaces_sid, "step_up"):
-        audit.record(conn, "revoke", user.id, None, address, {"sid": pending.replaces_sid, "reason": "step_up"})
-    return session
+    ended = cascade.Ended()
+    if pending.replaces_sid is not None:
+        ended = cascade.end(conn, [pending.replaces_sid], "step_up")
+        if ended.revoked:
+            audit.record(conn, "revoke", user.id, None, address, {"sid": pending.replaces_sid, "reason": "step_up"})
+    return session, ended
 
 
 async def complete(
@@ -204,18 +209,17 @@ async def complete(
     an old session did not prove the password again). A replaced session ends, in PostgreSQL and
     then Redis. ``SignInExpired`` when the user was disabled meanwhile."""
     auth = Authentication.of((*pending.amr, *methods), pending.auth_time)
-    session = await services.db.run(
-        _open_in_db, pending, auth, services.settings.refresh_ttl, address, client_id, scope
-    )
-    if session is None:
+    opened = await services.db.run(_open_in_db, pending, auth, services.settings.refresh_ttl, address, client_id, scope)
+    if opened is None:
         raise SignInExpired("the account was disabled or removed")
+    session, ended = opened
     try:
         access = await issue_access(services, session)
     except Exception:  # Redis refused a write: the client gets a 503 and no tokens
         await take_back(services, session, address)
         raise
     if pending.replaces_sid is not None:
-        await services.revocations.revoke_or_queue([pending.replaces_sid])
+        await finish_ending(services, ended)
     return SignedIn(session, access)
 
 

@@ -17,6 +17,8 @@ from forwardauth.core.tokens import TokenService
 from forwardauth.keys import KeyRing, load_ring
 from forwardauth.redisurl import RedisSettings
 from forwardauth.sealing import Sealer, SealError, sealing_directory
+from forwardauth.stores.backchannel import BackchannelQueue
+from forwardauth.stores.codes import Codes
 from forwardauth.stores.onetime import OneTime
 from forwardauth.stores.pending import PendingSignIns
 from forwardauth.stores.postgres import Database
@@ -40,6 +42,8 @@ class AccountServices:
     sealer: Sealer  # TOTP secrets in PostgreSQL (keys read on first use if not at build)
     onetime: OneTime  # what may be used once (a TOTP code per time step)
     pending: PendingSignIns  # sign-ins waiting for their second factor
+    codes: Codes  # OIDC authorization codes
+    backchannel: BackchannelQueue  # back-channel logouts to send
 
     async def close(self) -> None:
         await self.revocations.close()
@@ -70,4 +74,6 @@ def build_account_services(settings: Settings, ring: KeyRing | None = None) -> A
         sealer=sealer,
         onetime=OneTime(client, keys),
         pending=PendingSignIns(client, keys),
+        codes=Codes(client, keys),
+        backchannel=BackchannelQueue(client, keys),
     )

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from forwardauth.config import Settings
 from forwardauth.constants import ENVOY_PREFIX
-from forwardauth.http import browser_pages, enrol, limits, oauth, passkeys
+from forwardauth.http import authorize, backchannel, browser_pages, enrol, limits, oauth, oidc, oidc_logout, passkeys
 from forwardauth.http.authz import auth
 from forwardauth.http.common import MAX_BODY
 from forwardauth.http.errors import errors
@@ -53,6 +53,7 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
             watchers.append(asyncio.create_task(services.revocations.follow(stop)))
         if metrics_dir is not None:
             watchers.append(asyncio.create_task(services.metrics.publish()))
+        watchers.append(asyncio.create_task(backchannel.run(services, stop)))  # OIDC back-channel logouts
         yield
         stop.set()
         for watcher in watchers:
@@ -75,6 +76,9 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
     app.router.add_post("/logout", logout)
     app.router.add_get("/.well-known/jwks.json", jwks)
     oauth.add_routes(app)
+    oidc.add_routes(app)  # discovery, userinfo
+    authorize.add_routes(app)
+    oidc_logout.add_routes(app)
     browser_pages.add_routes(app)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/healthz", healthz)

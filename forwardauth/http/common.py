@@ -160,9 +160,14 @@ def html_page(body: str, settings: Settings, status: int = 200) -> web.Response:
 
 
 def token_response(
-    settings: Settings, minted: MintedToken, refresh_token: str | None, headers: dict[str, str]
+    settings: Settings,
+    minted: MintedToken,
+    refresh_token: str | None,
+    headers: dict[str, str],
+    id_token: str | None = None,
 ) -> web.Response:
-    """The token answer of /login, /refresh and the OAuth2 token endpoint (RFC 6749 5.1)."""
+    """The token answer of /login, /refresh and the OAuth2 token endpoint (RFC 6749 5.1; with an
+    ``id_token`` for an OpenID Connect code exchange, OIDC Core 3.1.3.3)."""
     body: dict[str, Any] = {
         "access_token": minted.token,
         "token_type": "Bearer",
@@ -172,6 +177,8 @@ def token_response(
         body["refresh_token"] = refresh_token
     if minted.claims.scope:
         body["scope"] = minted.claims.scope
+    if id_token:
+        body["id_token"] = id_token
     return json_response(body, headers=headers)
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from forwardauth.accounts import secondfactor as factors
+from forwardauth.accounts.changes import end_sessions
 from forwardauth.accounts.issue import rotate_refresh
 from forwardauth.accounts.signin import SecondFactorDue, Throttled, new_device, sign_in
 from forwardauth.config import Settings
@@ -20,6 +21,7 @@ from forwardauth.core.forwarding import path_prefix
 from forwardauth.core.redirects import safe_redirect
 from forwardauth.core.tokens import AccessClaims, TokenError
 from forwardauth.http import browser
+from forwardauth.http.authorize import is_resume_path
 from forwardauth.http.common import (
     BadInput,
     bearer_or_cookie,
@@ -71,10 +73,13 @@ def login_html(
 
 
 def destination(request: web.Request, settings: Settings, rd: str | None) -> str:
-    """Where to go after signing in: a safe ``rd`` (see redirects), or our own second-factor
-    settings page (a path of ours, coming back from signing in again); else ""."""
-    if rd and rd == prefix_of(request, settings) + MFA_PATH:
-        return rd
+    """Where to go after signing in: a safe ``rd`` (see redirects), or a page of our own (a path,
+    never another origin): the second-factor settings page, or an authorization request waiting
+    for this sign-in (http.authorize); else ""."""
+    if rd:
+        prefix = prefix_of(request, settings)
+        if rd == prefix + MFA_PATH or is_resume_path(rd, prefix):
+            return rd
     return safe_redirect(rd, settings.allowed_domains) or ""
 
 
@@ -242,12 +247,8 @@ async def logout(request: web.Request) -> web.Response:
     if browser_refresh:
         found.append(await services.db.run(sessions.family_of, browser_refresh))
     ended = sorted({sid for sid in found if sid is not None})
-    for sid in ended:
-        user, username = (
-            (claims.identity.subject, claims.identity.username) if claims and claims.sid == sid else (None, None)
-        )
-        await services.db.run(sessions.logout, sid, user, username, address)
-    revoked = await services.revocations.revoke_or_queue(ended)
+    # with the OIDC clients' sessions opened from them, and their back-channel logouts
+    revoked = await end_sessions(services, ended, client_ip=address)
     if is_browser(request):  # a sign-out button: back to the login page, saying so (and rd: switch user)
         rd = safe_redirect(fields["rd"], services.settings.allowed_domains) or ""
         response = see_other(browser.after_sign_out(login_action(request, services.settings), rd))

@@ -18,6 +18,7 @@ from forwardauth.accounts.issue import live_claims, rotate_refresh
 from forwardauth.accounts.secondfactor import SecondFactorRequired, with_code
 from forwardauth.accounts.signin import SecondFactorDue, Throttled, sign_in
 from forwardauth.config import Settings
+from forwardauth.core import oidc
 from forwardauth.core.tokens import Identity, TokenError
 from forwardauth.http import browser
 from forwardauth.http.common import (
@@ -31,25 +32,12 @@ from forwardauth.http.common import (
     token_response,
     too_many_attempts,
 )
+from forwardauth.http.oauth_errors import NO_STORE, OAuthError, oauth_error_response
+from forwardauth.http.oidc_token import authorization_code_grant
 from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import clients, sessions
 
 FORM = "application/x-www-form-urlencoded"
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-class OAuthError(Exception):
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.status = status
-
-
-def oauth_error_response(exc: OAuthError) -> web.Response:
-    headers = dict(NO_STORE)
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="forwardauth"'
-    return json_response({"error": exc.error, "error_description": str(exc)}, status=exc.status, headers=headers)
 
 
 async def read_form(request: web.Request) -> dict[str, str]:
@@ -144,6 +132,8 @@ async def token(request: web.Request) -> web.Response:
             return await password_grant(services, request, form, client)
         if grant == "refresh_token":
             return await refresh_grant(services, request, form, client)
+        if grant == "authorization_code":
+            return await authorization_code_grant(services, request, form, client)
         return await client_credentials_grant(services, form, client, settings)
     except OAuthError as exc:
         return oauth_error_response(exc)
@@ -333,16 +323,21 @@ async def logout_everywhere(request: web.Request) -> web.Response:
 
 
 def metadata(settings: Settings) -> dict[str, Any]:
+    """RFC 8414 metadata (OpenID Connect's, a superset: http.oidc)."""
     base = settings.issuer
     auth_methods = ["client_secret_basic", "client_secret_post", "none"]
     return {
         "issuer": base,
+        "authorization_endpoint": f"{base}/oauth/authorize",
         "token_endpoint": f"{base}/oauth/token",
         "revocation_endpoint": f"{base}/oauth/revoke",
         "introspection_endpoint": f"{base}/oauth/introspect",
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "grant_types_supported": list(clients.GRANT_TYPES),
-        "response_types_supported": [],
+        "response_types_supported": [oidc.RESPONSE_TYPE],
+        "response_modes_supported": [oidc.RESPONSE_MODE],
+        "code_challenge_methods_supported": [oidc.PKCE_METHOD],
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -375,4 +370,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/oauth/introspect", introspect)
     app.router.add_post("/logout/all", logout_everywhere)
     app.router.add_get("/.well-known/oauth-authorization-server", server_metadata)
-    app.router.add_get("/.well-known/openid-configuration", server_metadata)

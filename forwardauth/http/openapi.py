@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from forwardauth import __version__
 from forwardauth.config import Settings
+from forwardauth.http.openapi_authorize import authorize_paths
+from forwardauth.http.openapi_oidc import oidc_paths
 from forwardauth.http.openapi_parts import (
     BAD_REQUEST,
     CROSS_SITE,
@@ -311,12 +313,6 @@ def document(settings: Settings) -> Schema:
                     "responses": {"200": json_content(ref("Metadata"), "Server metadata")},
                 }
             },
-            "/.well-known/openid-configuration": {
-                "get": {
-                    "summary": "The same metadata",
-                    "responses": {"200": json_content(ref("Metadata"), "Server metadata")},
-                }
-            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -341,6 +337,8 @@ def document(settings: Settings) -> Schema:
             },
             **passkey_paths(),
             **second_factor_paths(),
+            **oidc_paths(),
+            **authorize_paths(),
         },
         "components": components(settings.cookie_name),
     }

@@ -31,6 +31,10 @@ _LOGOUT = _ENV.get_template("logout.html")
 _SECOND_FACTOR = _ENV.get_template("second_factor.html")
 _MFA = _ENV.get_template("mfa.html")
 _RECOVERY_CODES = _ENV.get_template("recovery_codes.html")
+_CONSENT = _ENV.get_template("consent.html")
+_OIDC_ERROR = _ENV.get_template("oidc_error.html")
+_LOGGED_OUT = _ENV.get_template("logged_out.html")
+_CONTINUE = _ENV.get_template("continue.html")
 
 
 def passkeys_offered(settings: Settings) -> bool:
@@ -97,6 +101,37 @@ def forbidden_page(
 def logout_page(signed_in: bool, username: str | None, action: str, rd: str, login_href: str) -> str:
     """What ``GET /logout`` shows: a button that posts the sign-out (a link alone must not sign out)."""
     return _LOGOUT.render(signed_in=signed_in, username=username, action=action, rd=rd, login_href=login_href)
+
+
+def consent_page(client: str, username: str, scopes: Sequence[str], host: str, action: str, request_id: str) -> str:
+    """An OIDC client asks for ``scopes`` (described in words): allow or deny, posted to ``action``."""
+    return _CONSENT.render(
+        client=client, username=username, scopes=scopes, host=host, action=action, request_id=request_id
+    )
+
+
+def oidc_error_page(error: str, description: str) -> str:
+    """An authorization request refused before its client or redirect URI could be trusted: no redirect."""
+    return _OIDC_ERROR.render(error=error, description=description)
+
+
+def logged_out_page(
+    confirm: bool,
+    login_href: str,
+    username: str | None = None,
+    client: str | None = None,
+    action: str = "",
+    fields: Sequence[tuple[str, str]] = (),
+) -> str:
+    """RP-initiated logout: a button that posts it (``confirm``), or "you are signed out"."""
+    return _LOGGED_OUT.render(
+        confirm=confirm, login_href=login_href, username=username, client=client, action=action, fields=fields
+    )
+
+
+def continue_page(heading: str, host: str, url: str) -> str:
+    """On to another site after one of our forms (see http.authorize.onward)."""
+    return _CONTINUE.render(heading=heading, host=host, url=url)
 
 
 def _is_ip(host: str) -> bool:

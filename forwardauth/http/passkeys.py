@@ -36,6 +36,7 @@ from forwardauth.http.common import (
     read_fields,
     see_other,
 )
+from forwardauth.http.login import destination
 from forwardauth.http.secondfactor import (
     MFA_PATH,
     SECOND_FACTOR_PATH,
@@ -79,9 +80,10 @@ async def login(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     settings = services.settings
     data = await passkeyio.read_body(request)
-    rd = safe_redirect(passkeyio.text_field(data, "rd"), settings.allowed_domains) or ""
+    rd = destination(request, settings, passkeyio.text_field(data, "rd"))  # a page of ours (a path) too
     origin = passkeyio.page_origin(request, settings)
-    problem = browser.delivery_problem(settings, origin, rd) if origin else None
+    absolute = safe_redirect(rd, settings.allowed_domains) or ""
+    problem = browser.delivery_problem(settings, origin, absolute) if origin else None
     if problem is not None:  # as for the password form: say why the cookie would not reach rd
         browser.log.warning("%s", problem.log)
         return error_response(400, "invalid_request", problem.page)

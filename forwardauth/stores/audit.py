@@ -20,6 +20,10 @@ EVENTS = frozenset(
     # second factors: a code or passkey accepted (a recovery code's use too) or refused, one set up
     # or removed by its user, all removed by an administrator
     | {"mfa_success", "mfa_failure", "mfa_enrol", "mfa_remove", "mfa_reset"}
+    # OpenID Connect: a user let a client have scopes, or took that back
+    | {"consent_granted", "consent_revoked"}
+    # OpenID Connect: a code issued to a client for a user (or the user denied it)
+    | {"authorize"}
 )
 
 

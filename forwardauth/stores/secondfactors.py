@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forwardauth.stores.audit import record
+from forwardauth.stores.backchannel import Notice
 from forwardauth.stores.postgres import Connection
 from forwardauth.stores.sessions import revoke_user
 
@@ -47,6 +48,7 @@ def enrolled(conn: Connection, user_id: str) -> Enrolled:
 class Reset:
     removed: int  # factors removed: TOTP secrets, passkeys and recovery codes (used or not)
     sids: list[str]  # sessions that may hold a live access token: for the caller to revoke in Redis
+    notices: tuple[Notice, ...] = ()  # back-channel logouts for the caller to queue (stores.cascade)
 
 
 def reset(conn: Connection, user_id: str, address: str | None, by: str | None, username: str | None = None) -> Reset:
@@ -58,7 +60,8 @@ def reset(conn: Connection, user_id: str, address: str | None, by: str | None, u
         for table in ("totp_secrets", "passkeys", "recovery_codes"):
             cur.execute(f"DELETE FROM {table} WHERE user_id = %s", (user_id,))  # noqa: S608 (our names)
             removed += cur.rowcount
-    sids = revoke_user(conn, user_id, RECENT_SECONDS, address, reason="mfa_reset")
+    ended = revoke_user(conn, user_id, RECENT_SECONDS, address, reason="mfa_reset")
+    sids = ended.sids
     record(
         conn,
         "mfa_reset",
@@ -73,4 +76,4 @@ def reset(conn: Connection, user_id: str, address: str | None, by: str | None, u
             "sessions": len(sids),
         },
     )
-    return Reset(removed=removed, sids=sids)
+    return Reset(removed=removed, sids=sids, notices=tuple(ended.notices))

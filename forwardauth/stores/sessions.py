@@ -13,6 +13,9 @@ commits first and the rotation finds its token revoked.
 
 Each row carries how the session was authenticated (``amr``, ``auth_time``), copied to every
 successor: a rotation proves nothing new about the user, so it neither adds nor refreshes them.
+
+An OIDC client's session records the browser session it was opened from (``parent_sid``) and
+ends with it: every revocation here goes through ``cascade`` (see there).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from dataclasses import dataclass
 from forwardauth.constants import REFRESH_TOKEN_BYTES
 from forwardauth.core.authn import PASSWORD, Authentication
 from forwardauth.core.tokens import new_id
-from forwardauth.stores import clients
+from forwardauth.stores import cascade, clients
 from forwardauth.stores.audit import record
+from forwardauth.stores.cascade import Ended
 from forwardauth.stores.postgres import Connection
 from forwardauth.stores.users import User, get
 
@@ -41,13 +45,21 @@ class ClientDisabled(Exception):
     """The OAuth2 client was disabled while its session was being opened: no session."""
 
 
+class ParentEnded(Exception):
+    """The browser session an OIDC client's session was to be opened from has ended: no session."""
+
+
 class RefreshError(Exception):
     """The refresh token is unknown, expired, revoked or its user disabled."""
 
-    def __init__(self, message: str, reused_family: str | None = None, too_soon: bool = False) -> None:
+    def __init__(
+        self, message: str, reused_family: str | None = None, too_soon: bool = False, ended: Ended | None = None
+    ) -> None:
         super().__init__(message)
-        # Set when a rotated token came back: the caller revokes that family's access tokens too.
+        # Set when a rotated token came back: the caller revokes that family's access tokens too
+        # (``ended``: with its children's, and their back-channel logouts).
         self.reused_family = reused_family
+        self.ended = ended or Ended([reused_family] if reused_family else [])
         # Set when the token is younger than ``min_age``: not spent, and nothing revoked.
         self.too_soon = too_soon
 
@@ -84,14 +96,16 @@ def _insert(
     client_id: str | None,
     scope: str | None,
     auth: Authentication,
+    parent_sid: str | None = None,
 ) -> tuple[int, str]:
     token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
     with conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, client_id, scope, amr, auth_time)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s)) RETURNING id",
-            (_digest(token), user_id, sid, expires, client_id, scope, list(auth.amr), auth.auth_time),
+            "INSERT INTO refresh_tokens"
+            " (token_hash, user_id, family_id, expires_at, client_id, scope, amr, auth_time, parent_sid)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s) RETURNING id",
+            (_digest(token), user_id, sid, expires, client_id, scope, list(auth.amr), auth.auth_time, parent_sid),
         )
         row = cur.fetchone()
     assert row is not None
@@ -105,16 +119,44 @@ def start(
     client_id: str | None = None,
     scope: str | None = None,
     auth: Authentication | None = None,
+    parent_sid: str | None = None,
 ) -> Session:
     """A new login session with its first refresh token (the caller has checked the password,
     with the user's row locked: ``users.authenticate``, and any second factor). ``auth``: how the
-    user proved who they are; ``None`` is a password, now."""
+    user proved who they are; ``None`` is a password, now.
+
+    ``parent_sid``: an OIDC client's session, opened from that browser session of the same user,
+    which must still be live (else ``ParentEnded``); its row is share-locked, after the user's, so
+    a logout ending it either waits for this session and ends it too, or has ended it first.
+    """
     if client_id is not None and not clients.lock_enabled(conn, client_id):
         raise ClientDisabled(client_id)
+    if parent_sid is not None and not _lock_live(conn, user.id, parent_sid):
+        raise ParentEnded(parent_sid)
     auth = auth or Authentication.of((PASSWORD,), int(time.time()))
     sid = new_id()
-    _, token = _insert(conn, user.id, sid, ttl, client_id, scope, auth)
+    _, token = _insert(conn, user.id, sid, ttl, client_id, scope, auth, parent_sid)
     return Session(user=user, sid=sid, refresh_token=token, auth=auth, client_id=client_id, scope=scope)
+
+
+def _lock_live(conn: Connection, user_id: str, sid: str) -> bool:
+    """Whether session ``sid`` of the user is live; its live token and the user's row are
+    share-locked until the transaction ends (module docstring: lock order)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM users WHERE id = %s AND NOT disabled FOR SHARE", (user_id,))
+        if cur.fetchone() is None:
+            return False
+        cur.execute(
+            "SELECT 1 FROM refresh_tokens WHERE family_id = %s AND user_id = %s AND revoked_at IS NULL"
+            " AND expires_at > now() FOR SHARE",
+            (sid, user_id),
+        )
+        return cur.fetchone() is not None
+
+
+def children(conn: Connection, sid: str) -> list[str]:
+    """The OIDC clients' sessions opened from browser session ``sid`` (live or not)."""
+    return cascade.children(conn, [sid])
 
 
 def rotate(
@@ -141,22 +183,24 @@ def rotate(
     """
     if not _could_be_one(token):
         raise RefreshError("malformed refresh token")
-    # Locks in the module's order: client, user, then the token itself.
+    # Locks in the module's order: client, user, a child's parent session, then the token itself.
     if client_id is not None and not clients.lock_enabled(conn, client_id):
         raise RefreshError("client unknown or disabled")
     with conn.cursor() as cur:
-        cur.execute("SELECT user_id::text FROM refresh_tokens WHERE token_hash = %s", (_digest(token),))
+        cur.execute("SELECT user_id::text, parent_sid FROM refresh_tokens WHERE token_hash = %s", (_digest(token),))
         owner_row = cur.fetchone()
     if owner_row is None:
         raise RefreshError("unknown refresh token")
     user = get(conn, owner_row[0], lock=True)
+    if owner_row[1] is not None:  # an OIDC client's session: its browser session's live token before its own
+        _lock_parent(conn, owner_row[1])
     with conn.cursor() as cur:
         cur.execute(
             "SELECT id, user_id::text, family_id, expires_at <= now(), revoked_at IS NOT NULL,"
             " replaced_by, client_id, scope, revoked_at > now() - make_interval(secs => %s),"
             " created_at > now() - make_interval(secs => %s), revoke_reason,"
             " revoked_at > now() - make_interval(secs => %s) AND rotated_by IS NOT DISTINCT FROM %s,"
-            " amr, extract(epoch FROM auth_time)::bigint"
+            " amr, extract(epoch FROM auth_time)::bigint, parent_sid"
             " FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
             (grace, min_age, retry, client_ip, _digest(token)),
         )
@@ -164,7 +208,7 @@ def rotate(
     if row is None:
         raise RefreshError("unknown refresh token")
     row_id, user_id, sid, expired, revoked, successor, owner, scope, just_revoked, young, reason, same_client = row[:12]
-    auth = _auth(row[12], row[13])
+    auth, parent_sid = _auth(row[12], row[13]), row[14]  # a child session (OIDC) stays its parent's
     if owner != client_id:
         raise RefreshError("refresh token was issued to another client")
     # A rotated token back, or a superseded one (its successor went to a retry: it reached someone).
@@ -173,10 +217,10 @@ def rotate(
     if replaced and not retrying and just_revoked:
         raise RefreshError("refresh token was rotated a moment ago")
     if replaced and not retrying:
-        revoke_family(conn, sid, "reuse")
-        record(conn, "refresh_reuse", user_id, None, client_ip, {"sid": sid})
+        ended = cascade.end(conn, [sid], "reuse")
+        record(conn, "refresh_reuse", user_id, None, client_ip, {"sid": sid, "children": len(ended.sids) - 1})
         conn.commit()  # the revocation must stand although we raise (which rolls back)
-        raise RefreshError("refresh token reused; session revoked", reused_family=sid)
+        raise RefreshError("refresh token reused; session revoked", reused_family=sid, ended=ended)
     if (revoked and not retrying) or expired:
         raise RefreshError("refresh token revoked or expired")
     if young:
@@ -185,7 +229,7 @@ def rotate(
         raise RefreshError("user unknown or disabled")
     if narrow_scope is not None:
         scope = narrow_scope(scope)
-    new_row, new_token = _insert(conn, user_id, sid, ttl, client_id, scope, auth)
+    new_row, new_token = _insert(conn, user_id, sid, ttl, client_id, scope, auth, parent_sid)
     with conn.cursor() as cur:
         if retrying:  # keeps its rotation time: the retry window does not start again
             cur.execute(
@@ -200,6 +244,13 @@ def rotate(
             )
     record(conn, "refresh", user_id, user.username, client_ip, {"sid": sid, **({"retry": True} if retrying else {})})
     return Session(user=user, sid=sid, refresh_token=new_token, auth=auth, client_id=client_id, scope=scope)
+
+
+def _lock_parent(conn: Connection, sid: str) -> None:
+    """Share-lock browser session ``sid``'s live tokens: a logout ending it (``cascade.end``) waits
+    for this child's rotation and ends its successor too, or has ended the child first."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM refresh_tokens WHERE family_id = %s AND revoked_at IS NULL FOR SHARE", (sid,))
 
 
 def _supersede(conn: Connection, successor: int) -> bool:
@@ -224,19 +275,26 @@ def discard(conn: Connection, sid: str, client_ip: str | None) -> None:
 
 
 def revoke_family(conn: Connection, sid: str, reason: str) -> int:
-    """Revoke every still-valid refresh token of session ``sid``; returns how many."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = %s"
-            " WHERE family_id = %s AND revoked_at IS NULL",
-            (reason, sid),
-        )
-        return int(cur.rowcount)
+    """Revoke every still-valid refresh token of session ``sid`` and of its children; how many.
+    (``cascade.end`` also says which children were live, for Redis and back-channel logout.)"""
+    return cascade.revoke_families(conn, [sid], reason)
 
 
-def logout(conn: Connection, sid: str, user: str | None, username: str | None, client_ip: str | None) -> None:
-    revoke_family(conn, sid, "logout")
-    record(conn, "logout", user, username, client_ip, {"sid": sid})
+def logout(
+    conn: Connection,
+    sid: str,
+    user: str | None,
+    username: str | None,
+    client_ip: str | None,
+    detail: dict[str, object] | None = None,
+) -> Ended:
+    """End session ``sid`` and its children, audited ``logout`` (as the session's user, found
+    here); what to finish in Redis and by back-channel."""
+    ended = cascade.end(conn, [sid], "logout")
+    user, username = cascade.owner(conn, sid) or (user, username)
+    children = {"children": len(ended.sids) - 1} if len(ended.sids) > 1 else {}
+    record(conn, "logout", user, username, client_ip, {"sid": sid, **children, **(detail or {})})
+    return ended
 
 
 def family_of(conn: Connection, token: str) -> str | None:
@@ -261,7 +319,7 @@ def revoke_by_token(conn: Connection, token: str, client_id: str | None, client_
     if row is None or row[2] != client_id:
         return None
     sid, user_id = str(row[0]), str(row[1])
-    revoke_family(conn, sid, "revoked")
+    revoke_family(conn, sid, "revoked")  # a client's own session: it opens none (no children)
     record(conn, "revoke", user_id, None, client_ip, {"sid": sid, "client_id": client_id})
     return sid
 
@@ -314,30 +372,32 @@ def revoke_user(
     client_ip: str | None,
     reason: str = "logout_all",
     except_sid: str | None = None,
-) -> list[str]:
+) -> Ended:
     """End every session of a user ("log out everywhere", a password change, a disable).
 
     Revokes all their refresh tokens, but those of session ``except_sid`` (the one a user changing
-    their own password keeps), and returns the sessions that may still hold a live access token
-    (those that minted one within ``recent_seconds``), for the caller to revoke in Redis. The
-    user's row is locked first (see the module's docstring on lock order).
+    their own password keeps) and of its children, and returns the sessions that may still hold a
+    live access token (those that minted one within ``recent_seconds``), for the caller to revoke
+    in Redis, with the back-channel logouts to queue. The user's row is locked first (see the
+    module's docstring on lock order).
     """
+    kept = "(family_id = %s OR parent_sid = %s) IS NOT TRUE"  # all when except_sid is None
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        notices = cascade.user_notices(conn, user_id, except_sid)
         cur.execute(
-            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = %s"
-            " WHERE user_id = %s AND revoked_at IS NULL AND family_id IS DISTINCT FROM %s",
-            (reason, user_id, except_sid),
+            "UPDATE refresh_tokens SET revoked_at = now(), revoke_reason = %s"  # noqa: S608 (our text)
+            f" WHERE user_id = %s AND revoked_at IS NULL AND {kept}",
+            (reason, user_id, except_sid, except_sid),
         )
         cur.execute(
-            "SELECT DISTINCT family_id FROM refresh_tokens"
-            " WHERE user_id = %s AND created_at > now() - make_interval(secs => %s)"
-            " AND family_id IS DISTINCT FROM %s",
-            (user_id, recent_seconds, except_sid),
+            "SELECT DISTINCT family_id FROM refresh_tokens"  # noqa: S608 (our text)
+            f" WHERE user_id = %s AND created_at > now() - make_interval(secs => %s) AND {kept}",
+            (user_id, recent_seconds, except_sid, except_sid),
         )
         sids = [str(row[0]) for row in cur.fetchall()]
     detail: dict[str, object] = {"all_sessions": True, "sessions": len(sids), "reason": reason}
     if except_sid is not None:
         detail["kept_sid"] = except_sid
     record(conn, "revoke", user_id, None, client_ip, detail)
-    return sids
+    return Ended(sids, notices)
