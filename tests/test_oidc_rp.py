@@ -39,7 +39,7 @@ from joserfc.jwk import KeySet
 from oic.oic import Client as OicClient
 from oic.oic.message import AuthorizationResponse, RegistrationResponse
 from oic.utils.authn.client import CLIENT_AUTHN_METHOD
-from playwright.sync_api import Browser, BrowserContext, Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Response, expect
 
 from forwardauth.core.authn import ACR_ONE_FACTOR
 from forwardauth.stores import clients, users
@@ -47,13 +47,12 @@ from forwardauth.stores.postgres import Database
 
 from .support import PASSWORD, Stack, require_program, wait_until
 from .test_browser import (
-    CHROMIUM_ARGS,
     COOKIE,
     PROTECTED,
+    chromium,
     expect_protected_page,
     on_login_page,
     open_protected,
-    require_chromium,
     sign_in,
 )
 from .test_cli import run
@@ -67,13 +66,8 @@ AWKWARD = " +/=%&?#~é日本"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = require_chromium()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

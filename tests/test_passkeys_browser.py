@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from forwardauth.dev import demo
 from forwardauth.stores import passkeys, users
 from forwardauth.stores.postgres import Database
 
 from .support import PASSWORD, Service, free_port, require_program, stop_process
-from .test_browser import CHROMIUM_ARGS, require_chromium, sign_in
+from .test_browser import chromium, sign_in
 from .test_web import audit_events
 
 PROTECTED = "/private/page?x=1"
@@ -34,17 +34,8 @@ MakeUser = Callable[..., users.User]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = require_chromium()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable,
-            headless=True,
-            args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.localhost 127.0.0.1"],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium("--host-resolver-rules=MAP *.localhost 127.0.0.1") as launched:
+        yield launched
 
 
 @dataclass

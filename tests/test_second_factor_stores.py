@@ -28,7 +28,8 @@ from forwardauth.stores.pending import Pending, PendingSignIns
 from forwardauth.stores.postgres import Connection, Database
 from forwardauth.stores.redis import RedisClient, close, connect
 
-from .conftest import REDIS_URL, throwaway_database
+from .stores import postgres_program
+from .support import REDIS_URL, throwaway_database
 
 TTL = 3600
 MakeUser = Callable[..., users.User]
@@ -319,7 +320,7 @@ def test_a_database_dump_holds_no_usable_totp_secret(
         assert form_bytes not in stored
     # and a real dump of the table
     dump = subprocess.run(
-        ["pg_dump", "--data-only", "--table=totp_secrets", database_url],
+        [postgres_program("pg_dump"), "--data-only", "--table=totp_secrets", database_url],
         capture_output=True,
         text=True,
         timeout=60,

@@ -25,14 +25,14 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from playwright.sync_api import Browser, BrowserContext, Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Response, expect
 
 from forwardauth.dev import demo
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
 
 from .support import PASSWORD, Service, free_port, require_program, stop_process, wait_until
-from .test_browser import CHROMIUM_ARGS, COOKIE, REFRESH, require_chromium, sign_in
+from .test_browser import COOKIE, REFRESH, chromium, sign_in
 from .test_web import audit_events
 
 ACCESS_TTL = 3
@@ -44,17 +44,8 @@ MakeUser = Callable[..., users.User]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = require_chromium()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable,
-            headless=True,
-            args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.example.test 127.0.0.1"],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium("--host-resolver-rules=MAP *.example.test 127.0.0.1") as launched:
+        yield launched
 
 
 @dataclass

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
 
 from .support import PASSWORD, Stack, require_program, wait_until
-from .test_browser import CHROMIUM_ARGS, expect_protected_page, open_protected, require_chromium
+from .test_browser import chromium, expect_protected_page, open_protected
 from .test_web import audit_events
 
 VAULT = "/vault/page"
@@ -36,13 +36,8 @@ rules:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = require_chromium()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -89,6 +89,13 @@ class Revocations:
             [self._keys.access_token(sid, jti), self._keys.session_tokens(sid)],
             [jti, self._channel, f"{sid} {jti}"],
         )
+        self._forget(sid, jti)
+
+    def _forget(self, sid: str, jti: str | None = None) -> None:
+        """This worker's memory drops the revoked tokens at once; the others hear it on the
+        channel (a moment later), so a request right after the revocation, here, is refused."""
+        if self.local is not None:
+            self.local.forget(sid, jti)
 
     async def revoke_sessions(self, sids: list[str]) -> None:
         for sid in sids:
@@ -112,9 +119,9 @@ class Revocations:
         meanwhile is either in the set when it runs (and deleted) or registered after it.
         """
         token_prefix = self._keys.access_token(sid, "")
-        return int(
-            await self._eval(REVOKE_SESSION, [self._keys.session_tokens(sid)], [token_prefix, self._channel, sid])
-        )
+        held = await self._eval(REVOKE_SESSION, [self._keys.session_tokens(sid)], [token_prefix, self._channel, sid])
+        self._forget(sid)
+        return int(held)
 
     async def revoke_or_queue(self, sids: list[str]) -> bool:
         """Revoke sessions now, or, if Redis refuses, queue them to be revoked when it accepts
