@@ -16,22 +16,31 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from forwardauth.configparse import (
+    HEADER_PRESETS,
+    HeaderNames,
     RedactedError,
+    parse_accent_color,
     parse_algorithm,
     parse_bool,
+    parse_claim_headers,
     parse_database_url,
     parse_domains,
     parse_duration,
+    parse_header_name,
+    parse_header_preset,
     parse_log_format,
     parse_log_level,
     parse_login_url,
+    parse_logo_url,
     parse_networks,
+    parse_optional_header_name,
     parse_password_min_length,
     parse_port,
     parse_positive_int,
     parse_redis_url,
     parse_rp_id,
     parse_second_factor,
+    parse_site_name,
     parse_url,
 )
 from forwardauth.constants import REFRESH_COOKIE_SUFFIX
@@ -88,6 +97,21 @@ class Settings:
     header_timeout: int = 10
     log_level: str = "INFO"
     log_format: str = "json"
+    # Identity header names: as set (None: the preset's), then resolved into header_names by load().
+    headers_preset: str = "forwardauth"
+    headers_user: str | None = None
+    headers_roles: str | None = None
+    headers_email: str | None = None
+    headers_subject: str | None = None
+    headers_amr: str | None = None
+    headers_client: str | None = None
+    headers_client_roles: str | None = None
+    headers_name: str | None = None
+    headers_claims: tuple[tuple[str, str], ...] = ()
+    header_names: HeaderNames = field(default_factory=HeaderNames)
+    site_name: str = "forwardauth"
+    logo_url: str = ""
+    accent_color: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -241,6 +265,33 @@ VARIABLES: tuple[Variable, ...] = (
         "Time a client has to send a request's line and headers, from its first byte (or from connecting); "
         "a slower one is closed with 408.",
     ),
+    Variable(
+        "headers_preset",
+        parse_header_preset,
+        "forwardauth",
+        "Identity header names to start from: forwardauth (X-Auth-*) or authelia (Remote-User, "
+        "Remote-Groups, Remote-Email, Remote-Name); the FORWARDAUTH_HEADERS_* below override it.",
+    ),
+    Variable("headers_user", parse_header_name, "X-Auth-User", "Header carrying a user's username."),
+    Variable("headers_roles", parse_header_name, "X-Auth-Roles", "Header carrying a user's roles (comma-separated)."),
+    Variable("headers_email", parse_header_name, "X-Auth-Email", "Header carrying a user's email address."),
+    Variable("headers_subject", parse_header_name, "X-Auth-Subject", "Header carrying the token's `sub`."),
+    Variable("headers_amr", parse_header_name, "X-Auth-AMR", "Header saying how the user signed in (`amr`)."),
+    Variable("headers_client", parse_header_name, "X-Auth-Client", "Header carrying a client's id (its own token)."),
+    Variable("headers_client_roles", parse_header_name, "X-Auth-Client-Roles", "Header carrying a client's roles."),
+    Variable(
+        "headers_name",
+        parse_optional_header_name,
+        "(none)",
+        "Header carrying the user's display name (their username: users have no other name); none: not sent.",
+    ),
+    Variable(
+        "headers_claims",
+        parse_claim_headers,
+        "(none)",
+        "Further token claims as headers: claim=Header,claim2=Header2 (string or list-of-strings claims; "
+        "a list is comma-separated).",
+    ),
     Variable("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Variable(
         "log_format",
@@ -249,6 +300,19 @@ VARIABLES: tuple[Variable, ...] = (
         "json (one object per line, with the request id) or text (lines for a terminal).",
     ),
 )
+
+BRANDING: tuple[Variable, ...] = (
+    Variable("site_name", parse_site_name, "forwardauth", "Name shown on the login page and the other pages."),
+    Variable(
+        "logo_url",
+        parse_logo_url,
+        "(none)",
+        "Logo on the pages: an https URL or a path on the login page's host (the pages' CSP img-src allows "
+        "exactly its origin).",
+    ),
+    Variable("accent_color", parse_accent_color, "(none)", "Accent colour of the pages: #rgb or #rrggbb."),
+)
+VARIABLES += BRANDING
 
 _FILE_SUFFIX = "_FILE"
 
@@ -309,8 +373,31 @@ def _complete(settings: Settings) -> Settings:
         raise ConfigError(f"{PREFIX}HEADER_TIMEOUT: must be at least 1 second")
     if settings.refresh_ttl < settings.access_ttl:
         raise ConfigError(f"{PREFIX}REFRESH_TTL: must not be shorter than {PREFIX}ACCESS_TTL")
+    header_names = _header_names(settings)
     rp_id = settings.webauthn_rp_id or settings.cookie_domain or urlsplit(issuer).hostname or "localhost"
-    return replace(settings, issuer=issuer, login_url=login_url, allowed_domains=allowed, webauthn_rp_id=rp_id)
+    return replace(
+        settings,
+        issuer=issuer,
+        login_url=login_url,
+        allowed_domains=allowed,
+        webauthn_rp_id=rp_id,
+        header_names=header_names,
+    )
+
+
+def _header_names(settings: Settings) -> HeaderNames:
+    """The preset's names, overridden by each FORWARDAUTH_HEADERS_* set; two headers of one name refused."""
+    chosen = dict(HEADER_PRESETS[settings.headers_preset])
+    for name in HeaderNames.FIXED:
+        value = getattr(settings, "headers_" + name)
+        if value is not None:
+            chosen[name] = value
+    names = HeaderNames(**chosen, claims=settings.headers_claims)
+    problem = names.check()
+    if problem is not None:
+        field_name, detail = problem
+        raise ConfigError(f"{PREFIX}HEADERS_{field_name.upper()}: {detail}")
+    return names
 
 
 def variable_rows() -> list[tuple[str, str, str]]:

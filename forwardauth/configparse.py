@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 ALGORITHMS = ("RS256", "ES256", "EdDSA", "HS256")
@@ -188,3 +189,144 @@ def parse_log_level(text: str) -> str:
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ValueError(f"{text!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
     return level
+
+
+# --- identity header names (FORWARDAUTH_HEADERS_*) -------------------------------------------
+
+# An RFC 9110 token, further restricted to letters and digits joined by single dashes: PHP, CGI,
+# WSGI and Rack read `_` and `.` as `-`, and nginx and Traefik drop names that have them.
+_HEADER_TOKEN = re.compile(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*")
+# A claim's name in the token (a JSON key): plain names only, so the mapping stays readable.
+_CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+# Headers a proxy or the app gives a meaning of their own: never an identity header.
+_RESERVED = frozenset(
+    h.lower()
+    for h in (
+        "Authorization",
+        "Cookie",
+        "Set-Cookie",
+        "Host",
+        "Content-Length",
+        "Content-Type",
+        "Transfer-Encoding",
+        "Connection",
+        "Location",
+        "WWW-Authenticate",
+        "Cache-Control",
+        "Forwarded",
+    )
+)
+
+
+def parse_header_name(text: str) -> str:
+    """An HTTP field name (a token) that is not one proxies or applications already give a meaning."""
+    name = text.strip()
+    if not _HEADER_TOKEN.fullmatch(name):
+        raise ValueError(f"{text!r} is not a header name of letters and digits joined by single dashes")
+    if name.lower() in _RESERVED or name.lower().startswith(("x-forwarded-", "x-original-")):
+        raise ValueError(f"{name!r} already means something to proxies or applications")
+    return name
+
+
+def parse_optional_header_name(text: str) -> str:
+    """A header name, or ``none`` / ``off`` for no header at all (e.g. no display name)."""
+    return "" if text.strip().lower() in {"none", "off"} else parse_header_name(text)
+
+
+def parse_claim_headers(text: str) -> tuple[tuple[str, str], ...]:
+    """``claim=Header,claim2=Header2``: the token's claims handed to the application under these names."""
+    pairs: list[tuple[str, str]] = []
+    for item in parse_list(text):
+        claim, sep, header = (part.strip() for part in item.partition("="))
+        if not sep or not claim or not header:
+            raise ValueError(f"{item!r} is not claim=Header")
+        if not _CLAIM_NAME.fullmatch(claim):
+            raise ValueError(f"{claim!r} is not a claim name")
+        pairs.append((claim, parse_header_name(header)))
+    claims = [c for c, _ in pairs]
+    if len(set(claims)) != len(claims):
+        raise ValueError("a claim is named twice")
+    return tuple(pairs)
+
+
+HEADER_PRESETS: dict[str, dict[str, str]] = {
+    "forwardauth": {},
+    # Authelia's names, which many applications' "proxy authentication" settings expect.
+    "authelia": {"user": "Remote-User", "roles": "Remote-Groups", "email": "Remote-Email", "name": "Remote-Name"},
+}
+
+
+def parse_header_preset(text: str) -> str:
+    preset = text.strip().lower()
+    if preset not in HEADER_PRESETS:
+        raise ValueError(f"{text!r} is not a preset ({', '.join(HEADER_PRESETS)})")
+    return preset
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderNames:
+    """The names of the identity headers ``/auth`` answers with (and the proxies pass on).
+
+    ``name`` (the display name) is off ("") unless configured; ``claims`` maps further token
+    claims to headers of their own. Built once at start (``config``), read per request.
+    """
+
+    user: str = "X-Auth-User"
+    roles: str = "X-Auth-Roles"
+    email: str = "X-Auth-Email"
+    subject: str = "X-Auth-Subject"
+    client: str = "X-Auth-Client"
+    client_roles: str = "X-Auth-Client-Roles"
+    amr: str = "X-Auth-AMR"
+    name: str = ""
+    claims: tuple[tuple[str, str], ...] = ()
+
+    FIXED = ("user", "roles", "email", "subject", "client", "client_roles", "amr", "name")
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every name ``/auth`` may answer with: the ones a client must never be able to send."""
+        fixed = tuple(getattr(self, f) for f in self.FIXED)
+        return tuple(n for n in fixed if n) + tuple(h for _, h in self.claims)
+
+    def check(self) -> tuple[str, str] | None:
+        """(the field at fault, what is wrong) when two headers share a name (in any case), else None."""
+        seen: dict[str, str] = {}
+        for field_name in self.FIXED:
+            header = getattr(self, field_name)
+            if header and header.lower() in seen:
+                return field_name, f"{header} is already the header of {seen[header.lower()]}"
+            if header:
+                seen[header.lower()] = field_name
+        for claim, header in self.claims:
+            if header.lower() in seen:
+                return "claims", f"{header} (for the claim {claim}) is already the header of {seen[header.lower()]}"
+            seen[header.lower()] = f"the claim {claim}"
+        return None
+
+
+_HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}")
+
+
+def parse_site_name(text: str) -> str:
+    name = text.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise ValueError("a printable name of at most 100 characters")
+    return name
+
+
+def parse_logo_url(text: str) -> str:
+    """An https URL, or a path the operator serves beside the pages (never ``//host``: a URL)."""
+    if text.startswith("/") and not text.startswith("//") and text.isprintable() and " " not in text:
+        return text
+    parts = urlsplit(text)
+    if parts.scheme != "https" or not parts.hostname or "@" in parts.netloc or not text.isprintable():
+        raise ValueError("must be an https:// URL or a path starting with /")
+    return text
+
+
+def parse_accent_color(text: str) -> str:
+    """A CSS hex colour only: it is written into the pages' style sheet."""
+    if not _HEX_COLOR.fullmatch(text):
+        raise ValueError("must be a hex colour: #rgb or #rrggbb")
+    return text

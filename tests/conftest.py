@@ -90,11 +90,13 @@ def service_environment(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def env(database_url: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
-    """The FORWARDAUTH_* environment of a test service."""
+    """The FORWARDAUTH_* environment of a test service. Its Redis keys are the test's own (under
+    the run's prefix, deleted with it): services of other tests, with keys of their own, never
+    take its queued work (back-channel logouts) nor count its failed logins."""
     return {
         "FORWARDAUTH_DATABASE_URL": database_url,
         "FORWARDAUTH_REDIS_URL": REDIS_URL,
-        "FORWARDAUTH_REDIS_PREFIX": redis_prefix,
+        "FORWARDAUTH_REDIS_PREFIX": f"{redis_prefix}{secrets.token_hex(3)}:",
         **service_environment(tmp_path),
     }
 
@@ -184,8 +186,16 @@ def proxy_stack(service: Callable[..., Service], tmp_path: Path) -> Iterator[Cal
         public_port, app_port = free_port(), free_port()
         upstream = demo.start_upstream(app_port, tmp_path / f"upstream-{kind}")
         processes.append(upstream)
-        svc = service(extra={**demo.stack_environment(public_port), **(extra or {})})
-        proxy = demo.Proxy(kind, tmp_path / kind, public_port, f"127.0.0.1:{svc.port}", f"127.0.0.1:{app_port}")
+        environment = {**demo.stack_environment(public_port), **(extra or {})}
+        svc = service(extra=environment)
+        proxy = demo.Proxy(
+            kind,
+            tmp_path / kind,
+            public_port,
+            f"127.0.0.1:{svc.port}",
+            f"127.0.0.1:{app_port}",
+            header_names=demo.header_names_of(environment),
+        )
         processes.append(proxy.start())
         url = f"http://127.0.0.1:{public_port}"
         demo.wait_for_http(f"http://127.0.0.1:{app_port}/", 20, upstream)

@@ -32,6 +32,7 @@ def test_the_envsubst_commands_fill_placeholders_and_keep_nginx_variables(tmp_pa
     exported = re.search(r"^export ((?:\w+=\S+ ?)+)$", commands, re.MULTILINE)
     assert exported, "the block sets the values itself"
     values = dict(pair.split("=", 1) for pair in exported.group(1).split())
+    values.setdefault("HEADER_EXTRA_NGINX", "")  # unset: envsubst empties it, the default (no extra headers)
     work = tmp_path / "deploy"
     shutil.copytree(demo.DEPLOY, work)
     clean = {k: v for k, v in os.environ.items() if k not in values}

@@ -24,7 +24,9 @@ import pytest
 import yaml
 
 from forwardauth import config, keys, safefiles
+from forwardauth.configparse import HeaderNames
 from forwardauth.constants import IDENTITY_HEADERS
+from forwardauth.dev import demo
 from forwardauth.http.app import create_app
 
 from .support import require_program
@@ -453,7 +455,8 @@ def ingress_notes(ingress: dict[str, Any]) -> dict[str, str]:
 
 
 def protected_headers() -> list[str]:
-    protect = (DEPLOY / "nginx" / "forwardauth-protect.conf").read_text()
+    template = (DEPLOY / "nginx" / "forwardauth-protect.conf").read_text()
+    protect = demo.render(template, demo.header_values(HeaderNames()))
     return [name for name, value in nginx_headers(protect).items() if value.startswith("$forwardauth_")]
 
 
@@ -518,7 +521,9 @@ def not_public_nginx() -> re.Pattern[str]:
 
 
 def dynamic_yml() -> dict[str, Any]:
-    return yaml.safe_load((DEPLOY / "traefik" / "dynamic.yml").read_text())["http"]
+    """dynamic.yml with the default header names (the manifests name X-Auth-* only)."""
+    values = {**demo.header_values(HeaderNames()), "FORWARDAUTH_ADDR": "${FORWARDAUTH_ADDR}", "APP_ADDR": "${APP_ADDR}"}
+    return yaml.safe_load(demo.render((DEPLOY / "traefik" / "dynamic.yml").read_text(), values))["http"]
 
 
 @pytest.mark.parametrize(

@@ -9,15 +9,10 @@ the access rules match it only by ``clients`` / ``client_roles``. How a user sig
 
 from __future__ import annotations
 
-from forwardauth.constants import (
-    HEADER_AMR,
-    HEADER_CLIENT,
-    HEADER_CLIENT_ROLES,
-    HEADER_EMAIL,
-    HEADER_ROLES,
-    HEADER_SUBJECT,
-    HEADER_USER,
-)
+from collections.abc import Mapping
+from typing import Any
+
+from forwardauth.configparse import HeaderNames
 from forwardauth.core.authn import Authentication
 from forwardauth.core.policy import Subject
 from forwardauth.core.tokens import Identity
@@ -30,17 +25,52 @@ def subject_of(identity: Identity, auth: Authentication | None = None) -> Subjec
     return Subject(identity.username, identity.roles, auth=auth)
 
 
-def identity_headers(identity: Identity, auth: Authentication | None = None) -> dict[str, str]:
-    """The headers ``/auth`` answers 200 with, for the proxy to hand to the application."""
+DEFAULT_NAMES = HeaderNames()
+# Claims that describe a user: never read off a client's own token (which carries none of them).
+_USER_CLAIMS = frozenset({"preferred_username", "email", "name", "amr", "acr", "auth_time"})
+
+
+def identity_headers(
+    identity: Identity,
+    auth: Authentication | None = None,
+    names: HeaderNames = DEFAULT_NAMES,
+    payload: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """The headers ``/auth`` answers 200 with, for the proxy to hand to the application, under the
+    configured ``names``; ``payload`` (the token's claims) feeds ``names.claims``."""
     if identity.client is not None:
-        return {
-            HEADER_CLIENT: identity.client,
-            HEADER_CLIENT_ROLES: ",".join(identity.roles),
-            HEADER_SUBJECT: identity.subject,
+        headers = {
+            names.client: identity.client,
+            names.client_roles: ",".join(identity.roles),
+            names.subject: identity.subject,
         }
-    headers = {HEADER_USER: identity.username, HEADER_ROLES: ",".join(identity.roles), HEADER_SUBJECT: identity.subject}
-    if identity.email:
-        headers[HEADER_EMAIL] = identity.email
-    if auth is not None:
-        headers[HEADER_AMR] = ",".join(auth.amr)
+    else:
+        headers = {
+            names.user: identity.username,
+            names.roles: ",".join(identity.roles),
+            names.subject: identity.subject,
+        }
+        if names.name:  # users have no display name of their own: their username is the name
+            headers[names.name] = identity.username
+        if identity.email:
+            headers[names.email] = identity.email
+        if auth is not None:
+            headers[names.amr] = ",".join(auth.amr)
+    if names.claims and payload:
+        headers.update(claim_headers(names.claims, payload, identity.client is not None))
+    return headers
+
+
+def claim_headers(claims: tuple[tuple[str, str], ...], payload: Mapping[str, Any], client: bool) -> dict[str, str]:
+    """The mapped claims the token carries as a string or a list of strings (joined with commas);
+    any other shape, or a value a header cannot carry (control characters), is left out."""
+    headers = {}
+    for claim, header in claims:
+        if client and claim in _USER_CLAIMS:
+            continue
+        value = payload.get(claim)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        if isinstance(value, str) and value.isprintable():
+            headers[header] = value
     return headers

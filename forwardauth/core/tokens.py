@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -61,6 +62,8 @@ class AccessClaims:
     scope: str | None = None  # space-separated (RFC 6749 3.3)
     client_id: str | None = None  # the OAuth2 client it was issued to (RFC 9068)
     auth: Authentication | None = None  # how the user signed in; None for a client, or an older token
+    # Every verified claim, for FORWARDAUTH_HEADERS_CLAIMS (read only when that maps some).
+    payload: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +214,7 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         scope=scope,
         client_id=client_id,
         auth=auth,
+        payload=payload,
     )
 
 

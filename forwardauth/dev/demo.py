@@ -22,10 +22,14 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 
 import orjson
 from aiohttp import web
+
+from forwardauth import config
+from forwardauth.configparse import HeaderNames
 
 DEPLOY = Path(__file__).parent / "deploy"  # in a checkout, a link to its deploy/; in a wheel, a copy
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
@@ -42,6 +46,53 @@ def render(text: str, values: Mapping[str, str]) -> str:
         return values[name]
 
     return _PLACEHOLDER.sub(value, text)
+
+
+_FIXED_HEADERS = ("user", "roles", "email", "subject", "client", "client_roles", "amr")
+
+
+def nginx_variable(header: str) -> str:
+    """How nginx names a response header in ``$upstream_http_...``: lower case, ``-`` as ``_``."""
+    return header.lower().replace("-", "_")
+
+
+def header_values(names: HeaderNames) -> dict[str, str]:
+    """The header-name placeholders of the deploy files for forwardauth's configured ``names``:
+    ``HEADER_USER`` and ``HEADER_USER_VAR`` (nginx's variable form) and so on, the optional ones
+    (display name, claims) for nginx and Caddy, and the rules stripping every client spelling of
+    the names not starting X-Auth- (Traefik's regex, Caddy's lines). All extras empty by default."""
+    values: dict[str, str] = {}
+    for key in _FIXED_HEADERS:
+        header = getattr(names, key)
+        values[f"HEADER_{key.upper()}"] = header
+        values[f"HEADER_{key.upper()}_VAR"] = nginx_variable(header)
+    optional = ([names.name] if names.name else []) + [header for _, header in names.claims]
+    values["HEADER_EXTRA_NGINX"] = "\n".join(
+        f"auth_request_set $forwardauth_h{i} $upstream_http_{nginx_variable(h)};\n"
+        f"proxy_set_header {h} $forwardauth_h{i};"
+        for i, h in enumerate(optional)
+    )
+    values["HEADER_EXTRA_CADDY"] = "".join(f" {h}" for h in optional)
+    # The X-Auth-* spellings are stripped by the files themselves; any other name needs its own.
+    renamed = [h for h in names.all if not h.lower().startswith("x-auth-")]
+    values["HEADER_STRIP_TRAEFIK"] = "".join(f"|^{h.lower().replace('-', '[^a-z0-9]')}$" for h in renamed)
+    values["HEADER_STRIP_CADDY"] = "\n\t\t\t".join(f"request_header -{s}" for h in renamed for s in spellings(h))
+    return values
+
+
+def spellings(header: str) -> list[str]:
+    """Every way to write ``header`` with ``-``, ``_`` or ``.`` between its words: PHP, CGI, WSGI
+    and Rack read them all as ``header``, so a proxy strips them all from what clients send."""
+    words = header.split("-")
+    return [
+        "".join(w + s for w, s in zip(words, (*seps, ""), strict=True))
+        for seps in product("-_.", repeat=len(words) - 1)
+    ]
+
+
+def header_names_of(environ: Mapping[str, str]) -> HeaderNames:
+    """The identity header names forwardauth started with ``environ`` answers with."""
+    return config.load({k: v for k, v in environ.items() if k.startswith(config.PREFIX + "HEADERS_")}).header_names
 
 
 def find_program(name: str) -> str | None:
@@ -102,6 +153,7 @@ class Proxy:
     listen_host: str = "127.0.0.1"  # a demo or a test is for this machine only
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    header_names: HeaderNames = field(default_factory=HeaderNames)  # forwardauth's FORWARDAUTH_HEADERS_*
 
     @property
     def values(self) -> dict[str, str]:
@@ -111,6 +163,7 @@ class Proxy:
             "FORWARDAUTH_ADDR": self.forwardauth_addr,
             "APP_ADDR": self.app_addr,
             "DYNAMIC_CONFIG": str(self.workdir / "dynamic.yml"),
+            **header_values(self.header_names),
         }
 
     def _write(self, source: str, target: str) -> Path:
@@ -272,7 +325,14 @@ def run_stack(port: int, proxy: str, workdir: Path, greeting: str = "") -> None:
     processes = [upstream, service]
     try:
         wait_for_http(f"http://127.0.0.1:{forwardauth_port}/healthz", 60, service)
-        front = Proxy(proxy, workdir / proxy, port, f"127.0.0.1:{forwardauth_port}", f"127.0.0.1:{app_port}")
+        front = Proxy(
+            proxy,
+            workdir / proxy,
+            port,
+            f"127.0.0.1:{forwardauth_port}",
+            f"127.0.0.1:{app_port}",
+            header_names=header_names_of(env),
+        )
         processes.append(front.start())
         wait_for_http(f"http://127.0.0.1:{port}/forwardauth/healthz", 30, processes[-1])
         print(

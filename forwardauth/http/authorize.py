@@ -55,6 +55,7 @@ from forwardauth.http.common import (
     refuse_cross_site,
     see_other,
 )
+from forwardauth.http.i18n import N_, _
 from forwardauth.http.pages import consent_page, continue_page, oidc_error_page
 from forwardauth.http.secondfactor import BrowserSession, begin, browser_session, prefix_of
 from forwardauth.http.services import SERVICES, Services
@@ -66,13 +67,13 @@ AUTHORIZE_PATH = "/oauth/authorize"
 CONSENT_PATH = AUTHORIZE_PATH + "/consent"
 INTERACTIONS = web.AppKey("interactions", Interactions)
 _RESUME = re.compile(re.escape(AUTHORIZE_PATH) + r"\?resume=[A-Za-z0-9_-]{1,64}")
-EXPIRED = "This sign-in request has expired or was already answered."
+EXPIRED = N_("This sign-in request has expired or was already answered.")
 SCOPE_WORDS = {
-    OPENID: "know who you are (your account's identifier)",
-    PROFILE: "see your username",
-    EMAIL: "see your email address",
-    GROUPS: "see your roles",
-    OFFLINE_ACCESS: "keep access while you are away (until you sign out)",
+    OPENID: N_("know who you are (your account's identifier)"),
+    PROFILE: N_("see your username"),
+    EMAIL: N_("see your email address"),
+    GROUPS: N_("see your roles"),
+    OFFLINE_ACCESS: N_("keep access while you are away (until you sign out)"),
 }
 
 
@@ -88,7 +89,10 @@ def is_resume_path(rd: str, prefix: str) -> bool:
 
 
 def scope_words(scopes: Iterable[str]) -> list[str]:
-    return [SCOPE_WORDS.get(scope, f"use “{scope}” on your behalf") for scope in scopes]
+    return [
+        _(SCOPE_WORDS[scope]) if scope in SCOPE_WORDS else _("use “{scope}” on your behalf").format(scope=scope)
+        for scope in scopes
+    ]
 
 
 def _host(url: str) -> str:
@@ -100,13 +104,13 @@ def _host(url: str) -> str:
 
 def error_page(services: Services, error: str, description: str, status: int = 400) -> web.Response:
     """A refusal the client must not receive (its client or redirect URI is not known good)."""
-    return html_page(oidc_error_page(error, description), services.settings, status)
+    return html_page(oidc_error_page(error, _(description)), services.settings, status)
 
 
-def onward(services: Services, url: str, heading: str = "Signing you in") -> web.Response:
+def onward(services: Services, url: str, heading: str = N_("Signing you in")) -> web.Response:
     """On to ``url`` on another site from a page our form led to: a page that moves on at once
     (``Refresh``), not a redirect, which the form's page's ``form-action`` would have to allow."""
-    response = html_page(continue_page(heading, _host(url), url), services.settings)
+    response = html_page(continue_page(_(heading), _host(url), url), services.settings)
     response.headers["Refresh"] = f"0; url={url}"
     return response
 
@@ -290,7 +294,7 @@ async def consent(request: web.Request) -> web.Response:
         return error_page(services, "invalid_request", EXPIRED)
     held = await browser_session(request, services)
     if held is None or held.sid != interaction.sid:
-        return error_page(services, "invalid_request", "You signed out or in as someone else meanwhile.")
+        return error_page(services, "invalid_request", N_("You signed out or in as someone else meanwhile."))
     client = await accounts.find_client(services, interaction.params.get("client_id"))
     parsed = AuthorizationRequest.parse(interaction.params, client)
     if isinstance(parsed, AuthorizationError):

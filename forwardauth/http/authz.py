@@ -191,4 +191,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
             decided.forbidden_role += 1
             return browser.forbidden(request, settings, original, identity, "role")
     decided.allowed += 1
-    return web.Response(status=200, headers=identity_headers(identity, claims.auth))  # a user's, or a client's own
+    # a user's, or a client's own, under the names settled at start (config.HeaderNames)
+    return web.Response(
+        status=200, headers=identity_headers(identity, claims.auth, settings.header_names, claims.payload)
+    )

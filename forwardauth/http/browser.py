@@ -211,6 +211,14 @@ def startup_warnings(settings: Settings) -> list[str]:
                 f"{COOKIE_DOMAIN} is unset: the cookie set by the login host {login_host} reaches "
                 f"only that host, not the protected hosts. Set it to a domain covering them all"
             )
+    renamed = [name for name in settings.header_names.all if not name.lower().startswith("x-auth-")]
+    if renamed:
+        warnings.append(
+            f"identity headers renamed ({', '.join(renamed)}, {PREFIX}HEADERS_*): the proxy must pass these on "
+            "and strip every spelling a client sends of them. The shipped nginx, Traefik and Caddy files do when "
+            "rendered with these names; the shipped Envoy file and Kubernetes manifests strip only "
+            "X-Auth-*: edit them before use, or a client can send these headers itself"
+        )
     if settings.cookie_domain:
         outside = [d for d in settings.allowed_domains if not covers(settings.cookie_domain, d)]
         if outside:

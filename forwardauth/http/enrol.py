@@ -26,6 +26,7 @@ from forwardauth.core.authn import OTP, Authentication
 from forwardauth.core.credentials import AmbiguousToken
 from forwardauth.http import browser
 from forwardauth.http.common import client_address, html_page, read_fields, refuse_cross_site, see_other, token_of
+from forwardauth.http.i18n import N_, _
 from forwardauth.http.pages import mfa_page, recovery_codes_page
 from forwardauth.http.secondfactor import (
     MFA_PATH,
@@ -44,12 +45,17 @@ from forwardauth.stores.secondfactors import Enrolled
 
 # What a change leads to (``?saved=``): fixed sentences, never text from the URL.
 SAVED = {
-    "totp": "Your authenticator app is set up.",
-    "removed": "Your authenticator app was removed.",
-    "passkey": "Your passkey is set up.",
-    "passkey_renamed": "Your passkey was renamed.",
-    "passkey_removed": "Your passkey was removed.",
+    "totp": N_("Your authenticator app is set up."),
+    "removed": N_("Your authenticator app was removed."),
+    "passkey": N_("Your passkey is set up."),
+    "passkey_renamed": N_("Your passkey was renamed."),
+    "passkey_removed": N_("Your passkey was removed."),
 }
+
+
+def saved(key: str) -> str | None:
+    """The notice for ``?saved=key``, in the request's language."""
+    return _(SAVED[key]) if key in SAVED else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +174,7 @@ async def mfa(request: web.Request) -> web.Response:
     setup = None
     if services.settings.second_factor != "off" and who.may_change(time.time()):
         setup = await secondfactor.pending_totp(services, who.user_id, who.username)
-    return await render_page(request, services, who, setup=setup, notice=SAVED.get(request.query.get("saved", "")))
+    return await render_page(request, services, who, setup=setup, notice=saved(request.query.get("saved", "")))
 
 
 async def start_totp(request: web.Request) -> web.Response:
@@ -198,12 +204,12 @@ async def confirm_totp(request: web.Request) -> web.Response:
         codes = await secondfactor.confirm_totp(services, who.user_id, who.username, fields["code"], address)
     except Throttled as exc:
         browser.log_login_failed(who.username, exc.retry_after)
-        error = f"Too many failed attempts. Try again in {exc.retry_after} seconds."
+        error = _("Too many failed attempts. Try again in {seconds} seconds.").format(seconds=exc.retry_after)
         response = await render_page(request, services, who, 429, setup, error, "code")
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     if codes is None:
-        error = "That code does not match. Check the time on your device, and enter the newest code."
+        error = _("That code does not match. Check the time on your device, and enter the newest code.")
         return await render_page(request, services, who, 400, setup, error, "code")
     if who.pending_id is not None:  # the sign-in this enrolment was for
         done = await finish(request, services, who.pending_id, (OTP,))
@@ -211,13 +217,13 @@ async def confirm_totp(request: web.Request) -> web.Response:
             return start_again(request, settings)
         pending, signed = done
         if codes:
-            response = html_page(recovery_codes_page(codes, pending.rd or "/", "Continue"), settings)
+            response = html_page(recovery_codes_page(codes, pending.rd or "/", _("Continue")), settings)
         else:
             response = see_other(pending.rd or "/")
         set_signed_in_cookies(response, request, settings, signed)
         return response
     if codes:
-        page = recovery_codes_page(codes, mfa_href(request, services), "Done", SAVED["totp"])
+        page = recovery_codes_page(codes, mfa_href(request, services), _("Done"), _(SAVED["totp"]))
         return html_page(page, settings)
     return see_other(mfa_href(request, services) + "?saved=totp")
 
@@ -229,7 +235,7 @@ async def remove_totp(request: web.Request) -> web.Response:
     if isinstance(who, web.Response):
         return who
     if services.settings.second_factor == "required" and who.enrolled.passkeys == 0:
-        error = "Second factors are required here: set up another one (a passkey) before removing this one."
+        error = _("Second factors are required here: set up another one (a passkey) before removing this one.")
         return await render_page(request, services, who, 409, error=error)
     address = client_address(request, services.settings)
     await secondfactor.remove_totp(services, who.user_id, who.username, address)
@@ -243,10 +249,10 @@ async def new_recovery_codes(request: web.Request) -> web.Response:
     if isinstance(who, web.Response):
         return who
     if not (who.enrolled.totp or who.enrolled.passkeys):
-        return await render_page(request, services, who, 409, error="Set up a second factor first.")
+        return await render_page(request, services, who, 409, error=_("Set up a second factor first."))
     address = client_address(request, services.settings)
     codes = await secondfactor.regenerate_recovery(services, who.user_id, who.username, address)
-    return html_page(recovery_codes_page(codes, mfa_href(request, services), "Done"), services.settings)
+    return html_page(recovery_codes_page(codes, mfa_href(request, services), _("Done")), services.settings)
 
 
 def add_routes(app: web.Application) -> None:

@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from forwardauth.http.common import BadInput, error_response, html_page, is_browser, json_response, wants_json
+from forwardauth.http.i18n import ACCEPT_LANGUAGE, _
 from forwardauth.http.login import login_action
-from forwardauth.http.pages import login_page
+from forwardauth.http.pages import BRANDING, login_page
 from forwardauth.http.services import SERVICES
 from forwardauth.sealing import SealError
 from forwardauth.stores.outages import OutageLog
@@ -34,7 +35,7 @@ def unavailable(request: web.Request, what: str) -> web.Response:
             login_page(
                 action=login_action(request, settings),
                 rd="",
-                error="Sign-in is unavailable right now. Try again in a moment.",
+                error=_("Sign-in is unavailable right now. Try again in a moment."),
             ),
             settings,
             503,
@@ -46,7 +47,10 @@ def unavailable(request: web.Request, what: str) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map bad input and store outages to clear 4xx/503 answers; never leak a traceback."""
+    """Map bad input and store outages to clear 4xx/503 answers; never leak a traceback.
+    Also where a request's pages learn its language and the site's branding (see http.i18n)."""
+    ACCEPT_LANGUAGE.set(request.headers.get("Accept-Language"))
+    BRANDING.set(request.app[SERVICES].settings)
     try:
         return await handler(request)
     except web.HTTPException:

@@ -44,6 +44,7 @@ from forwardauth.http.cookies import (
     set_device_cookie,
     set_refresh_cookie,
 )
+from forwardauth.http.i18n import N_, _
 from forwardauth.http.pages import login_page, passkeys_offered
 from forwardauth.http.secondfactor import MFA_PATH, begin, needs_of, prefix_of, step_up
 from forwardauth.http.services import SERVICES, Services
@@ -97,7 +98,7 @@ async def login_form(request: web.Request) -> web.Response:
         renewed = await renew(request, services, rd)
         if renewed is not None:
             return renewed
-    notice = "You have been signed out." if browser.signed_out(request, settings) else None
+    notice = _("You have been signed out.") if browser.signed_out(request, settings) else None
     return html_page(login_html(request, settings, rd, notice=notice), settings)
 
 
@@ -132,11 +133,11 @@ async def renew(request: web.Request, services: Services, rd: str) -> web.Respon
             settings.cookie_domain or "(host only)",
             str(settings.cookie_secure).lower(),
         )
-        error = (
-            f"You are signed in, but your browser did not send the sign-in cookie to {host}. "
+        error = _(
+            "You are signed in, but your browser did not send the sign-in cookie to {host}. "
             "FORWARDAUTH_COOKIE_DOMAIN must cover that host (and with FORWARDAUTH_COOKIE_SECURE the site "
             "must use HTTPS)."
-        )
+        ).format(host=host)
         return html_page(login_html(request, settings, rd, error=error), settings)
     response = see_other(rd)
     set_access_cookie(response, settings, minted.token)
@@ -177,7 +178,7 @@ async def login(request: web.Request) -> web.Response:
         headers = {"Retry-After": str(exc.retry_after)}
         if as_json:
             return too_many_attempts(exc, {})
-        error = f"Too many failed attempts. Try again in {exc.retry_after} seconds."
+        error = _("Too many failed attempts. Try again in {seconds} seconds.").format(seconds=exc.retry_after)
         page = login_html(request, settings, rd, fields["username"], error)
         response = html_page(page, settings, status=429)
         response.headers.update(headers)
@@ -185,10 +186,10 @@ async def login(request: web.Request) -> web.Response:
     except factors.SecondFactorRequired as exc:  # JSON only
         return error_response(401, "second_factor_required", str(exc))
     if signed is None:
-        message = "Wrong username or password."
+        message = N_("Wrong username or password.")
         if as_json:
             return error_response(401, "invalid_credentials", message)
-        page = login_html(request, settings, rd, fields["username"], message)
+        page = login_html(request, settings, rd, fields["username"], _(message))
         return html_page(page, settings, status=401)
     if isinstance(signed, SecondFactorDue):  # a browser: on to the second factor (or enrolment)
         return await begin(request, services, factors.pending_of(signed, rd), signed.device)

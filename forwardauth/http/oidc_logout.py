@@ -34,6 +34,7 @@ from forwardauth.http.common import (
     token_of,
 )
 from forwardauth.http.cookies import refresh_cookie, set_access_cookie, set_refresh_cookie
+from forwardauth.http.i18n import N_
 from forwardauth.http.pages import logged_out_page
 from forwardauth.http.secondfactor import browser_session, prefix_of
 from forwardauth.http.services import SERVICES, Services
@@ -113,10 +114,10 @@ async def end_session(request: web.Request) -> web.Response:
             hint = IdTokenService(services.tokens).verify_id_token_hint(params["id_token_hint"])
         except IdTokenError:
             return error_page(
-                services, "invalid_request", "The sign-out request has a token this server did not issue."
+                services, "invalid_request", N_("The sign-out request has a token this server did not issue.")
             )
     if hint is not None and params.get("client_id") and params["client_id"] not in hint.audience:
-        return error_page(services, "invalid_request", "The sign-out request names two different applications.")
+        return error_page(services, "invalid_request", N_("The sign-out request names two different applications."))
     client_id = params.get("client_id") or (hint.client_id if hint else None)
     held = await browser_session(request, services)
     prefix = prefix_of(request, settings)
@@ -145,7 +146,7 @@ async def end_session(request: web.Request) -> web.Response:
     if target is None:
         response = html_page(logged_out_page(confirm=False, login_href=prefix + "/login"), settings)
     elif confirmed:
-        response = onward(services, target, "Signed out")
+        response = onward(services, target, N_("Signed out"))
     else:
         response = see_other(target)
     set_access_cookie(response, settings, None)

@@ -10,31 +10,55 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from forwardauth.config import Settings
 from forwardauth.core.csrf import origin_of
+from forwardauth.http import i18n
 
-_ENV = Environment(
-    loader=PackageLoader(__package__, "templates"),
-    autoescape=True,
-    undefined=StrictUndefined,
-    auto_reload=False,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_LOGIN = _ENV.get_template("login.html")
-_FORBIDDEN = _ENV.get_template("forbidden.html")
-_LOGOUT = _ENV.get_template("logout.html")
-_SECOND_FACTOR = _ENV.get_template("second_factor.html")
-_MFA = _ENV.get_template("mfa.html")
-_RECOVERY_CODES = _ENV.get_template("recovery_codes.html")
-_CONSENT = _ENV.get_template("consent.html")
-_OIDC_ERROR = _ENV.get_template("oidc_error.html")
-_LOGGED_OUT = _ENV.get_template("logged_out.html")
-_CONTINUE = _ENV.get_template("continue.html")
+# Branding of the request being handled (None outside a request: the defaults). Set beside the
+# language by the error middleware, so the page functions need no settings argument.
+BRANDING: ContextVar[Settings | None] = ContextVar("branding", default=None)
+_DEFAULT_BRANDING = Settings()
+
+
+def _environment(lang: str) -> Environment:
+    """One environment per language, its translations installed once: never swapped per request."""
+    env = Environment(
+        loader=PackageLoader(__package__, "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        auto_reload=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.policies["ext.i18n.trimmed"] = True  # msgids without the templates' line breaks
+    env.install_gettext_translations(i18n.TRANSLATIONS[lang], newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+_ENVS = {lang: _environment(lang) for lang in i18n.LANGUAGES}
+
+
+def _render(name: str, **values: Any) -> str:
+    """``name`` in the request's language, with the site's branding (base.html shows it)."""
+    lang = i18n.current()
+    brand = BRANDING.get() or _DEFAULT_BRANDING
+    return (
+        _ENVS[lang]
+        .get_template(name)
+        .render(
+            lang=lang,
+            site_name=brand.site_name,
+            logo_url=brand.logo_url,
+            accent_color=brand.accent_color,
+            **values,
+        )
+    )
 
 
 def passkeys_offered(settings: Settings) -> bool:
@@ -50,8 +74,18 @@ def login_page(
     notice: str | None = None,
     passkeys: bool = False,
 ) -> str:
-    """The password form; with ``passkeys`` (see passkeys_offered) also "Sign in with a passkey"."""
-    return _LOGIN.render(action=action, rd=rd, username=username, error=error, notice=notice, passkeys=passkeys)
+    """The password form; with ``passkeys`` (see passkeys_offered) also "Sign in with a passkey".
+    It names the site ``rd`` leads to, so the user sees where this sign-in is for."""
+    return _render(
+        "login.html",
+        target=_rd_host(rd),
+        action=action,
+        rd=rd,
+        username=username,
+        error=error,
+        notice=notice,
+        passkeys=passkeys,
+    )
 
 
 def second_factor_page(
@@ -67,7 +101,8 @@ def second_factor_page(
 ) -> str:
     """The step after the password: a TOTP code or a recovery code (``field``: the one in error).
     ``extra``: what other parts of the page need (passkeys)."""
-    return _SECOND_FACTOR.render(
+    return _render(
+        "second_factor.html",
         action=action,
         username=username,
         totp=totp,
@@ -82,37 +117,43 @@ def second_factor_page(
 
 def mfa_page(**values: Any) -> str:
     """The second-factor settings page (see http.enrol for its values)."""
-    return _MFA.render(**values)
+    return _render("mfa.html", **values)
 
 
 def recovery_codes_page(codes: Sequence[str], next_href: str, next_label: str, notice: str | None = None) -> str:
-    return _RECOVERY_CODES.render(codes=codes, next_href=next_href, next_label=next_label, notice=notice)
+    return _render("recovery_codes.html", codes=codes, next_href=next_href, next_label=next_label, notice=notice)
 
 
 def forbidden_page(
     host: str, username: str | None, roles: Sequence[str], logout_action: str, rd: str, needs_role: bool
 ) -> str:
     """The 403 page for a browser: who is signed in, and the ways out (sign out, switch user)."""
-    return _FORBIDDEN.render(
-        host=host, username=username, roles=roles, logout_action=logout_action, rd=rd, needs_role=needs_role
+    return _render(
+        "forbidden.html",
+        host=host,
+        username=username,
+        roles=roles,
+        logout_action=logout_action,
+        rd=rd,
+        needs_role=needs_role,
     )
 
 
 def logout_page(signed_in: bool, username: str | None, action: str, rd: str, login_href: str) -> str:
     """What ``GET /logout`` shows: a button that posts the sign-out (a link alone must not sign out)."""
-    return _LOGOUT.render(signed_in=signed_in, username=username, action=action, rd=rd, login_href=login_href)
+    return _render("logout.html", signed_in=signed_in, username=username, action=action, rd=rd, login_href=login_href)
 
 
 def consent_page(client: str, username: str, scopes: Sequence[str], host: str, action: str, request_id: str) -> str:
     """An OIDC client asks for ``scopes`` (described in words): allow or deny, posted to ``action``."""
-    return _CONSENT.render(
-        client=client, username=username, scopes=scopes, host=host, action=action, request_id=request_id
+    return _render(
+        "consent.html", client=client, username=username, scopes=scopes, host=host, action=action, request_id=request_id
     )
 
 
 def oidc_error_page(error: str, description: str) -> str:
     """An authorization request refused before its client or redirect URI could be trusted: no redirect."""
-    return _OIDC_ERROR.render(error=error, description=description)
+    return _render("oidc_error.html", error=error, description=description)
 
 
 def logged_out_page(
@@ -124,14 +165,31 @@ def logged_out_page(
     fields: Sequence[tuple[str, str]] = (),
 ) -> str:
     """RP-initiated logout: a button that posts it (``confirm``), or "you are signed out"."""
-    return _LOGGED_OUT.render(
-        confirm=confirm, login_href=login_href, username=username, client=client, action=action, fields=fields
+    return _render(
+        "logged_out.html",
+        confirm=confirm,
+        login_href=login_href,
+        username=username,
+        client=client,
+        action=action,
+        fields=fields,
     )
 
 
 def continue_page(heading: str, host: str, url: str) -> str:
     """On to another site after one of our forms (see http.authorize.onward)."""
-    return _CONTINUE.render(heading=heading, host=host, url=url)
+    return _render("continue.html", heading=heading, host=host, url=url)
+
+
+def _rd_host(rd: str) -> str:
+    """The host (with a port other than the default) of an absolute ``rd``; "" for a path."""
+    origin = origin_of(rd) if rd else None
+    return origin.split("://", 1)[1] if origin else ""
+
+
+def _image_source(logo_url: str) -> str:
+    """``img-src`` for the logo: its https origin, or 'self' for a path on our own origin."""
+    return origin_of(logo_url) or "'self'"
 
 
 def _is_ip(host: str) -> bool:
@@ -167,9 +225,12 @@ def page_headers(settings: Settings) -> Mapping[str, str]:
     """Our pages' headers: never cached, never framed, no sniffing, and the URL (with its rd) not
     sent elsewhere. Not "no-referrer": with it a browser sends "Origin: null" on the form post,
     which the CSRF check refuses."""
+    # the logo's origin only (FORWARDAUTH_LOGO_URL); no images without one
+    images = f"img-src {_image_source(settings.logo_url)}; " if settings.logo_url else ""
     csp = (
         # script and fetch from our own origin only: static/passkeys.js and its JSON endpoints
         "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+        f"{images}"
         f"form-action {form_action_sources(settings.allowed_domains, (settings.login_url, settings.issuer))}; "
         "frame-ancestors 'none'; base-uri 'none'"
     )

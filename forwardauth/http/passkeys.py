@@ -36,6 +36,7 @@ from forwardauth.http.common import (
     read_fields,
     see_other,
 )
+from forwardauth.http.i18n import _
 from forwardauth.http.login import destination
 from forwardauth.http.secondfactor import (
     MFA_PATH,
@@ -258,7 +259,7 @@ async def remove(request: web.Request) -> web.Response:
     if isinstance(who, web.Response):
         return who
     if settings.second_factor == "required" and not who.enrolled.totp and who.enrolled.passkeys <= 1:
-        error = "Second factors are required here: set up another one before removing this one."
+        error = _("Second factors are required here: set up another one before removing this one.")
         return await enrol.render_page(request, services, who, 409, error=error)
     address = client_address(request, settings)
     done = await passkeyset.remove(services, who.user_id, who.username, credential_id, address)

@@ -38,6 +38,7 @@ from forwardauth.http.cookies import (
     set_pending_cookie,
     set_refresh_cookie,
 )
+from forwardauth.http.i18n import N_, _
 from forwardauth.http.pages import login_page, passkeys_offered, second_factor_page
 from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import sessions
@@ -45,7 +46,7 @@ from forwardauth.stores.pending import PENDING_TTL, Pending
 
 SECOND_FACTOR_PATH = "/login/second-factor"
 MFA_PATH = "/mfa"
-SIGN_IN_AGAIN = "Sign in again to continue."
+SIGN_IN_AGAIN = N_("Sign in again to continue.")
 
 
 def prefix_of(request: web.Request, settings: Settings) -> str:
@@ -167,19 +168,22 @@ async def second_factor(request: web.Request) -> web.Response:
         return see_other(prefix_of(request, settings) + MFA_PATH)
     field = "code" if fields["code"].strip() or not fields["recovery_code"].strip() else "recovery_code"
     if not fields[field].strip():
-        return await _page(request, services, pending, 400, "Enter the code.", field)
+        return await _page(request, services, pending, 400, _("Enter the code."), field)
     address = client_address(request, settings)
     try:
         method = await secondfactor.check_code(services, pending.user_id, pending.username, fields[field], address)
     except Throttled as exc:
         browser.log_login_failed(pending.username, exc.retry_after)
-        error = f"Too many failed attempts. Try again in {exc.retry_after} seconds."
+        error = _("Too many failed attempts. Try again in {seconds} seconds.").format(seconds=exc.retry_after)
         response = await _page(request, services, pending, 429, error, field)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     if not method:
         browser.log_login_failed(pending.username)
-        error = "That code is wrong or was already used." if field == "code" else "That recovery code is not valid."
+        if field == "code":
+            error = _("That code is wrong or was already used.")
+        else:
+            error = _("That recovery code is not valid.")
         return await _page(request, services, pending, 401, error, field)
     done = await finish(request, services, pending_id, (method,))
     if done is None:
@@ -230,7 +234,7 @@ def needs_of(services: Services, rd: str) -> tuple[bool, int | None]:
 
 def _sign_in_again(action: str, rd: str, username: str, settings: Settings) -> str:
     """The login page for a sign-in too old for ``rd``: the password again, or a passkey."""
-    return login_page(action, rd, username, notice=SIGN_IN_AGAIN, passkeys=passkeys_offered(settings))
+    return login_page(action, rd, username, notice=_(SIGN_IN_AGAIN), passkeys=passkeys_offered(settings))
 
 
 async def step_up(
