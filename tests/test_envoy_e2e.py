@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from forwardauth import config
 from forwardauth.stores import users
 
 from . import backends, envoy, http, rawhttp
@@ -251,6 +252,81 @@ def test_without_the_header_filter_php_would_read_a_spoofed_identity(
     headers = [*boundary_callers["none"].headers(), ("X.Auth.User", "root")]
     seen = backends.seen(send(url, "/public/x", headers).body)
     assert seen is not None and seen.header("X-Auth-User") == "root", "the negative control did not get through"
+
+
+# --- renamed identity headers (FORWARDAUTH_HEADERS_PRESET=authelia) ------------------------------------
+
+AUTHELIA = {"FORWARDAUTH_HEADERS_PRESET": "authelia"}
+RENAMED_SPOOFS = [
+    ("Remote-User", "root"),
+    ("Remote.User", "root"),
+    ("remote-groups", "admin"),
+    ("Remote.Email", "root@evil.test"),
+    ("Remote-Name", "root"),
+    ("X-Auth-User", "root"),
+    ("X.Auth.Roles", "admin"),
+]
+
+
+def identity_readings(seen: Seen) -> list[tuple[str, str]]:
+    """Every Remote-* and X-Auth-* header the backend read, its name as PHP reads it (``.``, ``_``
+    as ``-``), duplicates kept: a spoofed ``Remote.User`` beside forwardauth's shows as two."""
+    readings = [(k.replace("_", "-").replace(".", "-"), v) for k, v in seen.headers.items()]
+    return sorted((k, v) for k, v in readings if k.startswith(("remote-", "x-auth-")))
+
+
+def test_renamed_headers_reach_the_app_and_no_client_spelling_of_them_does(
+    service: Callable[..., Service], real_backends: Backends, make_user: MakeUser, tmp_path: Path
+) -> None:
+    """Behind the Authelia preset, Envoy rendered with forwardauth's names hands the echo app and PHP
+    forwardauth's ``Remote-User``, ``Remote-Groups`` and ``Remote-Name``, and none of what the client
+    sent as ``Remote-User``, ``Remote.User`` (PHP's ``HTTP_REMOTE_USER``), ``remote_user`` (refused:
+    a ``_``) or X-Auth-*. The control: the file rendered with the default names lets ``Remote.User``
+    through to PHP, and passes forwardauth's own ``Remote-User`` not at all."""
+    require_envoy()
+    svc = service(extra=AUTHELIA)
+    names = config.load(AUTHELIA).header_names
+    user = make_user(roles=("user",), email=None)
+    proxies: list[envoy.Envoy] = []
+    try:
+        for backend in ("echo", "php"):
+            proxy = envoy.Envoy(
+                tmp_path / backend,
+                free_port(),
+                f"127.0.0.1:{svc.port}",
+                real_backends(backend).addr,
+                header_names=names,
+            )
+            proxies.append(proxy.start())
+            bearer = [*API, ("Authorization", f"Bearer {login_through(proxy.url, user)}")]
+            for spoofs in [[], *([s] for s in RENAMED_SPOOFS), RENAMED_SPOOFS]:
+                answer = send(proxy.url, "/app", bearer + spoofs)
+                seen = backends.seen(answer.body)
+                assert answer.status == 200 and seen is not None, (backend, spoofs, answer.status, answer.text[:200])
+                readings = identity_readings(seen)
+                remote = [(k, v) for k, v in readings if k.startswith("remote-")]
+                assert remote == [
+                    ("remote-groups", "user"),
+                    ("remote-name", user.username),
+                    ("remote-user", user.username),
+                ], (backend, spoofs, readings)
+                assert ("x-auth-subject", str(user.id)) in readings, (backend, readings)
+                assert not {"x-auth-user", "x-auth-roles"} & {k for k, _ in readings}, (backend, readings)
+            for underscored in ("remote_user", "Remote_Groups"):
+                refused = send(proxy.url, "/app", [*bearer, (underscored, "root")])
+                assert refused.status == 400 and backends.seen(refused.body) is None, (underscored, refused.status)
+
+        control = envoy.Envoy(
+            tmp_path / "default-names", free_port(), f"127.0.0.1:{svc.port}", real_backends("php").addr
+        )
+        proxies.append(control.start())
+        bearer = [*API, ("Authorization", f"Bearer {login_through(control.url, user)}")]
+        seen = backends.seen(send(control.url, "/app", [*bearer, ("Remote.User", "root")]).body)
+        assert seen is not None and seen.header("Remote-User") == "root", "the control did not get through"
+        assert seen is not None and seen.header("Remote-Groups") is None
+    finally:
+        for proxy in proxies:
+            proxy.stop()
 
 
 # --- paths: the issue-12 corpus against every backend -------------------------------------------------

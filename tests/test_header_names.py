@@ -221,13 +221,15 @@ def test_traefik_and_caddy_files_render_the_default_names_when_unset() -> None:
 
 
 def test_renamed_headers_are_warned_of_at_start_since_shipped_configs_strip_only_x_auth() -> None:
-    """The Envoy file and Kubernetes manifests strip client copies of X-Auth-* only: renaming is said
-    at start (the nginx, Traefik and Caddy files follow the names when rendered with them)."""
+    """The Kubernetes manifests strip client copies of X-Auth-* only: renaming is said at start (the
+    nginx, Traefik, Caddy and Envoy files follow the names when rendered with them)."""
     from forwardauth.http.browser import startup_warnings
 
     assert not startup_warnings(config.load({}))
     [warning] = startup_warnings(config.load({"FORWARDAUTH_HEADERS_PRESET": "authelia"}))
     assert "Remote-User" in warning and "strip" in warning and "FORWARDAUTH_HEADERS_" in warning
-    assert "Envoy file and Kubernetes manifests strip only" in warning and "Traefik and Caddy files do" in warning
+    assert "Kubernetes manifests (deploy/kubernetes) pass on and strip only X-Auth-*" in warning
+    assert "nginx, Traefik, Caddy and Envoy files do" in warning and warning.count("strip only") == 1
+    assert "auth-response-headers" in warning and "forwardAuth middleware" in warning
     [claims] = startup_warnings(config.load({"FORWARDAUTH_HEADERS_CLAIMS": "sid=X-Session"}))
     assert "X-Session" in claims

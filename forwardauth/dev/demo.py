@@ -49,6 +49,8 @@ def render(text: str, values: Mapping[str, str]) -> str:
 
 
 _FIXED_HEADERS = ("user", "roles", "email", "subject", "client", "client_roles", "amr")
+# The column of the allowed_upstream_headers patterns in envoy/envoy.yaml: its extra lines continue the list.
+_ENVOY_INDENT = " " * 30
 
 
 def nginx_variable(header: str) -> str:
@@ -58,14 +60,16 @@ def nginx_variable(header: str) -> str:
 
 def header_values(names: HeaderNames) -> dict[str, str]:
     """The header-name placeholders of the deploy files for forwardauth's configured ``names``:
-    ``HEADER_USER`` and ``HEADER_USER_VAR`` (nginx's variable form) and so on, the optional ones
-    (display name, claims) for nginx and Caddy, and the rules stripping every client spelling of
-    the names not starting X-Auth- (Traefik's regex, Caddy's lines). All extras empty by default."""
+    ``HEADER_USER``, ``HEADER_USER_VAR`` (nginx's variable form) and ``HEADER_USER_LOWER`` (Envoy's)
+    and so on, the optional ones (display name, claims) for nginx, Caddy and Envoy, and the rules
+    stripping every client spelling of the names not starting X-Auth- (Traefik's and Envoy's regex,
+    Caddy's lines). All extras empty by default."""
     values: dict[str, str] = {}
     for key in _FIXED_HEADERS:
         header = getattr(names, key)
         values[f"HEADER_{key.upper()}"] = header
         values[f"HEADER_{key.upper()}_VAR"] = nginx_variable(header)
+        values[f"HEADER_{key.upper()}_LOWER"] = header.lower()
     optional = ([names.name] if names.name else []) + [header for _, header in names.claims]
     values["HEADER_EXTRA_NGINX"] = "\n".join(
         f"auth_request_set $forwardauth_h{i} $upstream_http_{nginx_variable(h)};\n"
@@ -73,9 +77,11 @@ def header_values(names: HeaderNames) -> dict[str, str]:
         for i, h in enumerate(optional)
     )
     values["HEADER_EXTRA_CADDY"] = "".join(f" {h}" for h in optional)
+    values["HEADER_EXTRA_ENVOY"] = "".join(f"\n{_ENVOY_INDENT}- {{ exact: {h.lower()} }}" for h in optional)
     # The X-Auth-* spellings are stripped by the files themselves; any other name needs its own.
     renamed = [h for h in names.all if not h.lower().startswith("x-auth-")]
     values["HEADER_STRIP_TRAEFIK"] = "".join(f"|^{h.lower().replace('-', '[^a-z0-9]')}$" for h in renamed)
+    values["HEADER_STRIP_ENVOY"] = "".join(f"|{h.lower().replace('-', '[^a-z0-9]')}" for h in renamed)
     values["HEADER_STRIP_CADDY"] = "\n\t\t\t".join(f"request_header -{s}" for h in renamed for s in spellings(h))
     return values
 

@@ -215,9 +215,10 @@ def startup_warnings(settings: Settings) -> list[str]:
     if renamed:
         warnings.append(
             f"identity headers renamed ({', '.join(renamed)}, {PREFIX}HEADERS_*): the proxy must pass these on "
-            "and strip every spelling a client sends of them. The shipped nginx, Traefik and Caddy files do when "
-            "rendered with these names; the shipped Envoy file and Kubernetes manifests strip only "
-            "X-Auth-*: edit them before use, or a client can send these headers itself"
+            "and strip every spelling a client sends of them. The shipped nginx, Traefik, Caddy and Envoy files do "
+            "when rendered with these names; the Kubernetes manifests (deploy/kubernetes) pass on and strip only "
+            "X-Auth-*: edit their auth-response-headers annotation or forwardAuth middleware before use, or a "
+            "client can send these headers itself"
         )
     if settings.cookie_domain:
         outside = [d for d in settings.allowed_domains if not covers(settings.cookie_domain, d)]
