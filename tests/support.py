@@ -167,6 +167,30 @@ def throwaway_database(prefix: str) -> Iterator[str]:
         admin.close()
 
 
+@contextlib.contextmanager
+def database_at(version: int, prefix: str) -> Iterator[str]:
+    """A throwaway database migrated up to ``version`` only: how an upgrade finds it."""
+    from forwardauth.stores import migrations
+
+    with throwaway_database(prefix) as url, pytest.MonkeyPatch.context() as patch:
+        everything = migrations.available()
+        patch.setattr(migrations, "available", lambda: [m for m in everything if m.version <= version])
+        migrations.migrate(url)
+        patch.setattr(migrations, "available", lambda: everything)
+        yield url
+
+
+def execute(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """One statement on its own connection, committed; its rows, if any."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.close()
+
+
 def backdate_sessions(database: Database, user: users.User, seconds: int = 60) -> None:
     """Backdate the user's refresh tokens, as for a browser whose access cookie has since
     expired: one issued a moment ago makes the login page suspect a redirect loop."""

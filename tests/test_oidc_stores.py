@@ -28,7 +28,7 @@ from forwardauth.stores.pending import Pending
 from forwardauth.stores.postgres import Connection, Database
 from forwardauth.stores.redis import RedisClient, close, connect
 
-from .support import REDIS_URL, free_port, throwaway_database, wait_until
+from .support import REDIS_URL, database_at, execute, free_port, wait_until
 
 TTL = 3600
 MakeUser = Callable[..., users.User]
@@ -72,23 +72,9 @@ def oidc_client(database: Database, **options: Any) -> tuple[clients.Client, str
 
 
 @pytest.fixture
-def database_at_0005(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with throwaway_database("forwardauth_mig6") as url:
-        everything = migrations.available()
-        monkeypatch.setattr(migrations, "available", lambda: [m for m in everything if m.version <= 5])
-        migrations.migrate(url)
-        monkeypatch.setattr(migrations, "available", lambda: everything)
+def database_at_0005() -> Iterator[str]:
+    with database_at(5, "forwardauth_mig6") as url:
         yield url
-
-
-def execute(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall()) if cur.description else []
-    finally:
-        conn.close()
 
 
 def test_migration_0006_keeps_existing_clients_and_sessions(database_at_0005: str) -> None:

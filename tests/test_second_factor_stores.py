@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 
 from forwardauth import config
@@ -29,7 +28,7 @@ from forwardauth.stores.postgres import Connection, Database
 from forwardauth.stores.redis import RedisClient, close, connect
 
 from .stores import postgres_program
-from .support import REDIS_URL, throwaway_database
+from .support import REDIS_URL, database_at, execute
 
 TTL = 3600
 MakeUser = Callable[..., users.User]
@@ -60,24 +59,10 @@ def rows(database: Database, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def old_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def old_database() -> Iterator[str]:
     """A database migrated up to 0004 only (as before issue 14)."""
-    with throwaway_database("forwardauth_mig5") as url:
-        everything = migrations.available()
-        monkeypatch.setattr(migrations, "available", lambda: [m for m in everything if m.version <= 4])
-        migrations.migrate(url)
-        monkeypatch.setattr(migrations, "available", lambda: everything)
+    with database_at(4, "forwardauth_mig5") as url:
         yield url
-
-
-def execute(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall()) if cur.description else []
-    finally:
-        conn.close()
 
 
 def test_migration_dates_old_sessions_from_their_first_token(old_database: str) -> None:
