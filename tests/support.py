@@ -6,6 +6,7 @@ Test modules import these from here; ``conftest`` holds the fixtures (and import
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import secrets
@@ -91,7 +92,12 @@ class RunStores:
         self._embedded = contextlib.ExitStack()
         self._embedded.callback(shutil.rmtree, folder, True)
         settings = self._embedded.enter_context(embedded.stores(config.load(environ)))
+        atexit.register(self.close)  # also in a process that is not pytest's (it has no unconfigure)
         assert settings.database_url is not None and settings.redis_url is not None
+        # Processes the run starts (multiprocessing's spawn imports this module again) use these
+        # stores instead of starting embedded ones of their own, which nothing would stop.
+        os.environ["FORWARDAUTH_TEST_POSTGRES"] = settings.database_url
+        os.environ["FORWARDAUTH_TEST_REDIS"] = settings.redis_url
         return settings.database_url, settings.redis_url
 
     def describe(self) -> str:
