@@ -19,11 +19,14 @@ import pytest
 import redis
 
 from forwardauth import config
+from forwardauth.constants import RedisKeys
 from forwardauth.core.passwords import Passwords
 from forwardauth.dev import demo
 from forwardauth.http.app import create_app
+from forwardauth.redisurl import RedisSettings
 from forwardauth.stores import clients, migrations, users
 from forwardauth.stores.postgres import Database
+from forwardauth.stores.redis import RedisClient, close, connect
 
 # The shared helpers. Those not used here (`as` themselves) stay importable from conftest for
 # tests written before tests/support.py; import them from tests.support.
@@ -111,6 +114,20 @@ def pure_settings(tmp_path: Path) -> config.Settings:
     """``settings`` without the stores (and without creating the run's database): for a test that
     reaches none, so ``pytest -m unit`` runs it."""
     return config.load({**service_environment(tmp_path), **NO_STORES})
+
+
+@pytest.fixture
+async def redis_client(redis_prefix: str) -> AsyncIterator[RedisClient]:
+    """An asyncio Redis client on the test Redis, closed afterwards."""
+    client = connect(RedisSettings.from_url(REDIS_URL))
+    yield client
+    await close(client)
+
+
+@pytest.fixture
+def keys(redis_prefix: str) -> RedisKeys:
+    """A Redis key layout of the test's own, under the run's prefix."""
+    return RedisKeys(redis_prefix + secrets.token_hex(4) + ":")
 
 
 @pytest.fixture

@@ -197,6 +197,17 @@ def execute(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def rows(database: Database, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """The rows of one query, on the test's pool."""
+
+    def query(conn: Connection) -> list[tuple[Any, ...]]:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    return database.call(query)
+
+
 def backdate_sessions(database: Database, user: users.User, seconds: int = 60) -> None:
     """Backdate the user's refresh tokens, as for a browser whose access cookie has since
     expired: one issued a moment ago makes the login page suspect a redirect loop."""

@@ -25,35 +25,14 @@ from forwardauth.stores import cascade, clients, consents, migrations, sessions,
 from forwardauth.stores.backchannel import LEASE_SECONDS, MAX_ATTEMPTS, BackchannelQueue, Notice, backoff
 from forwardauth.stores.codes import SPENT_TTL, AuthorizationCode, Codes
 from forwardauth.stores.pending import Pending
-from forwardauth.stores.postgres import Connection, Database
+from forwardauth.stores.postgres import Database
 from forwardauth.stores.redis import RedisClient, close, connect
 
-from .support import REDIS_URL, database_at, execute, free_port, wait_until
+from .support import database_at, execute, free_port, rows, wait_until
 
 TTL = 3600
 MakeUser = Callable[..., users.User]
 RP = "https://rp.example.test/callback"
-
-
-@pytest.fixture
-async def redis_client(redis_prefix: str) -> AsyncIterator[RedisClient]:
-    client = connect(RedisSettings.from_url(REDIS_URL))
-    yield client
-    await close(client)
-
-
-@pytest.fixture
-def keys(redis_prefix: str) -> RedisKeys:
-    return RedisKeys(redis_prefix + secrets.token_hex(4) + ":")
-
-
-def rows(database: Database, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    def query(conn: Connection) -> list[tuple[Any, ...]]:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-
-    return database.call(query)
 
 
 def new_id(kind: str = "rp") -> str:

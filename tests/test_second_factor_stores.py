@@ -9,7 +9,7 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,40 +19,18 @@ import pytest
 from forwardauth import config
 from forwardauth.constants import RedisKeys
 from forwardauth.core.authn import OTP, PASSWORD, Authentication
-from forwardauth.redisurl import RedisSettings
 from forwardauth.sealing import SealError, load_sealer, rotate_sealing_key
 from forwardauth.stores import migrations, passkeys, recovery, secondfactors, sessions, totp, users
 from forwardauth.stores.onetime import OneTime
 from forwardauth.stores.pending import Pending, PendingSignIns
-from forwardauth.stores.postgres import Connection, Database
-from forwardauth.stores.redis import RedisClient, close, connect
+from forwardauth.stores.postgres import Database
+from forwardauth.stores.redis import RedisClient
 
 from .stores import postgres_program
-from .support import REDIS_URL, database_at, execute
+from .support import database_at, execute, rows
 
 TTL = 3600
 MakeUser = Callable[..., users.User]
-
-
-@pytest.fixture
-async def redis_client(redis_prefix: str) -> AsyncIterator[RedisClient]:
-    client = connect(RedisSettings.from_url(REDIS_URL))
-    yield client
-    await close(client)
-
-
-@pytest.fixture
-def keys(redis_prefix: str) -> RedisKeys:
-    return RedisKeys(redis_prefix + secrets.token_hex(4) + ":")
-
-
-def rows(database: Database, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    def query(conn: Connection) -> list[tuple[Any, ...]]:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-
-    return database.call(query)
 
 
 # --- migration 0005 on a database holding sessions -------------------------------------------

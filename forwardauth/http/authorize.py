@@ -61,7 +61,6 @@ from forwardauth.http.secondfactor import BrowserSession, begin, browser_session
 from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores.clients import Client
 from forwardauth.stores.interactions import Interaction, Interactions
-from forwardauth.stores.pending import Pending
 
 AUTHORIZE_PATH = "/oauth/authorize"
 CONSENT_PATH = AUTHORIZE_PATH + "/consent"
@@ -247,16 +246,7 @@ async def _step_up(
         # Enrolling on an old session would let whoever holds its cookie add their own factor.
         return await _sign_in(request, services, authz, held)
     back = await _park(request, proved)
-    pending = Pending(
-        user_id=held.user_id,
-        username=held.username,
-        amr=held.auth.amr,
-        auth_time=held.auth.auth_time,
-        rd=back,
-        replaces_sid=held.sid,
-        must_enrol=not enrolled.any,
-    )
-    return await begin(request, services, pending)
+    return await begin(request, services, held.stepping_up(back, must_enrol=not enrolled.any))
 
 
 # --- consent -----------------------------------------------------------------------------------

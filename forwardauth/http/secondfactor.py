@@ -205,6 +205,19 @@ class BrowserSession:
     sid: str
     auth: Authentication | None  # None: a token from before sessions remembered it
 
+    def stepping_up(self, rd: str, must_enrol: bool) -> Pending:
+        """A pending sign-in adding a second factor to this session (which it replaces), then ``rd``."""
+        assert self.auth is not None
+        return Pending(
+            user_id=self.user_id,
+            username=self.username,
+            amr=self.auth.amr,
+            auth_time=self.auth.auth_time,
+            rd=rd,
+            replaces_sid=self.sid,
+            must_enrol=must_enrol,
+        )
+
 
 async def browser_session(request: web.Request, services: Services) -> BrowserSession | None:
     settings = services.settings
@@ -266,13 +279,4 @@ async def step_up(
     if not enrolled.any and held.auth.age(now) > secondfactor.RECENT_AUTH:
         # Enrolling on an old session would let whoever holds its cookie add their own factor.
         return html_page(_sign_in_again(action, rd, held.username, settings), settings)
-    pending = Pending(
-        user_id=held.user_id,
-        username=held.username,
-        amr=held.auth.amr,
-        auth_time=held.auth.auth_time,
-        rd=rd,
-        replaces_sid=held.sid,
-        must_enrol=not enrolled.any,
-    )
-    return await begin(request, services, pending)
+    return await begin(request, services, held.stepping_up(rd, must_enrol=not enrolled.any))
