@@ -26,6 +26,7 @@ from forwardauth.configparse import (
     parse_database_url,
     parse_domains,
     parse_duration,
+    parse_email_address,
     parse_header_name,
     parse_header_preset,
     parse_log_format,
@@ -38,9 +39,11 @@ from forwardauth.configparse import (
     parse_port,
     parse_positive_int,
     parse_redis_url,
+    parse_role,
     parse_rp_id,
     parse_second_factor,
     parse_site_name,
+    parse_smtp_url,
     parse_url,
 )
 from forwardauth.constants import REFRESH_COOKIE_SUFFIX
@@ -112,6 +115,11 @@ class Settings:
     site_name: str = "forwardauth"
     logo_url: str = ""
     accent_color: str = ""
+    admin_role: str = "admin"
+    admin_second_factor: bool = False
+    admin_max_auth_age: int = 0
+    smtp_url: str | None = field(default=None, repr=False)
+    smtp_from: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -314,6 +322,33 @@ BRANDING: tuple[Variable, ...] = (
 )
 VARIABLES += BRANDING
 
+PORTAL: tuple[Variable, ...] = (
+    Variable("admin_role", parse_role, "admin", "Users with this role may use the admin console (/admin)."),
+    Variable(
+        "admin_second_factor",
+        parse_bool,
+        "false",
+        "true: the admin console asks an administrator signed in with a password only for a second factor first.",
+    ),
+    Variable(
+        "admin_max_auth_age",
+        parse_duration,
+        "0 (off)",
+        "The admin console asks for the password again when the sign-in is older than this (e.g. 15m).",
+    ),
+    Variable(
+        "smtp_url",
+        parse_smtp_url,
+        "(none: no e-mail)",
+        "Mail server for password-reset and address-verification links: smtp://HOST:PORT (plain), "
+        "smtp+starttls://USER:PASSWORD@HOST:587 or smtps://USER:PASSWORD@HOST:465. Unset: no forgotten-password "
+        "link, and e-mail addresses are changed by an administrator.",
+        secret=True,
+    ),
+    Variable("smtp_from", parse_email_address, "forwardauth@ISSUER-HOST", "Sender address of those e-mails."),
+)
+VARIABLES += PORTAL
+
 _FILE_SUFFIX = "_FILE"
 
 
@@ -375,8 +410,10 @@ def _complete(settings: Settings) -> Settings:
         raise ConfigError(f"{PREFIX}REFRESH_TTL: must not be shorter than {PREFIX}ACCESS_TTL")
     header_names = _header_names(settings)
     rp_id = settings.webauthn_rp_id or settings.cookie_domain or urlsplit(issuer).hostname or "localhost"
+    smtp_from = settings.smtp_from or f"forwardauth@{urlsplit(issuer).hostname or 'localhost'}"
     return replace(
         settings,
+        smtp_from=smtp_from,
         issuer=issuer,
         login_url=login_url,
         allowed_domains=allowed,

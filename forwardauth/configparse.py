@@ -330,3 +330,39 @@ def parse_accent_color(text: str) -> str:
     if not _HEX_COLOR.fullmatch(text):
         raise ValueError("must be a hex colour: #rgb or #rrggbb")
     return text
+
+
+_ROLE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def parse_role(text: str) -> str:
+    """A role name as users carry them (letters, digits, ``_ . : -``, at most 64)."""
+    if not _ROLE_NAME.fullmatch(text.strip()):
+        raise ValueError("a role name: 1 to 64 letters, digits, '_', '.', ':' or '-'")
+    return text.strip()
+
+
+SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+
+
+def parse_smtp_url(text: str) -> str:
+    """``smtp://`` (plain, for a relay on this host), ``smtp+starttls://`` or ``smtps://`` (TLS from
+    the start), with an optional ``user:password@`` (percent-encoded) and port."""
+    parts = urlsplit(text)
+    if parts.scheme not in SMTP_SCHEMES:
+        raise RedactedError(f"scheme must be one of {', '.join(SMTP_SCHEMES)}")
+    try:
+        parts.port  # noqa: B018 (a port that does not parse raises)
+    except ValueError:
+        raise RedactedError("the port is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise RedactedError("no host (e.g. smtp+starttls://user:password@mail.example.com:587)")
+    return text
+
+
+def parse_email_address(text: str) -> str:
+    """A sender address: ``name@domain``, printable, no spaces."""
+    value = text.strip()
+    if len(value) > 254 or not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", value):
+        raise ValueError(f"{value!r} is not an e-mail address (name@example.com)")
+    return value

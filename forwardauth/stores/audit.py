@@ -24,6 +24,11 @@ EVENTS = frozenset(
     | {"consent_granted", "consent_revoked"}
     # OpenID Connect: a code issued to a client for a user (or the user denied it)
     | {"authorize"}
+    # the portal: a one-time link made (password reset, first password, address to confirm; the
+    # purpose in the detail), a password set through one, an e-mail address confirmed through one
+    | {"link_sent", "password_reset", "email_change"}
+    # the admin console: an administrator's action (detail: "by" the acting administrator, "action")
+    | {"admin"}
 )
 
 
