@@ -10,7 +10,19 @@ from aiohttp import web
 
 from forwardauth.config import Settings
 from forwardauth.constants import ENVOY_PREFIX
-from forwardauth.http import authorize, backchannel, browser_pages, enrol, limits, oauth, oidc, oidc_logout, passkeys
+from forwardauth.http import (
+    admin,
+    authorize,
+    backchannel,
+    browser_pages,
+    enrol,
+    limits,
+    oauth,
+    oidc,
+    oidc_logout,
+    passkeys,
+    portal,
+)
 from forwardauth.http.authz import auth
 from forwardauth.http.common import MAX_BODY
 from forwardauth.http.errors import errors
@@ -80,6 +92,8 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
     authorize.add_routes(app)
     oidc_logout.add_routes(app)
     browser_pages.add_routes(app)
+    portal.add_routes(app)  # /account: the signed-in user's own page, forgotten passwords
+    admin.add_routes(app)  # /admin: the console of FORWARDAUTH_ADMIN_ROLE
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from forwardauth import __version__
 from forwardauth.config import Settings
+from forwardauth.http.openapi_admin import admin_paths
 from forwardauth.http.openapi_authorize import authorize_paths
 from forwardauth.http.openapi_oidc import oidc_paths
 from forwardauth.http.openapi_parts import (
@@ -33,6 +34,7 @@ from forwardauth.http.openapi_parts import (
     token_form,
 )
 from forwardauth.http.openapi_passkeys import passkey_paths
+from forwardauth.http.openapi_portal import portal_paths
 from forwardauth.http.openapi_secondfactor import second_factor_paths
 
 AUTH_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")  # /auth takes any
@@ -339,6 +341,8 @@ def document(settings: Settings) -> Schema:
             **second_factor_paths(),
             **oidc_paths(),
             **authorize_paths(),
+            **portal_paths(),
+            **admin_paths(),
         },
         "components": components(settings.cookie_name),
     }

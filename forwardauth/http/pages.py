@@ -61,6 +61,13 @@ def _render(name: str, **values: Any) -> str:
     )
 
 
+def render(name: str, **values: Any) -> str:
+    """Template ``name`` (a portal or console page) with ``values``, in the request's language and
+    the site's branding. The portal's and console's pages use this directly: their handlers
+    name the template and pass every value it uses (StrictUndefined: a missing one raises)."""
+    return _render(name, **values)
+
+
 def passkeys_offered(settings: Settings) -> bool:
     """Whether pages offer passkeys: not with FORWARDAUTH_SECOND_FACTOR=off (their endpoints refuse)."""
     return settings.second_factor != "off"

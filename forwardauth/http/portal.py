@@ -1,0 +1,9 @@
+"""Placeholder: filled in by the portal work (issue 16)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the portal pages."""

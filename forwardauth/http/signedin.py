@@ -1,0 +1,106 @@
+"""Who is looking at a portal or console page, and the pieces every such page shares: the layout's
+values (portal_base.html), the CSRF token of its forms, and reading a posted form.
+
+The viewer is the browser's live access cookie (a user's session, never a client's token), and the
+user's row as PostgreSQL has it now: roles and "disabled" are read fresh, so an administrator
+whose role was taken away a moment ago is no longer one here, whatever their token still says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from forwardauth.accounts.issue import live_claims
+from forwardauth.core.authn import Authentication
+from forwardauth.core.credentials import AmbiguousToken
+from forwardauth.http import formtokens
+from forwardauth.http.common import html_page, read_fields, refuse_cross_site, see_other, token_of
+from forwardauth.http.pages import render
+from forwardauth.http.secondfactor import prefix_of
+from forwardauth.http.services import Services
+from forwardauth.stores import users
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """A signed-in user on one of our pages."""
+
+    user: users.User
+    sid: str  # the session the access cookie belongs to
+    auth: Authentication | None  # how and when that session signed in (None: a token from before)
+    prefix: str  # where forwardauth's pages are, as the browser sees them
+    is_admin: bool  # has FORWARDAUTH_ADMIN_ROLE now
+    csrf_token: str  # for every form on the page (formtokens, bound to ``sid``)
+
+
+def login_href(request: web.Request, services: Services, rd: str | None = None) -> str:
+    """The login page, then back to ``rd`` (default: the page asked for, path and query)."""
+    prefix = prefix_of(request, services.settings)
+    back = rd if rd is not None else prefix + request.rel_url.path_qs
+    return f"{prefix}/login?rd={quote(back, safe='')}"
+
+
+async def viewer(request: web.Request, services: Services) -> Viewer | web.Response:
+    """The viewer, or the answer that sends the browser to sign in (and back here)."""
+    try:
+        token = token_of(request, services.settings.cookie_name)
+    except AmbiguousToken:
+        token = None
+    claims = await live_claims(services, token) if token else None
+    if claims is None or claims.identity.client is not None:
+        return see_other(login_href(request, services))
+    user = await services.db.run(users.get, claims.identity.subject)
+    if user is None or user.disabled:  # gone since the token was minted: its revocation is under way
+        return see_other(login_href(request, services))
+    return Viewer(
+        user=user,
+        sid=claims.sid,
+        auth=claims.auth,
+        prefix=prefix_of(request, services.settings),
+        is_admin=services.settings.admin_role in user.roles,
+        csrf_token=formtokens.make(services, formtokens.session_binding(claims.sid)),
+    )
+
+
+def page(
+    services: Services,
+    who: Viewer,
+    template: str,
+    section: str,
+    status: int = 200,
+    notice: str | None = None,
+    error: str | None = None,
+    **values: Any,
+) -> web.Response:
+    """``template`` (extending portal_base.html) for ``who``, with the layout's values."""
+    body = render(
+        template,
+        prefix=who.prefix,
+        username=who.user.username,
+        is_admin=who.is_admin,
+        csrf_token=who.csrf_token,
+        section=section,
+        notice=notice,
+        error=error,
+        **values,
+    )
+    return html_page(body, services.settings, status)
+
+
+async def posted(request: web.Request, services: Services, who: Viewer, names: tuple[str, ...]) -> dict[str, str]:
+    """A form of one of ``who``'s pages: from our own origin (else 403), with a CSRF token made for
+    this session (else 403), its fields ``names`` (missing ones empty)."""
+    refuse_cross_site(request, services.settings)
+    fields = await read_fields(request, (*names, formtokens.FIELD))
+    formtokens.check(services, formtokens.session_binding(who.sid), fields)
+    return fields
+
+
+def field_list(fields: Mapping[str, str], name: str) -> list[str]:
+    """A field holding several values separated by commas, spaces or lines, each stripped."""
+    return [part for part in fields.get(name, "").replace(",", " ").split() if part]
