@@ -14,8 +14,13 @@ import forwardauth.http
 from forwardauth.http import i18n, pages
 
 HTTP = Path(forwardauth.http.__file__).parent
-METHODS = [("templates/**.html", "jinja2.ext:babel_extract"), ("**.py", "python")]
-OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n", "trimmed": "true"}}
+METHODS = [
+    ("templates/**.html", "jinja2.ext:babel_extract"),
+    ("templates/**.txt", "jinja2.ext:babel_extract"),  # the e-mails
+    ("**.py", "python"),
+]
+TEMPLATE = {"extensions": "jinja2.ext.i18n", "trimmed": "true"}
+OPTIONS = {"templates/**.html": TEMPLATE, "templates/**.txt": TEMPLATE}
 TRANSLATED = [lang for lang in i18n.LANGUAGES if lang != i18n.DEFAULT]
 
 

@@ -2,7 +2,7 @@
 
     core  <-  stores  <-  accounts  <-  http  <-  server, cli and their commands, dev
 
-Below them all, read by every layer: ``constants``, ``config`` (and its ``configparse``), ``redisurl``,
+Below them all, read by every layer: ``constants``, ``config`` (and its ``configparse``, ``configvars``), ``redisurl``,
 ``keys``, ``sealing``, ``safefiles``, ``safetext``. ``logs`` (request ids, formatters) sits with HTTP.
 A module may import its own layer and the ones below, never one above, and no chain of imports comes
 back to where it started.
@@ -25,6 +25,7 @@ BASE = {
     "forwardauth.constants",
     "forwardauth.config",
     "forwardauth.configparse",
+    "forwardauth.configvars",
     "forwardauth.redisurl",
     "forwardauth.keys",
     "forwardauth.sealing",
