@@ -36,6 +36,7 @@ from forwardauth.dev import embedded
 from forwardauth.diagnose import database_problem
 from forwardauth.keycmds import cmd_keys_list, cmd_keys_prune, cmd_keys_rotate, cmd_keys_rotate_sealing
 from forwardauth.keys import KeyFileError
+from forwardauth.patcli import add_commands as add_token_commands  # token add, list, revoke, sync
 from forwardauth.ports import PortInUse
 from forwardauth.runcli import DemoError, cmd_demo, cmd_serve
 from forwardauth.safetext import escape
@@ -139,8 +140,29 @@ def cmd_policy_explain(settings: Settings, args: argparse.Namespace) -> None:
             subject = replace(subject, auth=Authentication.of(args.amr.split(","), int(time.time()) - age))
         except ValueError as exc:
             raise CommandError(f"--amr / --auth-age: {exc}") from None
+    subject = _with_token(subject, args.token_type, tuple(args.scope or ()))
     for line in explain(policy, args.scheme.lower(), args.host, args.path, args.method.upper(), args.ip, subject):
         print(line)
+
+
+def _with_token(subject: Subject | None, token_type: str | None, scopes: tuple[str, ...]) -> Subject | None:
+    """``policy explain``'s subject holding a token of ``token_type`` with ``scopes``: a user's is a
+    session's unless said otherwise, a client's own always a client's; only PATs and client
+    tokens carry scopes."""
+    from dataclasses import replace
+
+    from forwardauth.core.policy import CLIENT, SESSION
+
+    if subject is None:
+        if token_type or scopes:
+            raise CommandError("--token-type and --scope describe a token: give --user, --roles or --client")
+        return None
+    kind = CLIENT if subject.client is not None else token_type or SESSION
+    if token_type and token_type != kind:
+        raise CommandError("--token-type: a client's own token is a client token")
+    if scopes and kind == SESSION:
+        raise CommandError("--scope: a session's token has no scopes (--token-type pat or client)")
+    return replace(subject, token_type=kind, scopes=scopes)
 
 
 def cmd_audit_tail(settings: Settings, args: argparse.Namespace) -> None:
@@ -220,6 +242,14 @@ def parser() -> argparse.ArgumentParser:
     who.add_argument("--client", help="a client with a client_credentials token")
     explain.add_argument("--amr", help="how the user signed in, comma-separated (pwd, otp, kba, hwk, swk, user)")
     explain.add_argument("--auth-age", help="with --amr: how long ago they signed in (900, 15m; default 0)")
+    explain.add_argument(
+        "--token-type",
+        choices=("session", "pat", "client"),
+        help="the kind of token (default: session; client for --client)",
+    )
+    explain.add_argument(
+        "--scope", action="append", help="a scope the token carries (repeatable; pat or client tokens)"
+    )
     explain.set_defaults(run=cmd_policy_explain)
 
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
@@ -234,6 +264,9 @@ def parser() -> argparse.ArgumentParser:
 
     client = sub.add_parser("client", help="manage OAuth2 and OpenID Connect clients")
     add_client_commands(client.add_subparsers(dest="action", required=True))
+
+    token = sub.add_parser("token", help="manage personal access tokens (for scripts, git, WebDAV)")
+    add_token_commands(token.add_subparsers(dest="action", required=True))
 
     keys = sub.add_parser("keys", help="manage signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("list", help="list keys").set_defaults(run=cmd_keys_list)

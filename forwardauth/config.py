@@ -84,6 +84,7 @@ class Settings:
     headers_email: str | None = None
     headers_subject: str | None = None
     headers_amr: str | None = None
+    headers_scopes: str | None = None
     headers_client: str | None = None
     headers_client_roles: str | None = None
     headers_name: str | None = None
@@ -97,6 +98,7 @@ class Settings:
     admin_max_auth_age: int = 0
     smtp_url: str | None = field(default=None, repr=False)
     smtp_from: str = ""
+    pat_max_ttl: int = 365 * 86400
 
     @property
     def embedded(self) -> bool:
@@ -176,6 +178,8 @@ def _complete(settings: Settings) -> Settings:
         raise ConfigError(f"{PREFIX}HEADER_TIMEOUT: must be at least 1 second")
     if settings.refresh_ttl < settings.access_ttl:
         raise ConfigError(f"{PREFIX}REFRESH_TTL: must not be shorter than {PREFIX}ACCESS_TTL")
+    if settings.pat_max_ttl < 60:
+        raise ConfigError(f"{PREFIX}PAT_MAX_TTL: must be at least a minute")
     header_names = _header_names(settings)
     rp_id = settings.webauthn_rp_id or settings.cookie_domain or urlsplit(issuer).hostname or "localhost"
     smtp_from = settings.smtp_from or f"forwardauth@{urlsplit(issuer).hostname or 'localhost'}"

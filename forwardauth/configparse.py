@@ -278,10 +278,11 @@ class HeaderNames:
     client: str = "X-Auth-Client"
     client_roles: str = "X-Auth-Client-Roles"
     amr: str = "X-Auth-AMR"
+    scopes: str = "X-Auth-Scopes"  # a personal access token's scopes, space-separated
     name: str = ""
     claims: tuple[tuple[str, str], ...] = ()
 
-    FIXED = ("user", "roles", "email", "subject", "client", "client_roles", "amr", "name")
+    FIXED = ("user", "roles", "email", "subject", "client", "client_roles", "amr", "scopes", "name")
 
     @property
     def all(self) -> tuple[str, ...]:

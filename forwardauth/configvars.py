@@ -185,6 +185,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("headers_email", parse_header_name, "X-Auth-Email", "Header carrying a user's email address."),
     Variable("headers_subject", parse_header_name, "X-Auth-Subject", "Header carrying the token's `sub`."),
     Variable("headers_amr", parse_header_name, "X-Auth-AMR", "Header saying how the user signed in (`amr`)."),
+    Variable(
+        "headers_scopes",
+        parse_header_name,
+        "X-Auth-Scopes",
+        "Header carrying a personal access token's scopes (space-separated).",
+    ),
     Variable("headers_client", parse_header_name, "X-Auth-Client", "Header carrying a client's id (its own token)."),
     Variable("headers_client_roles", parse_header_name, "X-Auth-Client-Roles", "Header carrying a client's roles."),
     Variable(
@@ -246,5 +252,11 @@ PORTAL: tuple[Variable, ...] = (
         secret=True,
     ),
     Variable("smtp_from", parse_email_address, "forwardauth@ISSUER-HOST", "Sender address of those e-mails."),
+    Variable(
+        "pat_max_ttl",
+        parse_duration,
+        "365d",
+        "Longest lifetime of a personal access token (each has an expiry, at most this far off).",
+    ),
 )
 VARIABLES += PORTAL

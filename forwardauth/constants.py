@@ -22,6 +22,8 @@ HEADER_CLIENT = "X-Auth-Client"
 HEADER_CLIENT_ROLES = "X-Auth-Client-Roles"
 # How the user signed in: the token's amr, comma-separated (pwd; otp,pwd,mfa; ...). A user's token only.
 HEADER_AMR = "X-Auth-AMR"
+# A personal access token's scopes, space-separated (and amr "pat"). A token's only.
+HEADER_SCOPES = "X-Auth-Scopes"
 IDENTITY_HEADERS = (
     HEADER_USER,
     HEADER_ROLES,
@@ -30,6 +32,7 @@ IDENTITY_HEADERS = (
     HEADER_CLIENT,
     HEADER_CLIENT_ROLES,
     HEADER_AMR,
+    HEADER_SCOPES,
 )
 
 # Envoy ext_authz (HTTP service) calls this prefix followed by the original path.
@@ -103,6 +106,10 @@ class RedisKeys:
     def backchannel_queue(self) -> str:
         """Sorted set of the back-channel logouts to send, by when each is due (stores.backchannel)."""
         return f"{self.prefix}backchannel"
+
+    def pat_record(self, digest: str) -> str:
+        """A live personal access token's record (by the token's SHA-256, hex), until it expires."""
+        return f"{self.prefix}pat:{digest}"
 
     def write_probe(self) -> str:
         """A key written (and expiring at once) to learn whether Redis accepts writes right now."""

@@ -31,6 +31,8 @@ import uvloop
 from aiohttp import web
 
 from forwardauth import diagnose, logs, ports
+from forwardauth.accounts import pats
+from forwardauth.accounts.services import build_account_services
 from forwardauth.config import Settings
 from forwardauth.core.policyfile import load as load_policy
 from forwardauth.dev import embedded
@@ -38,12 +40,13 @@ from forwardauth.http import browser, limits
 from forwardauth.http.app import create_app
 from forwardauth.http.reloading import reload_policy
 from forwardauth.http.services import SERVICES
-from forwardauth.keys import KeyFileError, load_ring
+from forwardauth.keys import KeyFileError, KeyRing, load_ring
 from forwardauth.stores import migrations
 
 log = logging.getLogger("forwardauth.server")
 
 MIGRATE_WAIT = 30.0
+TOKEN_SYNC_WAIT = 30.0
 RESTART_BACKOFF = 1.0
 
 
@@ -61,6 +64,31 @@ def migrate_when_ready(dsn: str, wait: float = MIGRATE_WAIT) -> list[str]:
                 raise
             log.warning("waiting for PostgreSQL: %s", str(exc).strip().splitlines()[0])
             time.sleep(1.0)
+
+
+def sync_tokens(settings: Settings, ring: KeyRing) -> None:
+    """Write every live personal access token to Redis again, once, before the workers start: a
+    Redis that lost its data (restarted without persistence) would refuse them until then. Best
+    effort: a failure is logged, and the start goes on (``forwardauth token sync`` does it later)."""
+
+    async def run() -> int:
+        services = build_account_services(settings, ring)
+        try:
+            return await asyncio.wait_for(pats.sync(services), TOKEN_SYNC_WAIT)
+        finally:
+            await services.close()
+
+    try:
+        count = asyncio.run(run())
+    except Exception as exc:  # whatever it is, the start goes on
+        log.warning(
+            "personal access tokens not written to Redis at start (%s: %s): run `forwardauth token sync` "
+            "if Redis lost its data",
+            type(exc).__name__,
+            (str(exc).strip().splitlines() or [""])[0],
+        )
+    else:
+        log.info("personal access tokens: %d live, written to Redis", count)
 
 
 async def _serve(settings: Settings, metrics_dir: Path) -> None:
@@ -175,6 +203,7 @@ def serve(settings: Settings) -> None:
         except (OSError, KeyFileError) as exc:
             raise diagnose.keys_problem(ready, exc) from None
         log.info("signing with %s key %s", ring.current.alg, ring.current.kid)
+        sync_tokens(ready, ring)
         log.info("forwardauth on http://%s:%d with %d worker(s)", ready.host, ready.port, ready.workers)
         supervise(ready)
     log.info("forwardauth stopped")

@@ -6,7 +6,10 @@ local index = 0
 init = function(args)
   local path = os.getenv("TOKENS")
   if path then
-    for line in io.lines(path) do tokens[#tokens + 1] = line end
+    -- a line is a token (sent as Bearer) or a whole header value ("Basic ...", as git sends it)
+    for line in io.lines(path) do
+      tokens[#tokens + 1] = line:sub(1, 6) == "Basic " and line or "Bearer " .. line
+    end
   end
   -- start each thread at a different place in the list
   index = math.random(#tokens > 0 and #tokens or 1)
@@ -16,7 +19,7 @@ request = function()
   local headers = {}
   if #tokens > 0 then
     index = index % #tokens + 1
-    headers["Authorization"] = "Bearer " .. tokens[index]
+    headers["Authorization"] = tokens[index]
   end
   headers["X-Forwarded-Method"] = "GET"
   headers["X-Forwarded-Proto"] = "https"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import http.client
 import json
@@ -33,11 +34,14 @@ import psycopg2
 
 from forwardauth import config
 from forwardauth.constants import RedisKeys
+from forwardauth.core import pats
+from forwardauth.core.pats import PatClaims
 from forwardauth.core.tokens import Identity, TokenService, new_id
 from forwardauth.dev.demo import find_program
 from forwardauth.keys import load_ring
 from forwardauth.redisurl import RedisSettings
 from forwardauth.stores import migrations
+from forwardauth.stores.patrecords import PatRecords
 from forwardauth.stores.redis import connect
 from forwardauth.stores.revocation import Revocations
 
@@ -47,6 +51,7 @@ REDIS_URL = os.environ.get("FORWARDAUTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
 USERS = 1000
 WORKERS = os.cpu_count() or 2
 HMAC_SECRET = "perf-only-secret-" + "x" * 32
+PAT_TTL = 3600  # the personal access tokens' lifetime: the run's
 
 
 def free_port() -> int:
@@ -199,6 +204,31 @@ def mint_tokens(settings: config.Settings, target: Path, count: int = USERS, rev
     target.write_text("\n".join(tokens) + "\n")
 
 
+def mint_personal_tokens(settings: config.Settings, target: Path, count: int = USERS) -> None:
+    """Personal access tokens for ``count`` users, live in Redis as ``token add`` leaves them (a
+    record and a registration; PostgreSQL is not on /auth's path), one ``Basic user:token``
+    header value per line, as git and ``curl -u`` send them."""
+
+    async def publish(made: list[tuple[str, PatClaims]]) -> None:
+        assert settings.redis_url is not None
+        client, keys = connect(RedisSettings.from_url(settings.redis_url)), RedisKeys(settings.redis_prefix)
+        revocations, records = Revocations(client, keys), PatRecords(client, keys)
+        for key, claims in made:
+            await records.put(key, claims, PAT_TTL)
+            await revocations.register(claims.sid, claims.jti, PAT_TTL)
+        await revocations.close()
+
+    lines, made = [], []
+    expires = int(time.time()) + PAT_TTL
+    for n in range(count):
+        identity = Identity(subject=f"user-{n}", username=f"user{n}", roles=("user",), email=f"u{n}@example.com")
+        token, token_id = pats.new_token(), new_id()
+        made.append((pats.digest(token), pats.PatClaims(pats.sid_of(token_id), token_id, identity, ("read",), expires)))
+        lines.append("Basic " + base64.b64encode(f"user{n}:{token}".encode()).decode())
+    asyncio.run(publish(made))
+    target.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
@@ -209,6 +239,12 @@ def main() -> None:
         type=int,
         metavar="ROUNDS",
         help="only compare no policy, 0 rules and 100 rules, in turn for ROUNDS rounds",
+    )
+    parser.add_argument(
+        "--compare-pat",
+        type=int,
+        metavar="ROUNDS",
+        help="only compare session tokens with personal access tokens (Basic), in turn for ROUNDS rounds",
     )
     args = parser.parse_args()
     for program in ("wrk", "nginx"):
@@ -256,6 +292,8 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
     rs_tokens, hs_tokens = work / "rs256.txt", work / "hs256.txt"
     mint_tokens(config.load(base_env), rs_tokens)
     mint_tokens(config.load(hs_env), hs_tokens)
+    pat_tokens = work / "pat.txt"
+    mint_personal_tokens(config.load(base_env), pat_tokens)
     policy = hundred_rules(work / "policy.yml")
 
     def forwardauth(env: dict[str, str], workers: int) -> Callable[[int], object]:
@@ -303,6 +341,13 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
             "/auth",
         ),
         (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
+        # Compare with the RS256 row of the same workers (issue 17: at least 0.9 of it).
+        (
+            f"forwardauth personal access token, Basic, {WORKERS} workers",
+            forwardauth(base_env, WORKERS),
+            pat_tokens,
+            "/auth",
+        ),
     ]
     results: list[tuple[str, dict[str, float]]] = []
     if args.compare_rules:
@@ -310,14 +355,32 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
         no_rules.write_text("default: authenticated\nrules: []\n")
         compare_rules(
             [
-                ("no policy file", forwardauth(base_env, WORKERS)),
-                ("policy, 0 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(no_rules)}, WORKERS)),
-                ("policy, 100 rules", forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS)),
+                ("no policy file", forwardauth(base_env, WORKERS), rs_tokens),
+                (
+                    "policy, 0 rules",
+                    forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(no_rules)}, WORKERS),
+                    rs_tokens,
+                ),
+                (
+                    "policy, 100 rules",
+                    forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS),
+                    rs_tokens,
+                ),
             ],
-            rs_tokens,
+            args.compare_rules,
             args,
         )
         return  # (the finally below still cleans up)
+    if args.compare_pat:  # the same server twice: session tokens against personal access tokens
+        compare_rules(
+            [
+                ("session token (RS256)", forwardauth(base_env, WORKERS), rs_tokens),
+                ("personal access token, Basic", forwardauth(base_env, WORKERS), pat_tokens),
+            ],
+            args.compare_pat,
+            args,
+        )
+        return
     for label, start, tokens, path in configurations:
         if args.only and not any(o in label for o in args.only):
             continue
@@ -485,9 +548,12 @@ def measure_extras(start: Callable[[int], object], database_url: str) -> dict[st
     return out
 
 
-def compare_rules(servers: list[tuple[str, Callable[[int], object]]], tokens: Path, args: argparse.Namespace) -> None:
-    """All servers up at once, measured in turn, the order rotating each round (so none is
-    always first or last); each is compared with the last, the 100-rule policy.
+def compare_rules(
+    servers: list[tuple[str, Callable[[int], object], Path]], rounds: int, args: argparse.Namespace
+) -> None:
+    """All servers up at once, each driven with its own tokens, measured in turn, the order
+    rotating each round (so none is always first or last); each is compared with the last (the
+    100-rule policy; the personal access tokens).
 
     Two measures per run: requests/s, which moves with the machine and with how the kernel
     spreads wrk's connections over the workers, and the workers' CPU time per request (from
@@ -498,16 +564,16 @@ def compare_rules(servers: list[tuple[str, Callable[[int], object]]], tokens: Pa
     rates: list[list[float]] = [[] for _ in servers]
     cpu_us: list[list[float]] = [[] for _ in servers]
     try:
-        for (_, start), port in zip(servers, ports, strict=True):
+        for (_, start, _), port in zip(servers, ports, strict=True):
             contexts.append(start(port))
         pids = [worker_pids(port) for port in ports]
-        for port in ports:
+        for (_, _, tokens), port in zip(servers, ports, strict=True):
             wrk(f"http://127.0.0.1:{port}/auth", tokens, 2, args.connections)
         order = list(range(len(servers)))
-        for round_ in range(args.compare_rules):
+        for round_ in range(rounds):
             for i in order[round_ % len(order) :] + order[: round_ % len(order)]:
                 before = cpu_seconds(pids[i])
-                result = wrk(f"http://127.0.0.1:{ports[i]}/auth", tokens, args.seconds, args.connections)
+                result = wrk(f"http://127.0.0.1:{ports[i]}/auth", servers[i][2], args.seconds, args.connections)
                 cpu_us[i].append((cpu_seconds(pids[i]) - before) / result["requests"] * 1e6)
                 rates[i].append(result["rps"])
     finally:
@@ -517,13 +583,13 @@ def compare_rules(servers: list[tuple[str, Callable[[int], object]]], tokens: Pa
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
 
-    for (label, _), rate, cpu in zip(servers, rates, cpu_us, strict=True):
+    for (label, _, _), rate, cpu in zip(servers, rates, cpu_us, strict=True):
         print(
             f"{label}: {', '.join(f'{r:,.0f}' for r in rate)} req/s; "
             f"CPU per request {', '.join(f'{c:.1f}' for c in cpu)} us"
         )
     ruled = servers[-1][0]
-    for (label, _), rate, cpu in zip(servers[:-1], rates, cpu_us, strict=False):
+    for (label, _, _), rate, cpu in zip(servers[:-1], rates, cpu_us, strict=False):
         rate_ratios = sorted(r / p for p, r in zip(rate, rates[-1], strict=True))
         cpu_ratios = sorted(r / p for p, r in zip(cpu, cpu_us[-1], strict=True))
         print(

@@ -7,6 +7,11 @@ rather than committed with access tokens that keep passing ``/auth`` until they 
 
 Revoked is revoked: enabling a user or a client again restores none of its old tokens.
 
+A user's personal access tokens end with them: disabling the user, a password change, ``user
+revoke`` (which a removed role and a deletion also run) revoke them in the same transaction
+(``revoke_user_in_db``), and their ``pat-<id>`` sessions are revoked in Redis with the others.
+Counts of sessions returned here leave them out.
+
 Ending a browser session ends the OIDC clients' sessions opened from it (``stores.cascade``), and
 queues a back-channel logout for each of those clients that registered a URI: every path that
 ends sessions finishes through ``finish_ending`` (or ``end_sessions``, which does it all).
@@ -20,8 +25,9 @@ from collections.abc import Sequence
 from forwardauth.accounts.services import AccountServices
 from forwardauth.config import Settings
 from forwardauth.core.passwords import Passwords
+from forwardauth.core.pats import is_pat_sid
 from forwardauth.core.usernames import normalise_username
-from forwardauth.stores import cascade, clients, consents, secondfactors, sessions, users
+from forwardauth.stores import cascade, clients, consents, pats, secondfactors, sessions, users
 from forwardauth.stores.audit import record
 from forwardauth.stores.backchannel import Notice
 from forwardauth.stores.cascade import Ended
@@ -112,6 +118,26 @@ async def end_sessions(
     return await finish_ending(services, ended)
 
 
+def sessions_in(ended: Ended) -> int:
+    """How many sign-in sessions ``ended`` holds (personal access tokens left out)."""
+    return sum(not is_pat_sid(sid) for sid in ended.sids)
+
+
+def revoke_user_in_db(
+    conn: Connection,
+    user_id: str,
+    recent: int,
+    client_ip: str | None,
+    reason: str,
+    except_sid: str | None = None,
+) -> Ended:
+    """End every session of a user but ``except_sid`` (``sessions.revoke_user``) and revoke all
+    their personal access tokens, in one transaction; the caller revokes ``sids`` in Redis after
+    the commit (``finish_ending``)."""
+    ended = sessions.revoke_user(conn, user_id, recent, client_ip, reason, except_sid)  # locks the user's row first
+    return ended + Ended(pats.revoke_user(conn, user_id, reason, client_ip).sids)
+
+
 async def _redis_up(services: AccountServices) -> None:
     try:
         await services.revocations.ping()
@@ -141,11 +167,11 @@ async def revoke_user(services: AccountServices, username: str) -> tuple[users.U
     user = await services.db.run(users.find, username)
     if user is None:
         raise users.UserError(f"no user {normalise_username(username)!r}")
-    ended = await services.db.run(sessions.revoke_user, user.id, recent_seconds(services.settings), None, "revoked")
+    ended = await services.db.run(revoke_user_in_db, user.id, recent_seconds(services.settings), None, "revoked")
     what = f"revoking the sessions of {user.username}"
     await _revoke_in_redis(services, ended.sids, what)
     await _queue_notices(services, ended.notices, what)
-    return user, len(ended.sids)
+    return user, sessions_in(ended)
 
 
 def change_password_in_db(
@@ -158,14 +184,14 @@ def change_password_in_db(
     except_sid: str | None,
 ) -> tuple[users.User, Ended]:
     user = users.set_password(conn, passwords, username, password)  # the UPDATE locks the user's row
-    ended = sessions.revoke_user(conn, user.id, recent, client_ip, "password_change", except_sid)
+    ended = revoke_user_in_db(conn, user.id, recent, client_ip, "password_change", except_sid)
     record(
         conn,
         "user_change",
         user.id,
         user.username,
         client_ip,
-        {"action": "passwd", "sessions_revoked": len(ended.sids), "kept_session": except_sid is not None},
+        {"action": "passwd", "sessions_revoked": sessions_in(ended), "kept_session": except_sid is not None},
     )
     return user, ended
 
@@ -194,21 +220,21 @@ async def change_password(
     )
     await _revoke_in_redis(services, ended.sids, f"the password of {user.username}")
     await _queue_notices(services, ended.notices, f"the password of {user.username}")
-    return user, len(ended.sids)
+    return user, sessions_in(ended)
 
 
 def set_user_disabled_in_db(
     conn: Connection, username: str, disabled: bool, recent: int, client_ip: str | None
 ) -> tuple[users.User, Ended]:
     user = users.set_disabled(conn, username, disabled)  # the UPDATE locks the user's row
-    ended = sessions.revoke_user(conn, user.id, recent, client_ip, "user_disabled") if disabled else Ended()
+    ended = revoke_user_in_db(conn, user.id, recent, client_ip, "user_disabled") if disabled else Ended()
     record(
         conn,
         "user_change",
         user.id,
         user.username,
         client_ip,
-        {"action": "disable" if disabled else "enable", "sessions_revoked": len(ended.sids)},
+        {"action": "disable" if disabled else "enable", "sessions_revoked": sessions_in(ended)},
     )
     return user, ended
 
@@ -224,7 +250,7 @@ async def set_user_disabled(
     )
     await _revoke_in_redis(services, ended.sids, f"disabling {user.username}")
     await _queue_notices(services, ended.notices, f"disabling {user.username}")
-    return user, len(ended.sids)
+    return user, sessions_in(ended)
 
 
 async def set_client_disabled(

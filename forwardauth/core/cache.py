@@ -1,7 +1,9 @@
 """Per-worker memory that keeps /auth off the CPU and off the network. Pure: no I/O here.
 
 ``ClaimsCache`` remembers verified claims by token, so a signature is checked once per token,
-not once per request; entries go at the token's expiry, and all of them when keys change.
+not once per request; entries go at the token's expiry, and all of them when keys change. The
+same class remembers personal access tokens' records by the token's digest (``PAT_ENTRIES``), so
+a token's Redis record is read once per worker: whether it is still live is ``LiveTokens``' answer.
 
 ``LiveTokens`` remembers that a token was live in Redis. It may answer only while its worker is
 subscribed to the revocation channel: every revocation is published, and the subscriber drops
@@ -13,11 +15,13 @@ is revoked between our Redis read and our remembering it: such a read is not rem
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
+from forwardauth.core.pats import PatClaims
 from forwardauth.core.tokens import AccessClaims
 
 CLAIMS_ENTRIES = 20_000
+PAT_ENTRIES = 20_000
 LIVE_ENTRIES = 200_000
 DECISION_ENTRIES = 10_000
 
@@ -40,14 +44,25 @@ class Memo(dict[Hashable, T]):
         return value
 
 
-class ClaimsCache:
+class Expiring(Protocol):
+    @property
+    def expires_at(self) -> int: ...
+
+
+C = TypeVar("C", bound=Expiring)
+
+
+class ExpiringCache(Generic[C]):
+    """Claims by token (or by a token's digest), bounded (oldest out first), each gone at its
+    expiry (plus ``leeway``)."""
+
     def __init__(self, leeway: int, max_entries: int = CLAIMS_ENTRIES) -> None:
         self._leeway = leeway
         self._max = max_entries
-        self._entries: dict[str, AccessClaims] = {}
+        self._entries: dict[str, C] = {}
         self.hits = self.misses = 0  # for /metrics; never reset
 
-    def get(self, token: str, now: float) -> AccessClaims | None:
+    def get(self, token: str, now: float) -> C | None:
         claims = self._entries.get(token)
         if claims is None:
             self.misses += 1
@@ -59,7 +74,7 @@ class ClaimsCache:
             self.hits += 1
         return claims
 
-    def put(self, token: str, claims: AccessClaims) -> None:
+    def put(self, token: str, claims: C) -> None:
         if len(self._entries) >= self._max:
             del self._entries[next(iter(self._entries))]  # the oldest entry
         self._entries[token] = claims
@@ -69,6 +84,17 @@ class ClaimsCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class ClaimsCache(ExpiringCache[AccessClaims]):
+    """Verified access tokens' claims, by token."""
+
+
+class PatCache(ExpiringCache[PatClaims]):
+    """Personal access tokens' records, by the token's digest (no leeway: they end at expiry)."""
+
+    def __init__(self, max_entries: int = PAT_ENTRIES) -> None:
+        super().__init__(0, max_entries)
 
 
 class LiveTokens:

@@ -16,6 +16,12 @@ raw request; ``forwardauth policy explain`` prints it), ``decide`` applies it to
 A rule may also ask how the user signed in (``second_factor: required``, ``max_auth_age: 15m``):
 strictest again over every rule some reading matched. A token short of it gets ``StepUp`` (an
 RFC 9470 challenge, or the login page for a browser), never a 403: the user can meet it.
+
+And what kind of credential it must be (``token_types``: a session's token, a personal access
+token, a token issued to a client), with which scopes (``scopes``: all of them; only PATs and
+client tokens carry any), and how to ask for one (``challenge: basic``, for git and WebDAV
+clients, which prompt on a Basic challenge only): the same strictest reading, so a path read two
+ways answers to both rules' kinds and scopes.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
-from urllib.parse import unquote_to_bytes
 
 from forwardauth.core import hosts, paths
 from forwardauth.core.authn import ACR_MULTI_FACTOR, Authentication
@@ -34,12 +39,19 @@ from forwardauth.core.forwarding import Network, address_in
 from forwardauth.core.methods import REGISTERED_METHODS
 from forwardauth.core.paths import Reading
 
-# What a rule may ask of how the user signed in (authenticated and restricted rules only).
-REQUIREMENT_KEYS = {"second_factor", "max_auth_age"}
+# What a rule may ask of how the user signed in, and of the credential (authenticated and
+# restricted rules only: the others never look at a token).
+REQUIREMENT_KEYS = {"second_factor", "max_auth_age", "token_types", "scopes", "challenge"}
 RULE_KEYS = {
     *("host", "path", "path_regex", "methods", "networks", "policy", "roles", "users", "clients", "client_roles"),
     *REQUIREMENT_KEYS,
 }
+
+
+# The kinds of credential: a signed-in user's token (cookie or Bearer), a personal access token,
+# a token issued to a client (OAuth: for a user with a client_id, or its own client_credentials).
+SESSION, PAT, CLIENT = "session", "pat", "client"
+TOKEN_TYPES = frozenset((SESSION, PAT, CLIENT))
 
 
 class Effect(Enum):
@@ -61,6 +73,8 @@ class Subject:
     client: str | None = None  # set for a client's own token (client_credentials): no user
     client_roles: tuple[str, ...] = ()
     auth: Authentication | None = None  # how the user signed in (None: not known, or a client)
+    token_type: str = SESSION  # one of TOKEN_TYPES
+    scopes: tuple[str, ...] = ()  # the token's (a session's token has none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,19 +104,6 @@ def normalise_host(host: str) -> str:
     return hosts.name_of(host)
 
 
-def rule_prefix(prefix: str) -> str:
-    """A rule's ``path`` as it is matched: percent-decoded once, ``//`` folded. A prefix no
-    accepted request can have (``..``, a backslash, ...) is an error, not a rule that never matches."""
-    if not prefix.startswith("/"):
-        raise ValueError(f"path {prefix!r} must start with /")
-    try:
-        paths.readings(prefix)  # refused as a request path would be: then no request could match it
-        decoded = unquote_to_bytes(prefix).decode("utf-8")
-    except (UnicodeDecodeError, paths.AmbiguousPath) as exc:
-        raise ValueError(f"path {prefix!r}: {exc}") from None
-    return re.sub("//+", "/", decoded)
-
-
 # For a client whose address is not known (a proxy's hop that does not parse): in every network,
 # judged beside "in none", so a networks rule that denies or restricts is never skipped for it.
 ANY_ADDRESS = "any address"
@@ -127,6 +128,10 @@ class Rule:
     # What the sign-in must have been (authenticated and restricted rules only).
     second_factor: bool = False
     max_auth_age: int | None = None  # seconds since the user last proved who they are
+    # What the credential must be (authenticated and restricted rules only).
+    token_types: frozenset[str] = TOKEN_TYPES
+    scopes: frozenset[str] = frozenset()  # all of them required
+    basic_challenge: bool = False  # no credential: 401 with a Basic challenge (git, WebDAV prompt)
     # For case-folded readings: the prefixes case-folded, the patterns ignoring case.
     folded_prefixes: tuple[str, ...] = ()
     folded_patterns: tuple[re.Pattern[str], ...] = ()
@@ -222,7 +227,8 @@ class Policy:
         unknown = client_ip is None and self._by_network
         if len(found) == 1 and not others and not unknown:  # the common case: one reading, one scan
             rule = self.match(obj, client_ip, found[0])
-            return Verdict(rule.effect, (rule,), found, (rule,), rule.second_factor, rule.max_auth_age)
+            asks = (rule.second_factor, rule.max_auth_age, rule.token_types, rule.scopes, rule.basic_challenge)
+            return Verdict(rule.effect, (rule,), found, (rule,), *asks)
         matched = tuple(self.match(obj, client_ip, reading) for reading in found)
         # The same readings as the other methods the backend may take the request as (HEAD,
         # overrides), and for a client of unknown address as one in every network too.
@@ -245,11 +251,21 @@ STRICTNESS = {Effect.BYPASS: 0, Effect.AUTHENTICATED: 1, Effect.RESTRICTED: 2, E
 NEEDS_TOKEN = (Effect.AUTHENTICATED, Effect.RESTRICTED)
 
 
-def strictest_requirements(rules: Iterable[Rule]) -> tuple[bool, int | None]:
-    """The sign-in every one of ``rules`` asks for: a second factor if any asks, the shortest age."""
+def strictest_requirements(
+    rules: Iterable[Rule],
+) -> tuple[bool, int | None, frozenset[str], frozenset[str], bool]:
+    """What every one of ``rules`` asks of the token: a second factor if any asks, the shortest
+    age, the token types all of them take, the scopes any of them needs, a Basic challenge if
+    any asks for one."""
     demanding = [rule for rule in rules if rule.effect in NEEDS_TOKEN]
     ages = [rule.max_auth_age for rule in demanding if rule.max_auth_age is not None]
-    return any(rule.second_factor for rule in demanding), min(ages, default=None)
+    return (
+        any(rule.second_factor for rule in demanding),
+        min(ages, default=None),
+        TOKEN_TYPES.intersection(*(rule.token_types for rule in demanding)),
+        frozenset[str]().union(*(rule.scopes for rule in demanding)),
+        any(rule.basic_challenge for rule in demanding),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +274,10 @@ class Verdict:
     readings; ``rules`` decided it (for RESTRICTED, the subject must satisfy each); ``matched`` is
     the first matching rule of each of ``readings``. ``second_factor`` and ``max_auth_age`` are the
     strictest sign-in any rule some reading matched asks for (not only the deciding ones: a
-    requirement is never escaped by a reading that matched another rule). ``checks_subject``: the
-    answer depends on who the token is, so ``/auth`` builds a ``Subject`` only then."""
+    requirement is never escaped by a reading that matched another rule); so are ``token_types``
+    (those every such rule takes), ``scopes`` (every scope any of them needs) and
+    ``basic_challenge``. ``checks_subject``: the answer depends on who or what the token is, so
+    ``/auth`` builds a ``Subject`` only then."""
 
     effect: Effect
     rules: tuple[Rule, ...]
@@ -267,10 +285,19 @@ class Verdict:
     matched: tuple[Rule, ...]
     second_factor: bool = False
     max_auth_age: int | None = None
+    token_types: frozenset[str] = TOKEN_TYPES
+    scopes: frozenset[str] = frozenset()
+    basic_challenge: bool = False
     checks_subject: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        checks = self.effect is Effect.RESTRICTED or self.second_factor or self.max_auth_age is not None
+        checks = (
+            self.effect is Effect.RESTRICTED
+            or self.second_factor
+            or self.max_auth_age is not None
+            or self.token_types != TOKEN_TYPES
+            or bool(self.scopes)
+        )
         object.__setattr__(self, "checks_subject", checks)
 
     def allows(self, subject: Subject) -> bool:
@@ -288,6 +315,12 @@ class Decides(Protocol):
 
     @property
     def max_auth_age(self) -> int | None: ...
+
+    @property
+    def token_types(self) -> frozenset[str]: ...
+
+    @property
+    def scopes(self) -> frozenset[str]: ...
 
     def allows(self, subject: Subject) -> bool: ...
 
@@ -322,8 +355,10 @@ def decide(verdict: Decides, subject: Subject | None, now: float | None = None) 
     """What to answer: ``None`` allows; otherwise the effect that refuses, or the step-up needed.
 
     ``AUTHENTICATED`` as a result means "a valid token is needed" (401); ``DENY`` means 403;
-    ``StepUp`` a 401 the user can meet by signing in again or with a second factor. A client's own
-    token under a sign-in requirement is denied: no user signed in, so it can never step up.
+    ``StepUp`` a 401 the user can meet by signing in again or with a second factor. A token of a
+    kind the rule does not take, or short of a scope it needs, is denied. A client's own token,
+    and a personal access token, under a sign-in requirement are denied: no one signed in for
+    the request, so it can never step up.
     """
     effect = verdict.effect
     if effect is Effect.BYPASS:
@@ -332,12 +367,16 @@ def decide(verdict: Decides, subject: Subject | None, now: float | None = None) 
         return Effect.DENY
     if subject is None:
         return Effect.AUTHENTICATED
+    if subject.token_type not in verdict.token_types or (
+        verdict.scopes and not verdict.scopes.issubset(subject.scopes)
+    ):
+        return Effect.DENY
     if effect is Effect.RESTRICTED and not verdict.allows(subject):
         return Effect.DENY
     second_factor, max_age = verdict.second_factor, verdict.max_auth_age
     if not second_factor and max_age is None:
         return None
-    if subject.client is not None:
+    if subject.client is not None or subject.token_type == PAT:
         return Effect.DENY
     auth = subject.auth
     if (

@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import yaml
 
@@ -19,16 +20,31 @@ from forwardauth.configparse import parse_duration
 from forwardauth.core import hosts, paths
 from forwardauth.core.policy import (
     NEEDS_TOKEN,
+    PAT,
     REQUIREMENT_KEYS,
     RULE_KEYS,
+    SESSION,
+    TOKEN_TYPES,
     Effect,
     Policy,
     PolicyError,
     Rule,
     normalise_host,
-    rule_prefix,
 )
 from forwardauth.core.usernames import normalise_username
+
+
+def rule_prefix(prefix: str) -> str:
+    """A rule's ``path`` as it is matched: percent-decoded once, ``//`` folded. A prefix no
+    accepted request can have (``..``, a backslash, ...) is an error, not a rule that never matches."""
+    if not prefix.startswith("/"):
+        raise ValueError(f"path {prefix!r} must start with /")
+    try:
+        paths.readings(prefix)  # refused as a request path would be: then no request could match it
+        decoded = unquote_to_bytes(prefix).decode("utf-8")
+    except (UnicodeDecodeError, paths.AmbiguousPath) as exc:
+        raise ValueError(f"path {prefix!r}: {exc}") from None
+    return re.sub("//+", "/", decoded)
 
 
 def _strings(value: Any, what: str) -> list[str]:
@@ -67,6 +83,31 @@ def _max_auth_age(value: Any) -> int:
     return seconds
 
 
+def _token_types(value: Any) -> frozenset[str]:
+    types = _strings(value, "token_types")
+    unknown = sorted(set(types) - TOKEN_TYPES)
+    if unknown:
+        raise ValueError(f"token_types: unknown {', '.join(unknown)} (allowed: session, pat, client)")
+    return frozenset(types)
+
+
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 3.3: printable ASCII but space, " and \
+
+
+def _scopes(value: Any) -> frozenset[str]:
+    scopes = _strings(value, "scopes")
+    for scope in scopes:
+        if not _SCOPE.fullmatch(scope):
+            raise ValueError(f"scopes: {scope!r} is not a scope (printable ASCII, no space, quote or backslash)")
+    return frozenset(scopes)
+
+
+def _challenge(value: Any) -> bool:
+    if not isinstance(value, str) or value.lower() not in ("basic", "bearer"):
+        raise ValueError("challenge must be basic or bearer (the default)")
+    return value.lower() == "basic"
+
+
 def compile_rule(number: int, data: Any) -> Rule:
     if not isinstance(data, dict):
         raise ValueError("a rule must be a mapping")
@@ -92,6 +133,17 @@ def compile_rule(number: int, data: Any) -> Rule:
         )
     second_factor = _second_factor(data["second_factor"]) if "second_factor" in data else False
     max_auth_age = _max_auth_age(data["max_auth_age"]) if "max_auth_age" in data else None
+    token_types = _token_types(data["token_types"]) if "token_types" in data else TOKEN_TYPES
+    scopes = _scopes(data["scopes"]) if "scopes" in data else frozenset()
+    if token_types == {PAT} and (second_factor or max_auth_age is not None):
+        raise ValueError(
+            "second_factor and max_auth_age: no one signs in with a personal access token, and "
+            "token_types takes those only (no token could pass)"
+        )
+    if scopes and token_types == {SESSION}:
+        raise ValueError(
+            "scopes: a session's token has none, and token_types takes sessions only (no token could pass)"
+        )
     given_hosts = _strings(data["host"], "host") if "host" in data else []
     for host in given_hosts:  # a rule that could never match a request's host would silently be no rule
         if ":" in (host[host.rindex("]") :] if host.startswith("[") and "]" in host else host):
@@ -142,6 +194,9 @@ def compile_rule(number: int, data: Any) -> Rule:
         client_roles=client_roles,
         second_factor=second_factor,
         max_auth_age=max_auth_age,
+        token_types=token_types,
+        scopes=scopes,
+        basic_challenge=_challenge(data["challenge"]) if "challenge" in data else False,
     )
 
 

@@ -5,6 +5,8 @@ A ``client_credentials`` token speaks for no user, so it never gets ``X-Auth-Use
 roles must not admit a client): it gets ``X-Auth-Client`` and ``X-Auth-Client-Roles`` instead, and
 the access rules match it only by ``clients`` / ``client_roles``. How a user signed in
 (``X-Auth-AMR``, and the step-up rules' view of it) is a user's alone: no user signed in for a client.
+A personal access token speaks for its user, with ``X-Auth-AMR: pat`` and its scopes
+(``X-Auth-Scopes``).
 """
 
 from __future__ import annotations
@@ -14,15 +16,24 @@ from typing import Any
 
 from forwardauth.configparse import HeaderNames
 from forwardauth.core.authn import Authentication
-from forwardauth.core.policy import Subject
-from forwardauth.core.tokens import Identity
+from forwardauth.core.policy import CLIENT, PAT, SESSION, Subject
+from forwardauth.core.tokens import AccessClaims, Identity
 
 
-def subject_of(identity: Identity, auth: Authentication | None = None) -> Subject:
-    """The access rules' view of a token's identity (and, for a user, of how they signed in)."""
+def subject_of(
+    identity: Identity, auth: Authentication | None = None, token_type: str = SESSION, scopes: tuple[str, ...] = ()
+) -> Subject:
+    """The access rules' view of a token's identity (and, for a user, of how they signed in), its
+    kind (a client's own token is a client's whatever it is called) and its scopes."""
     if identity.client is not None:
-        return Subject(user="", client=identity.client, client_roles=identity.roles)
-    return Subject(identity.username, identity.roles, auth=auth)
+        return Subject(user="", client=identity.client, client_roles=identity.roles, token_type=CLIENT, scopes=scopes)
+    return Subject(identity.username, identity.roles, auth=auth, token_type=token_type, scopes=scopes)
+
+
+def subject_of_claims(claims: AccessClaims) -> Subject:
+    """A JWT's subject: a client's token when issued to one (``client_id``), else a session's."""
+    scopes = tuple(claims.scope.split()) if claims.scope else ()
+    return subject_of(claims.identity, claims.auth, SESSION if claims.client_id is None else CLIENT, scopes)
 
 
 DEFAULT_NAMES = HeaderNames()
@@ -58,6 +69,15 @@ def identity_headers(
             headers[names.amr] = ",".join(auth.amr)
     if names.claims and payload:
         headers.update(claim_headers(names.claims, payload, identity.client is not None))
+    return headers
+
+
+def pat_headers(identity: Identity, scopes: tuple[str, ...], names: HeaderNames = DEFAULT_NAMES) -> dict[str, str]:
+    """A personal access token's answer: its user's headers, ``amr`` ``pat`` (no one signed in
+    for this request: a token did) and its scopes, space-separated (as OAuth writes them)."""
+    headers = identity_headers(identity, None, names)
+    headers[names.amr] = PAT
+    headers[names.scopes] = " ".join(scopes)
     return headers
 
 

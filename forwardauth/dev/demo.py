@@ -48,7 +48,7 @@ def render(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(value, text)
 
 
-_FIXED_HEADERS = ("user", "roles", "email", "subject", "client", "client_roles", "amr")
+_FIXED_HEADERS = ("user", "roles", "email", "subject", "client", "client_roles", "amr", "scopes")
 # The column of the allowed_upstream_headers patterns in envoy/envoy.yaml: its extra lines continue the list.
 _ENVOY_INDENT = " " * 30
 

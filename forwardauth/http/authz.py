@@ -4,32 +4,55 @@ Verify the JWT (pure, in memory), one Redis ``EXISTS``, headers out; the access 
 memoised per policy on the raw request. No PostgreSQL, no blocking call. A rule's sign-in
 requirement (second factor, recent sign-in) is decided from the token's own claims: a short one is
 a step-up, 401 with an RFC 9470 challenge, a browser sent to the login page as when signed out.
+
+A personal access token (``Bearer fa_pat_...``, or the password of Basic credentials, whose user
+must be the token's owner) costs the same after its first check on a worker: its Redis record is
+remembered by the token's digest (``services.pats``), and whether it is live is ``is_live``'s
+answer from memory while the worker follows the revocation channel, as for any token. A Basic
+password that is not a token is refused (401) without being checked: there is no password hash on
+this path. A rule's ``challenge: basic`` makes the 401 a Basic challenge, so git and WebDAV
+clients prompt.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from aiohttp import hdrs, web
 from multidict import istr
 
+from forwardauth.accounts.pats import resolve
 from forwardauth.config import Settings
 from forwardauth.constants import ENVOY_PREFIX, MAX_TOKEN_LENGTH
-from forwardauth.core.credentials import AmbiguousToken
-from forwardauth.core.forwarding import OriginalRequest, Source, is_trusted, original_request, refuse_untrusted
-from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Effect, Object, StepUp, Verdict, decide
-from forwardauth.core.principals import identity_headers, subject_of
+from forwardauth.core.credentials import AmbiguousToken, cookie_value, credential
+from forwardauth.core.forwarding import (
+    FORWARDED_FOR,
+    OriginalRequest,
+    Source,
+    client_address,
+    forwarded_for,
+    is_trusted,
+    original_request,
+    refuse_untrusted,
+)
+from forwardauth.core.pats import PREFIX as PAT_PREFIX
+from forwardauth.core.pats import digest
+from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, PAT, Effect, Object, StepUp, Subject, Verdict, decide
+from forwardauth.core.principals import identity_headers, pat_headers, subject_of, subject_of_claims
 from forwardauth.core.redirects import login_location
 from forwardauth.core.refusals import RefusalLog, Refused, refresh_cookie_leak
-from forwardauth.core.tokens import TokenError
+from forwardauth.core.tokens import Identity, TokenError
+from forwardauth.core.usernames import normalise_username
 from forwardauth.http import browser
-from forwardauth.http.common import BadInput, is_browser, token_of
-from forwardauth.http.services import SERVICES, Services
+from forwardauth.http.common import BadInput, is_browser
+from forwardauth.http.services import SERVICES, PatCredential, Services
 
 log = logging.getLogger("forwardauth.web")  # one name for the HTTP layer's lines, as before
 
 REFUSALS = RefusalLog()  # one per worker process
+MISSING = "\x00missing"  # no address is this: a memo miss, where None is an unknown client
 
 
 def refuse(request: web.Request, refusal: Refused) -> BadInput:
@@ -106,14 +129,20 @@ def unauthorized(
     token_given: bool,
     original: OriginalRequest | None = None,
     challenge: str | None = None,
+    verdict: Verdict | None = None,
 ) -> web.Response:
     """401 with a Bearer challenge (``challenge``, else the one for no or a bad token); a browser
-    is also pointed at the login page.
+    is also pointed at the login page. Under a rule with ``challenge: basic`` (``verdict``), a
+    Basic challenge instead, for anyone: git and WebDAV clients prompt for credentials on it.
 
     Traefik and Caddy hand our response to the client as is, so they get a 302. nginx cannot
     pass a redirect on from auth_request, and Envoy passes only 200, so they get the 401 with
     ``Location`` for their config to use.
     """
+    if verdict is not None and verdict.basic_challenge and challenge is None:
+        realm = settings.site_name.replace("\\", "").replace('"', "")
+        basic = {"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"', "Cache-Control": "no-store"}
+        return web.Response(status=401, text="unauthorized\n", headers=basic)
     headers = {
         "WWW-Authenticate": challenge or ('Bearer error="invalid_token"' if token_given else "Bearer"),
         "Cache-Control": "no-store",
@@ -156,17 +185,25 @@ async def auth(request: web.Request) -> web.StreamResponse:
             )
         except Refused as exc:
             raise refuse(request, exc) from None
+    authorization: Sequence[str] = request.headers.getall(hdrs.AUTHORIZATION, ())
+    known = services.pat_credentials.get(authorization[0]) if len(authorization) == 1 else None
+    if known is not None:  # a personal access token this worker accepted: not parsed nor hashed again
+        return await personal_token(request, services, known, original, verdict, authorization[0])
     try:
-        token = token_of(request, settings.cookie_name)
+        given = credential(authorization, request.headers.getall(hdrs.COOKIE, ()), settings.cookie_name)
     except AmbiguousToken:
         decided.invalid_token += 1
-        return unauthorized(request, settings, True, original)
-    if token is None:
+        return unauthorized(request, settings, True, original, None, verdict)
+    if given is None:
         decided.no_token += 1
-        return unauthorized(request, settings, False, original)
+        return unauthorized(request, settings, False, original, None, verdict)
+    token = given[0]
     if len(token) > MAX_TOKEN_LENGTH:  # before any work, hashing it for the cache included
         decided.invalid_token += 1
-        return unauthorized(request, settings, True, original)
+        return unauthorized(request, settings, True, original, None, verdict)
+    if token.startswith(PAT_PREFIX):
+        user = None if given[1] is None else normalise_username(given[1])
+        return await personal_token(request, services, (token, digest(token), user), original, verdict)
     claims = services.claims.get(token, time.time())
     if claims is None:
         try:
@@ -174,24 +211,104 @@ async def auth(request: web.Request) -> web.StreamResponse:
         except TokenError as exc:
             log.debug("token refused: %s", exc)  # why, never the token
             decided.invalid_token += 1
-            return unauthorized(request, settings, True, original)
+            return unauthorized(request, settings, True, original, None, verdict)
         services.claims.put(token, claims)
     if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
         decided.revoked += 1
-        return unauthorized(request, settings, True, original)
+        return unauthorized(request, settings, True, original, None, verdict)
     identity = claims.identity
-    # Only a restricted rule or a sign-in requirement looks at who it is and how they signed in
-    # (decide() would allow the others): no Subject built, no clock read, for them.
+    # Only a restricted rule, a sign-in requirement or a rule on the kind of token looks at the
+    # token (decide() would allow the others): no Subject built, no clock read, for them.
     if verdict is not None and verdict.checks_subject:
-        outcome = decide(verdict, subject_of(identity, claims.auth))
-        if isinstance(outcome, StepUp):
-            decided.step_up += 1
-            return unauthorized(request, settings, True, original, outcome.challenge())
-        if outcome is not None:
-            decided.forbidden_role += 1
-            return browser.forbidden(request, settings, original, identity, "role")
+        refused = judged(request, services, verdict, original, identity, subject_of_claims(claims))
+        if refused is not None:
+            return refused
     decided.allowed += 1
     # a user's, or a client's own, under the names settled at start (config.HeaderNames)
     return web.Response(
         status=200, headers=identity_headers(identity, claims.auth, settings.header_names, claims.payload)
     )
+
+
+async def personal_token(
+    request: web.Request,
+    services: Services,
+    known: PatCredential,
+    original: OriginalRequest | None,
+    verdict: Verdict | None,
+    remembered: str | None = None,
+) -> web.Response:
+    """The check of a personal access token (``known``: the token, its digest, Basic's user
+    normalised): its record from memory (Redis once per worker), Basic's user its owner, live
+    (``is_live``), then the rule as for any token. ``remembered``: the Authorization header that
+    found it in ``services.pat_credentials`` (else it is remembered there once accepted)."""
+    settings, decided = services.settings, services.metrics.decisions
+    token, key, user = known
+    if remembered is not None and hdrs.COOKIE in request.headers and has_cookie(request, settings.cookie_name):
+        decided.invalid_token += 1  # two credentials, as credential() refuses them
+        return unauthorized(request, settings, True, original, None, verdict)
+    now = time.time()
+    claims = services.pats.get(key, now)
+    if claims is None:
+        claims = await resolve(services, token)
+        if claims is None:
+            decided.invalid_token += 1
+            return unauthorized(request, settings, True, original, None, verdict)
+        services.pats.put(key, claims)
+    identity = claims.identity
+    if user is not None and user != identity.username:
+        decided.invalid_token += 1  # another user's name with the token: refused, never guessed at
+        return unauthorized(request, settings, True, original, None, verdict)
+    if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
+        decided.revoked += 1
+        return unauthorized(request, settings, True, original, None, verdict)
+    if verdict is not None and verdict.checks_subject:
+        refused = judged(request, services, verdict, original, identity, subject_of(identity, None, PAT, claims.scopes))
+        if refused is not None:
+            return refused
+    if remembered is None:
+        services.pat_credentials.remember(request.headers[hdrs.AUTHORIZATION], known)
+    services.last_used.note(key, original.client_ip if original is not None else client_of(request, services), now)
+    decided.allowed += 1
+    return web.Response(status=200, headers=pat_headers(identity, claims.scopes, settings.header_names))
+
+
+def has_cookie(request: web.Request, name: str) -> bool:
+    """Whether our cookie is in the request (an unreadable or doubled one counts too)."""
+    try:
+        return cookie_value(request.headers.getall(hdrs.COOKIE, ()), name) is not None
+    except AmbiguousToken:
+        return True
+
+
+def client_of(request: web.Request, services: Services) -> str | None:
+    """The client's address when no rules described the request (memoised: the hops parsed once)."""
+    headers = request.headers
+    key = (*headers.getall(FORWARDED_FOR, ()), headers.get("X-Real-IP"), request.remote)
+    found = services.addresses.get(key, MISSING)
+    if found is MISSING:
+        found = services.addresses.remember(
+            key, client_address(forwarded_for(headers), request.remote, services.settings.trusted_proxies)
+        )
+    return found
+
+
+def judged(
+    request: web.Request,
+    services: Services,
+    verdict: Verdict,
+    original: OriginalRequest | None,
+    identity: Identity,
+    subject: Subject,
+) -> web.Response | None:
+    """The rule's answer for a valid, live token (``decide``): None allows; else the 401 of a
+    step-up or the 403."""
+    decided = services.metrics.decisions
+    outcome = decide(verdict, subject)
+    if outcome is None:
+        return None
+    if isinstance(outcome, StepUp):
+        decided.step_up += 1
+        return unauthorized(request, services.settings, True, original, outcome.challenge())
+    decided.forbidden_role += 1
+    return browser.forbidden(request, services.settings, original, identity, "role")

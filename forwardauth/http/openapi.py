@@ -46,13 +46,20 @@ IDENTITY_HEADERS = {
     "X-Auth-Subject": header("Stable user id, or client:<id> for a client's own token"),
     "X-Auth-Client": header("Client id (a client_credentials token only: no user)"),
     "X-Auth-Client-Roles": header("The client's roles, comma-separated (a client_credentials token only)"),
-    "X-Auth-AMR": header("How the user signed in: the token's amr, comma-separated (a user's token only)"),
+    "X-Auth-AMR": header(
+        "How the user signed in: the token's amr, comma-separated (a user's token; pat: a personal access token)"
+    ),
+    "X-Auth-Scopes": header("A personal access token's scopes, space-separated (that token only)"),
 }
 DENIED = {
     "401": text_content(
-        "No valid token",
+        "No valid token (a personal access token is taken as Bearer, or as the password of Basic credentials "
+        "whose user is its owner; a Basic password that is not a token is refused unchecked)",
         headers={
-            "WWW-Authenticate": header("Bearer challenge; insufficient_user_authentication (RFC 9470) for a step-up"),
+            "WWW-Authenticate": header(
+                "Bearer challenge; insufficient_user_authentication (RFC 9470) for a step-up; "
+                'Basic realm="<site name>" under a rule with challenge: basic'
+            ),
             "Location": header("Login page, for browsers behind nginx/Envoy"),
         },
     ),

@@ -7,14 +7,17 @@ from pathlib import Path
 
 from aiohttp import web
 
+from forwardauth.accounts.pats import LastUsed
 from forwardauth.accounts.services import AccountServices, build_account_services
 from forwardauth.config import Settings
-from forwardauth.core.cache import ClaimsCache, Memo
+from forwardauth.core.cache import ClaimsCache, Memo, PatCache
 from forwardauth.core.forwarding import OriginalRequest
 from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Policy, Verdict
 from forwardauth.core.policyfile import load as load_policy
 from forwardauth.http.metrics import Metrics
 from forwardauth.keys import KeyRing
+
+PatCredential = tuple[str, str, str | None]  # a personal access token, its digest, Basic's user (normalised)
 
 
 @dataclass(slots=True)
@@ -24,6 +27,16 @@ class Services(AccountServices):
 
     claims: ClaimsCache  # verified signatures (safe always: revocation is checked apart)
     metrics: Metrics
+    # Personal access tokens' records by digest: read from Redis once per worker (liveness is
+    # still asked of revocations.is_live), and their uses, written off the request path.
+    pats: PatCache
+    last_used: LastUsed
+    # Authorization headers whose token was accepted -> (token, digest, Basic's user normalised),
+    # so a token's next request is neither parsed nor hashed (memory only, as ClaimsCache keeps
+    # JWTs; never logged); and, when no rules describe requests, client addresses by their hops
+    # (for last_used).
+    pat_credentials: Memo[PatCredential] = field(default_factory=Memo)
+    addresses: Memo[str | None] = field(default_factory=Memo)
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
     verdicts: Memo[tuple[OriginalRequest, Verdict]] = field(default_factory=Memo)
 
@@ -44,5 +57,7 @@ def build_services(settings: Settings, ring: KeyRing | None = None, metrics_dir:
         **shared,
         claims=claims,
         metrics=Metrics(claims, base.revocations, metrics_dir),
+        pats=PatCache(),
+        last_used=LastUsed(base.db),
         policy=load_policy(settings.policy_file) if settings.policy_file else ALLOW_ALL_AUTHENTICATED,
     )
