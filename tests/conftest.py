@@ -409,3 +409,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not NEEDS_SERVERS.intersection(getattr(item, "fixturenames", ())) and not item.get_closest_marker("servers"):
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Any]:
+    """A real SMTP server (aiosmtpd, plain, on a free port) collecting every message: a
+    tests.mailbox.Mailbox (FORWARDAUTH_SMTP_URL = ``mailbox.url()``; ``mailbox.wait_for(to)``)."""
+    from .mailbox import Mailbox
+
+    box = Mailbox().start()
+    yield box
+    box.stop()

@@ -109,3 +109,13 @@ async def test_served_pages_carry_the_branding(aiohttp_client: Any, env: Mapping
     assert 'alt="Acme &lt;SSO&gt;"' in page and "--accent: #123456;" in page
     assert "Sign in to continue to <strong>app.example.test</strong>" in page
     assert "img-src https://cdn.acme.test;" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    ("accent", "text"), [("#0a5c36", "#fff"), ("#ffcc00", "#000"), ("#fff", "#000"), ("#000", "#fff")]
+)
+def test_button_text_reads_on_the_accent(accent: str, text: str) -> None:
+    """White on a light accent (or black on a dark one) would fail WCAG contrast: the other is chosen."""
+    from forwardauth.http.pages import text_on
+
+    assert text_on(accent) == text

@@ -66,7 +66,7 @@ def test_migration_0006_keeps_existing_clients_and_sessions(database_at_0005: st
         " VALUES ('\\x01', %s, 'fam', now() + interval '1 day', 'old')",
         user,
     )
-    assert migrations.migrate(url) == ["0006_oidc.sql"]
+    assert migrations.migrate(url)[0] == "0006_oidc.sql"  # and those after it
     assert execute(
         url, "SELECT redirect_uris, post_logout_redirect_uris, trusted, backchannel_logout_uri FROM clients"
     ) == [([], [], False, None)]

@@ -73,7 +73,8 @@ def check_code(code: AuthorizationCode, client: clients.Client, redirect_uri: st
 
 def open_session(conn: Connection, code: AuthorizationCode, ttl: int, client_ip: str | None) -> sessions.Session:
     """The client's session, child of the browser session ``code.sid`` (which must be live: a
-    user who signed out since gets nothing). Lock order as ``sessions`` says: client, user, token."""
+    user who signed out since gets nothing), whose User-Agent it shows on the portal (the client's
+    own is a server's). Lock order as ``sessions`` says: client, user, token."""
     if not clients.lock_enabled(conn, code.client_id):
         raise sessions.ClientDisabled(code.client_id)
     user = users.get(conn, code.user_id, lock=True)
@@ -81,7 +82,9 @@ def open_session(conn: Connection, code: AuthorizationCode, ttl: int, client_ip:
         raise CodeRefused("the user is unknown or disabled")
     auth = Authentication.of(code.amr, code.auth_time)
     try:
-        session = sessions.start(conn, user, ttl, code.client_id, code.scope or None, auth, parent_sid=code.sid)
+        session = sessions.start(
+            conn, user, ttl, code.client_id, code.scope or None, auth, parent_sid=code.sid, client_ip=client_ip
+        )
     except sessions.ParentEnded:
         raise CodeRefused("the session the code was issued from has ended") from None
     detail = {"client_id": code.client_id, "sid": session.sid, "parent_sid": code.sid, "exchanged": True}

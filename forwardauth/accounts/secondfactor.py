@@ -161,6 +161,7 @@ async def with_code(
     address: str | None,
     client_id: str | None = None,
     scope: str | None = None,
+    user_agent: str | None = None,
 ) -> SignedIn:
     """JSON sign-in and the password grant: the ``otp`` field given beside the password."""
     if not due.enrolled.any:
@@ -170,7 +171,7 @@ async def with_code(
     method = await check_code(services, due.user.id, due.user.username, code, address)
     if not method:
         raise SecondFactorRequired("the code (otp) is wrong or was already used")
-    return await complete(services, pending_of(due), (method,), address, client_id, scope)
+    return await complete(services, pending_of(due), (method,), address, client_id, scope, user_agent)
 
 
 def _open_in_db(
@@ -181,13 +182,14 @@ def _open_in_db(
     address: str | None,
     client_id: str | None,
     scope: str | None,
+    user_agent: str | None,
 ) -> tuple[sessions.Session, cascade.Ended] | None:
     """The new session, with the one it replaces (a step-up) ended in the same transaction (and
     the OIDC clients' sessions opened from it: what to finish in Redis and by back-channel)."""
     user = users.get(conn, pending.user_id, lock=True)
     if user is None or user.disabled:
         return None
-    session = sessions.start(conn, user, ttl, client_id, scope, auth=auth)
+    session = sessions.start(conn, user, ttl, client_id, scope, auth=auth, user_agent=user_agent, client_ip=address)
     ended = cascade.Ended()
     if pending.replaces_sid is not None:
         ended = cascade.end(conn, [pending.replaces_sid], "step_up")
@@ -203,13 +205,16 @@ async def complete(
     address: str | None,
     client_id: str | None = None,
     scope: str | None = None,
+    user_agent: str | None = None,
 ) -> SignedIn:
     """Open the session of a pending sign-in once ``methods`` were proved (TOTP, recovery code,
     passkey): amr = what the pending sign-in had plus ``methods``; auth_time stays (a step-up of
     an old session did not prove the password again). A replaced session ends, in PostgreSQL and
-    then Redis. ``SignInExpired`` when the user was disabled meanwhile."""
+    then Redis. ``SignInExpired`` when the user was disabled meanwhile. ``user_agent``: the
+    completing request's header, kept with the session."""
     auth = Authentication.of((*pending.amr, *methods), pending.auth_time)
-    opened = await services.db.run(_open_in_db, pending, auth, services.settings.refresh_ttl, address, client_id, scope)
+    ttl = services.settings.refresh_ttl
+    opened = await services.db.run(_open_in_db, pending, auth, ttl, address, client_id, scope, user_agent)
     if opened is None:
         raise SignInExpired("the account was disabled or removed")
     session, ended = opened

@@ -19,6 +19,8 @@ from forwardauth.redisurl import RedisSettings
 from forwardauth.sealing import Sealer, SealError, sealing_directory
 from forwardauth.stores.backchannel import BackchannelQueue
 from forwardauth.stores.codes import Codes
+from forwardauth.stores.links import LinkRequests
+from forwardauth.stores.mail import Mailer
 from forwardauth.stores.onetime import OneTime
 from forwardauth.stores.pending import PendingSignIns
 from forwardauth.stores.postgres import Database
@@ -44,6 +46,8 @@ class AccountServices:
     pending: PendingSignIns  # sign-ins waiting for their second factor
     codes: Codes  # OIDC authorization codes
     backchannel: BackchannelQueue  # back-channel logouts to send
+    mailer: Mailer  # e-mailed links (enabled with FORWARDAUTH_SMTP_URL)
+    link_requests: LinkRequests  # how often links were asked for (throttling)
 
     async def close(self) -> None:
         await self.revocations.close()
@@ -76,4 +80,6 @@ def build_account_services(settings: Settings, ring: KeyRing | None = None) -> A
         pending=PendingSignIns(client, keys),
         codes=Codes(client, keys),
         backchannel=BackchannelQueue(client, keys),
+        mailer=Mailer(settings),
+        link_requests=LinkRequests(client, keys),
     )

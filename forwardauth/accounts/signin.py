@@ -92,10 +92,11 @@ def login_in_db(
     scope: str | None = None,
     mode: str = "off",
     wanted: bool = False,
+    user_agent: str | None = None,
 ) -> sessions.Session | SecondFactorDue | None:
     """Check the password and open a session (or, a second factor due, say so), in one
     transaction in one worker thread. ``mode``: FORWARDAUTH_SECOND_FACTOR; ``wanted``: the page
-    asked for needs a second factor."""
+    asked for needs a second factor; ``user_agent``: the client's header, kept with the session."""
     user = users.authenticate(conn, passwords, username, password, ip, success=None)
     if user is None:
         return None
@@ -105,7 +106,7 @@ def login_in_db(
             audit.record(conn, "login_success", user.id, user.username, ip, {"second_factor": "due"})
             return SecondFactorDue(user, enrolled, Authentication.of((PASSWORD,), int(time.time())))
     audit.record(conn, "login_success", user.id, user.username, ip)
-    return sessions.start(conn, user, ttl, client_id, scope)
+    return sessions.start(conn, user, ttl, client_id, scope, user_agent=user_agent, client_ip=ip)
 
 
 async def sign_in(
@@ -118,12 +119,14 @@ async def sign_in(
     scope: str | None = None,
     device: str | None = None,
     second_factor_wanted: bool = False,
+    user_agent: str | None = None,
 ) -> SignedIn | SecondFactorDue | None:
     """Check a password under brute-force regulation and open a session with its first access
     token: the one way in for /login and the password grant. ``device``: the browser's device
     cookie (made by the caller for a browser that has none); ``report``: told of each failure.
     ``None`` for a wrong password; ``SecondFactorDue`` when the password is not enough
-    (``second_factor_wanted``: the page asked for needs a second factor).
+    (``second_factor_wanted``: the page asked for needs a second factor). ``user_agent``: the
+    request's User-Agent header, which the account portal shows with the session.
 
     The device cookie a browser presents only ever *asks* to be known; what becomes known on a
     right password is a fresh value of ours (``SignedIn.device``, for the caller to set). Else a
@@ -147,6 +150,7 @@ async def sign_in(
         scope,
         services.settings.second_factor,
         second_factor_wanted,
+        user_agent,
     )
     if session is None:
         report(who, None)

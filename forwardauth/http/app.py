@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
+from forwardauth.accounts import links
 from forwardauth.config import Settings
 from forwardauth.constants import ENVOY_PREFIX
 from forwardauth.http import (
@@ -34,6 +36,7 @@ from forwardauth.http.secondfactor import SECOND_FACTOR_PATH, second_factor, sec
 from forwardauth.http.services import SERVICES, build_services
 from forwardauth.keys import KeyRing, key_files, record_signing
 from forwardauth.logs import TRUSTED_PROXIES
+from forwardauth.stores import mail
 
 
 def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Path | None = None) -> web.Application:
@@ -66,8 +69,12 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
         if metrics_dir is not None:
             watchers.append(asyncio.create_task(services.metrics.publish()))
         watchers.append(asyncio.create_task(backchannel.run(services, stop)))  # OIDC back-channel logouts
+        last_used = asyncio.create_task(services.last_used.run(stop))  # personal access tokens' last use
         yield
         stop.set()
+        await asyncio.wait([last_used], timeout=5)  # its last flush, before the stores close
+        with contextlib.suppress(TimeoutError):  # e-mails being sent (password-reset links...)
+            await asyncio.wait_for(links.settle(), mail.TIMEOUT + 5)
         for watcher in watchers:
             watcher.cancel()
         await asyncio.wait(watchers, timeout=5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from forwardauth.accounts import secondfactor as factors
 from forwardauth.accounts.changes import end_sessions
@@ -68,9 +68,11 @@ def login_html(
     error: str | None = None,
     notice: str | None = None,
 ) -> str:
-    """The login page as this request sees it: its form's action, and passkeys unless they are off."""
+    """The login page as this request sees it: its form's action, passkeys unless they are off, and
+    the forgotten-password link when there is a mail server."""
     action = login_action(request, settings)
-    return login_page(action, rd, username, error, notice, passkeys=passkeys_offered(settings))
+    forgot = action.removesuffix("/login") + "/account/forgot" if settings.smtp_url else ""
+    return login_page(action, rd, username, error, notice, passkeys=passkeys_offered(settings), forgot_href=forgot)
 
 
 def destination(request: web.Request, settings: Settings, rd: str | None) -> str:
@@ -161,7 +163,7 @@ async def login(request: web.Request) -> web.Response:
             return refused
     # The browser's device cookie (see regulation: known clients); a browser without one gets one.
     device = device_of(request, settings) or (None if as_json else new_device())
-    address = client_address(request, settings)
+    address, agent = client_address(request, settings), request.headers.get(hdrs.USER_AGENT)
     try:
         signed = await sign_in(
             services,
@@ -171,9 +173,10 @@ async def login(request: web.Request) -> web.Response:
             browser.log_login_failed,
             device=device,
             second_factor_wanted=bool(rd) and needs_of(services, rd)[0],
+            user_agent=agent,
         )
         if isinstance(signed, SecondFactorDue) and as_json:
-            signed = await factors.with_code(services, signed, fields["otp"], address)
+            signed = await factors.with_code(services, signed, fields["otp"], address, user_agent=agent)
     except Throttled as exc:
         headers = {"Retry-After": str(exc.retry_after)}
         if as_json:

@@ -11,7 +11,7 @@ import base64
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from forwardauth.accounts.changes import end_user_sessions
 from forwardauth.accounts.issue import live_claims, rotate_refresh
@@ -147,11 +147,19 @@ async def password_grant(
     scope = granted_scope(form.get("scope"), client.scopes)
     address = client_address(request, services.settings)
     try:
+        agent = request.headers.get(hdrs.USER_AGENT)
         signed = await sign_in(
-            services, form["username"], form["password"], address, browser.log_login_failed, client.id, scope
+            services,
+            form["username"],
+            form["password"],
+            address,
+            browser.log_login_failed,
+            client.id,
+            scope,
+            user_agent=agent,
         )
         if isinstance(signed, SecondFactorDue):  # the user's second factor: a TOTP or recovery code as otp
-            signed = await with_code(services, signed, form.get("otp", ""), address, client.id, scope)
+            signed = await with_code(services, signed, form.get("otp", ""), address, client.id, scope, agent)
     except Throttled as exc:
         return too_many_attempts(exc, NO_STORE)
     except sessions.ClientDisabled:  # disabled while this request was under way

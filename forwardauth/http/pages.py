@@ -56,9 +56,26 @@ def _render(name: str, **values: Any) -> str:
             site_name=brand.site_name,
             logo_url=brand.logo_url,
             accent_color=brand.accent_color,
+            accent_text=text_on(brand.accent_color) if brand.accent_color else "",
             **values,
         )
     )
+
+
+def _luminance(colour: str) -> float:
+    """WCAG 2 relative luminance of ``#rgb`` or ``#rrggbb`` (FORWARDAUTH_ACCENT_COLOR, validated)."""
+    digits = colour.lstrip("#")
+    if len(digits) == 3:
+        digits = "".join(d * 2 for d in digits)
+    channels = [int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def text_on(colour: str) -> str:
+    """Black or white, whichever contrasts more with ``colour``: the text of buttons in the accent."""
+    luminance = _luminance(colour)
+    return "#000" if (luminance + 0.05) / 0.05 > 1.05 / (luminance + 0.05) else "#fff"
 
 
 def render(name: str, **values: Any) -> str:
@@ -80,8 +97,10 @@ def login_page(
     error: str | None = None,
     notice: str | None = None,
     passkeys: bool = False,
+    forgot_href: str = "",
 ) -> str:
-    """The password form; with ``passkeys`` (see passkeys_offered) also "Sign in with a passkey".
+    """The password form; with ``passkeys`` (see passkeys_offered) also "Sign in with a passkey",
+    with ``forgot_href`` a "Forgot your password?" link (only with a mail server: see http.portal).
     It names the site ``rd`` leads to, so the user sees where this sign-in is for."""
     return _render(
         "login.html",
@@ -92,6 +111,7 @@ def login_page(
         error=error,
         notice=notice,
         passkeys=passkeys,
+        forgot_href=forgot_href,
     )
 
 

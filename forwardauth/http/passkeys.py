@@ -96,7 +96,8 @@ async def login(request: web.Request) -> web.Response:
             services, sealed, passkeyio.credential_field(data), origin, address, Expected(PASSWORDLESS)
         )
         pending = Pending(verified.user.id, verified.user.username, (), int(time.time()), rd=rd)
-        signed = await secondfactor.complete(services, pending, verified.methods, address)
+        agent = request.headers.get(hdrs.USER_AGENT)
+        signed = await secondfactor.complete(services, pending, verified.methods, address, user_agent=agent)
     except (PasskeyError, Throttled) as exc:
         passkeyio.log_failure("(passkey)", exc)  # whose it was is not known, or not proved
         return passkeyio.refusal(request, settings, exc)

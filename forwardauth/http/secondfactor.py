@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from forwardauth.accounts import secondfactor
 from forwardauth.accounts.issue import live_claims
@@ -109,7 +109,8 @@ async def finish(
     if pending is None:
         return None
     try:
-        signed = await secondfactor.complete(services, pending, methods, client_address(request, services.settings))
+        address, agent = client_address(request, services.settings), request.headers.get(hdrs.USER_AGENT)
+        signed = await secondfactor.complete(services, pending, methods, address, user_agent=agent)
     except secondfactor.SignInExpired:
         return None
     return pending, signed

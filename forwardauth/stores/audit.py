@@ -1,7 +1,8 @@
 """The audit trail: who logged in, failed, logged out or was revoked, kept in PostgreSQL.
 
 Written in the same transaction as the change it records, so an event is never lost nor
-recorded for something that did not happen. Read back, newest last, by ``forwardauth audit tail``.
+recorded for something that did not happen. Read back, newest last, by ``forwardauth audit tail``,
+and searched, newest first, on the admin console.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 import psycopg2.extensions
 
+from forwardauth.core.devices import storable
 from forwardauth.safetext import row
 
 EVENTS = frozenset(
@@ -29,6 +31,8 @@ EVENTS = frozenset(
     | {"link_sent", "password_reset", "email_change"}
     # the admin console: an administrator's action (detail: "by" the acting administrator, "action")
     | {"admin"}
+    # personal access tokens: made, revoked, used from an address not seen before for that token
+    | {"pat_created", "pat_revoked", "pat_new_address"}
 )
 
 
@@ -70,6 +74,7 @@ class Event:
         )
 
 
+MAX_PAGE = 500
 _COLUMNS = "SELECT id, at, event, user_id::text, username, client_ip, detail FROM audit_events"
 
 
@@ -92,4 +97,34 @@ def after(conn: psycopg2.extensions.connection, last_id: int, limit: int = 1000)
     """Events recorded after event ``last_id``, oldest first: what ``tail --follow`` prints next."""
     with conn.cursor() as cur:
         cur.execute(f"{_COLUMNS} WHERE id > %s ORDER BY id LIMIT %s", (last_id, limit))
+        return [Event(*row) for row in cur.fetchall()]
+
+
+def search(
+    conn: psycopg2.extensions.connection,
+    *,
+    username: str | None = None,
+    event: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[Event]:
+    """Events matching every filter given, newest first (the console's audit page): ``username``
+    exactly but in any case, ``event`` one of EVENTS, ``since`` <= at < ``until``, and only those
+    older than event ``before_id`` (the next page). Bounds a form may send are kept in range."""
+    where: list[str] = ["TRUE"]
+    args: list[Any] = []
+    if username is not None:
+        where.append("lower(username) = lower(%s)")
+        args.append(storable(username))  # from a form
+    for clause, value in (("event = %s", event), ("at >= %s", since), ("at < %s", until), ("id < %s", before_id)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"{_COLUMNS} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s",
+            (*args, max(1, min(limit, MAX_PAGE))),
+        )
         return [Event(*row) for row in cur.fetchall()]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from forwardauth.constants import REFRESH_TOKEN_BYTES
 from forwardauth.core.authn import PASSWORD, Authentication
+from forwardauth.core.devices import kept
 from forwardauth.core.tokens import new_id
 from forwardauth.stores import cascade, clients
 from forwardauth.stores.audit import record
@@ -96,16 +97,19 @@ def _insert(
     client_id: str | None,
     scope: str | None,
     auth: Authentication,
-    parent_sid: str | None = None,
+    parent_sid: str | None,
+    user_agent: str | None,
+    client_ip: str | None,
 ) -> tuple[int, str]:
     token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
+    on = (kept(user_agent), client_ip)  # what it was opened or renewed on
     with conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO refresh_tokens"
-            " (token_hash, user_id, family_id, expires_at, client_id, scope, amr, auth_time, parent_sid)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s) RETURNING id",
-            (_digest(token), user_id, sid, expires, client_id, scope, list(auth.amr), auth.auth_time, parent_sid),
+            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, client_id, scope, amr,"
+            " auth_time, parent_sid, user_agent, client_ip)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, %s, %s) RETURNING id",
+            (_digest(token), user_id, sid, expires, client_id, scope, list(auth.amr), auth.auth_time, parent_sid, *on),
         )
         row = cur.fetchone()
     assert row is not None
@@ -120,6 +124,9 @@ def start(
     scope: str | None = None,
     auth: Authentication | None = None,
     parent_sid: str | None = None,
+    *,
+    user_agent: str | None = None,
+    client_ip: str | None = None,
 ) -> Session:
     """A new login session with its first refresh token (the caller has checked the password,
     with the user's row locked: ``users.authenticate``, and any second factor). ``auth``: how the
@@ -128,30 +135,36 @@ def start(
     ``parent_sid``: an OIDC client's session, opened from that browser session of the same user,
     which must still be live (else ``ParentEnded``); its row is share-locked, after the user's, so
     a logout ending it either waits for this session and ends it too, or has ended it first.
+    ``user_agent`` (the header, cut to 512 characters; a client's session without one takes its
+    browser session's) and ``client_ip``: what the portal shows.
     """
     if client_id is not None and not clients.lock_enabled(conn, client_id):
         raise ClientDisabled(client_id)
-    if parent_sid is not None and not _lock_live(conn, user.id, parent_sid):
-        raise ParentEnded(parent_sid)
+    if parent_sid is not None:
+        parent = _lock_live(conn, user.id, parent_sid)
+        if parent is None:
+            raise ParentEnded(parent_sid)
+        user_agent = user_agent or parent[0]  # a client's session: the browser's, where the user is
     auth = auth or Authentication.of((PASSWORD,), int(time.time()))
     sid = new_id()
-    _, token = _insert(conn, user.id, sid, ttl, client_id, scope, auth, parent_sid)
+    _, token = _insert(conn, user.id, sid, ttl, client_id, scope, auth, parent_sid, user_agent, client_ip)
     return Session(user=user, sid=sid, refresh_token=token, auth=auth, client_id=client_id, scope=scope)
 
 
-def _lock_live(conn: Connection, user_id: str, sid: str) -> bool:
-    """Whether session ``sid`` of the user is live; its live token and the user's row are
-    share-locked until the transaction ends (module docstring: lock order)."""
+def _lock_live(conn: Connection, user_id: str, sid: str) -> tuple[str | None] | None:
+    """(its User-Agent,) when session ``sid`` of the user is live, else ``None``; its live token
+    and the user's row are share-locked until the transaction ends (module docstring: lock order)."""
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM users WHERE id = %s AND NOT disabled FOR SHARE", (user_id,))
         if cur.fetchone() is None:
-            return False
+            return None
         cur.execute(
-            "SELECT 1 FROM refresh_tokens WHERE family_id = %s AND user_id = %s AND revoked_at IS NULL"
+            "SELECT user_agent FROM refresh_tokens WHERE family_id = %s AND user_id = %s AND revoked_at IS NULL"
             " AND expires_at > now() FOR SHARE",
             (sid, user_id),
         )
-        return cur.fetchone() is not None
+        row = cur.fetchone()
+        return None if row is None else (row[0],)
 
 
 def children(conn: Connection, sid: str) -> list[str]:
@@ -180,6 +193,7 @@ def rotate(
     may be presented once more: the answer to its rotation was lost, so that successor (which nobody
     received) is superseded and a new one issued. A superseded token presented later did reach
     someone, so the retry was a copy's: that is reuse, and revokes the session.
+    The successor keeps the session's User-Agent and records ``client_ip``, where it was renewed.
     """
     if not _could_be_one(token):
         raise RefreshError("malformed refresh token")
@@ -200,7 +214,7 @@ def rotate(
             " replaced_by, client_id, scope, revoked_at > now() - make_interval(secs => %s),"
             " created_at > now() - make_interval(secs => %s), revoke_reason,"
             " revoked_at > now() - make_interval(secs => %s) AND rotated_by IS NOT DISTINCT FROM %s,"
-            " amr, extract(epoch FROM auth_time)::bigint, parent_sid"
+            " amr, extract(epoch FROM auth_time)::bigint, parent_sid, user_agent"
             " FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
             (grace, min_age, retry, client_ip, _digest(token)),
         )
@@ -208,7 +222,7 @@ def rotate(
     if row is None:
         raise RefreshError("unknown refresh token")
     row_id, user_id, sid, expired, revoked, successor, owner, scope, just_revoked, young, reason, same_client = row[:12]
-    auth, parent_sid = _auth(row[12], row[13]), row[14]  # a child session (OIDC) stays its parent's
+    auth, parent_sid, user_agent = _auth(row[12], row[13]), row[14], row[15]  # a child stays its parent's
     if owner != client_id:
         raise RefreshError("refresh token was issued to another client")
     # A rotated token back, or a superseded one (its successor went to a retry: it reached someone).
@@ -229,7 +243,7 @@ def rotate(
         raise RefreshError("user unknown or disabled")
     if narrow_scope is not None:
         scope = narrow_scope(scope)
-    new_row, new_token = _insert(conn, user_id, sid, ttl, client_id, scope, auth, parent_sid)
+    new_row, new_token = _insert(conn, user_id, sid, ttl, client_id, scope, auth, parent_sid, user_agent, client_ip)
     with conn.cursor() as cur:
         if retrying:  # keeps its rotation time: the retry window does not start again
             cur.execute(
@@ -274,12 +288,6 @@ def discard(conn: Connection, sid: str, client_ip: str | None) -> None:
         record(conn, "revoke", rows[0][0], None, client_ip, {"sid": sid, "reason": "not_delivered"})
 
 
-def revoke_family(conn: Connection, sid: str, reason: str) -> int:
-    """Revoke every still-valid refresh token of session ``sid`` and of its children; how many.
-    (``cascade.end`` also says which children were live, for Redis and back-channel logout.)"""
-    return cascade.revoke_families(conn, [sid], reason)
-
-
 def logout(
     conn: Connection,
     sid: str,
@@ -319,7 +327,7 @@ def revoke_by_token(conn: Connection, token: str, client_id: str | None, client_
     if row is None or row[2] != client_id:
         return None
     sid, user_id = str(row[0]), str(row[1])
-    revoke_family(conn, sid, "revoked")  # a client's own session: it opens none (no children)
+    cascade.revoke_families(conn, [sid], "revoked")  # a client's own session: it opens none (no children)
     record(conn, "revoke", user_id, None, client_ip, {"sid": sid, "client_id": client_id})
     return sid
 
