@@ -290,6 +290,9 @@ def boundary_service(
         "FORWARDAUTH_LOG_LEVEL": "WARNING",
         "FORWARDAUTH_LOGIN_MAX_FAILURES": "100000",
         "FORWARDAUTH_POLICY_FILE": str(policy),
+        # the callers sign in once per run: their tokens must outlive a slow run of the suite
+        "FORWARDAUTH_ACCESS_TTL": "6h",
+        "FORWARDAUTH_REFRESH_TTL": "6h",
         **FAST_ARGON2,
     }
     svc = Service(env, free_port(), cwd=root)

@@ -133,6 +133,26 @@ def test_an_admin_ends_one_session_then_all(people: People, stack: Stack, make_u
     expect_accepted(console, stack)  # the admin's own session is not among them
 
 
+def test_roles_take_effect_at_once(people: People, stack: Stack, make_user: MakeUser) -> None:
+    """A role given counts on the next page (read fresh); a role taken away ends the sessions."""
+    admin, promoted = make_admin(make_user), make_user()
+    theirs = people.signed_in(promoted.username)
+    goto_status(theirs, stack.url + ADMIN + "/users", 403)
+    console = people.signed_in(admin.username)
+
+    goto_ok(console, user_page(stack, promoted.username))
+    console.locator("#roles").fill("user, admin")
+    console.locator("#save-roles").click()
+    expect(console.get_by_role("status")).to_be_visible()
+    goto_ok(theirs, stack.url + ADMIN + "/users")  # the same session, an administrator now
+    token = expect_accepted(theirs, stack)
+
+    console.locator("#roles").fill("user")
+    console.locator("#save-roles").click()
+    expect(console.get_by_role("status")).to_be_visible()
+    expect_refused(theirs, stack, token)
+
+
 def test_an_admin_cannot_disable_themself(people: People, stack: Stack, make_user: MakeUser) -> None:
     """No lock-out: the page offers no button, and the action itself refuses (409)."""
     admin = make_admin(make_user)
@@ -270,17 +290,18 @@ def test_a_non_admin_gets_403_on_every_admin_url(
 ) -> None:
     target, (client, _) = make_user(), make_client()
     target_page = people.signed_in(target.username)
-    target_token = expect_accepted(target_page, stack)
+    expect_accepted(target_page, stack)
+    goto_ok(target_page, stack.url + ACCOUNT)
+    target_sid = target_page.locator("#sessions tr[data-sid]").first.get_attribute("data-sid") or ""
     outsider = make_user(roles=("user", "administrator"))  # a role *like* admin is not admin
     page = people.signed_in(outsider.username)
     goto_ok(page, stack.url + ACCOUNT)
     expect(page.locator(f'a[href$="{ADMIN}/users"]')).to_have_count(0)  # no link to the console
     csrf = csrf_token_of(page)
-    sid = page.locator("#sessions tr[data-sid]").first.get_attribute("data-sid") or ""
 
     answers = {}
     request = page.context.request
-    for method, path, fields in admin_urls(target.username, client.id, sid):
+    for method, path, fields in admin_urls(target.username, client.id, target_sid):
         if method == "GET":
             answer = request.get(stack.url + path, max_redirects=0)
         else:
@@ -299,8 +320,7 @@ def test_a_non_admin_gets_403_on_every_admin_url(
     assert database.call(users.find, "intruder") is None
     still = database.call(clients.find, client.id)
     assert still is not None and still == client
-    expect_accepted(target_page, stack)
-    assert target_token
+    expect_accepted(target_page, stack)  # its sessions were not ended either
 
 
 # --- accessibility and screenshots ------------------------------------------------------------------

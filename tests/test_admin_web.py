@@ -18,7 +18,7 @@ import pytest
 from forwardauth import config
 from forwardauth.accounts import links
 from forwardauth.core.authn import Authentication
-from forwardauth.http import admin_system, admin_users
+from forwardauth.http import admin_system, admin_tokens, admin_users
 from forwardauth.http.app import create_app
 from forwardauth.stores import secondfactors, users
 from forwardauth.stores.postgres import Database
@@ -88,11 +88,12 @@ def secret_in(html: str, element_id: str) -> str:
 
 def every_url(username: str, client_id: str) -> list[tuple[str, str]]:
     """(method, path) of every console route, its values filled in."""
-    routes = [("GET", "/admin"), *[(m, p) for m, p, _h, _b in (*admin_users.ROUTES, *admin_system.ROUTES)]]
-    return [
-        (method, path.replace("{username:.+}", quote(username, safe="")).replace("{client_id:.+}", client_id))
-        for method, path in routes
+    routes = [
+        ("GET", "/admin"),
+        *[(m, p) for m, p, _h, _b in (*admin_users.ROUTES, *admin_system.ROUTES, *admin_tokens.ROUTES)],
     ]
+    values = {"username": quote(username, safe=""), "client_id": client_id, "token_id": "some-token"}
+    return [(method, re.sub(r"\{(\w+):[^}]*\}", lambda m: values[m.group(1)], path)) for method, path in routes]
 
 
 # --- who may use it ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 repository served by ``git http-backend`` (fcgiwrap) behind the shipped nginx snippets and
 forwardauth, the token as the password. Git sends credentials only after a Basic challenge, so
 this also shows ``challenge: basic`` doing its work; the rules' scopes keep a read-only token from
-pushing and a session's token out. And ``curl -u`` through each shipped proxy file."""
+pushing and a session's token out. And ``curl -u`` through each shipped proxy file, Envoy's too."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ from forwardauth.accounts.services import build_account_services
 from forwardauth.dev import demo
 from forwardauth.stores import users
 
-from . import http
-from .support import PASSWORD, Service, Stack, free_port, require_program, stop_process, wait_until
+from . import backends, http
+from .conftest import service_environment
+from .envoy import Envoy, send
+from .support import PASSWORD, REDIS_URL, Service, Stack, free_port, require_program, stop_process, wait_until
+from .test_envoy_e2e import require_envoy
 from .test_pat_auth import basic
 
 GIT_BACKEND = Path("/usr/lib/git-core/git-http-backend")
@@ -225,3 +228,48 @@ def test_the_basic_challenge_reaches_the_client_through_each_proxy(
         assert response.headers.get_all("WWW-Authenticate") == ['Basic realm="forwardauth", charset="UTF-8"']
         assert response.headers.get("Location") is None
     assert http.get(stack.url + "/other", {"Accept": "application/json"}).headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.fixture
+def envoy_echo(
+    boundary_service: Service, real_backends: Callable[[str], backends.Backend], tmp_path: Path
+) -> Iterator[str]:
+    """The shipped Envoy file in front of the echo backend and the boundary tests' forwardauth."""
+    require_envoy()
+    address = f"127.0.0.1:{boundary_service.port}"
+    proxy = Envoy(tmp_path / "envoy", free_port(), address, real_backends("echo").addr, None).start()
+    yield proxy.url
+    proxy.stop()
+
+
+def test_curl_u_through_envoy(
+    envoy_echo: str,
+    make_user: Callable[..., users.User],
+    database_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """The shipped Envoy file passes the token on to forwardauth and its answer, scopes included,
+    to the app (in front of the boundary tests' forwardauth, whose stores the token is made in)."""
+    echo = envoy_echo
+    stores = {
+        "FORWARDAUTH_DATABASE_URL": database_url,
+        "FORWARDAUTH_REDIS_URL": REDIS_URL,
+        "FORWARDAUTH_REDIS_PREFIX": redis_prefix,  # boundary_service's
+        **service_environment(tmp_path),
+    }
+    user = make_user(roles=("user",), email=None)
+    [token] = tokens_of(config.load(stores), user, ("read",))
+    spoofed = [("X-Auth-Scopes", "admin"), ("X.Auth.Scopes", "admin")]
+    answer = send(
+        echo, "/private/data", [("Accept", "application/json"), *spoofed, *basic(user.username, token).items()]
+    )
+    seen = backends.seen(answer.body)
+    assert answer.status == 200 and seen is not None, (answer.status, answer.body[:200])
+    assert {k.lower(): v for k, v in seen.headers.items() if k.lower().startswith(("x-auth-", "x.auth", "x_auth"))} == {
+        "x-auth-user": user.username,
+        "x-auth-roles": "user",
+        "x-auth-subject": str(user.id),
+        "x-auth-amr": "pat",
+        "x-auth-scopes": "read",
+    }

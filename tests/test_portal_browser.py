@@ -304,6 +304,16 @@ def test_the_password_form_in_keyboard_order(people: People, stack: Stack, make_
     assert accessibility.tab_order(page, 3) == ["new_password", "new_password_again", "button:Change password"]
 
 
+def test_the_account_page_in_the_browsers_language(people: People, stack: Stack, make_user: MakeUser) -> None:
+    page = people.signed_in(make_user().username, **accessibility.CONTEXT)
+    for lang in ("de", "fr"):
+        page.context.set_extra_http_headers({"Accept-Language": lang})
+        goto_ok(page, stack.url + ACCOUNT)
+        expect(page.locator("html")).to_have_attribute("lang", lang)
+        expect(page.locator("h1")).not_to_have_text("Your account")
+        accessibility.assert_accessible(page, f"account ({lang})")
+
+
 # --- accessibility and screenshots ------------------------------------------------------------------
 
 Show = Callable[[Page, Stack, users.User, Database], None]  # brings the page to the state photographed

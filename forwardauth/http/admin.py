@@ -7,8 +7,8 @@ fresh from PostgreSQL, see signedin.Viewer) -> 403 for every console URL, whethe
 names exists; then, when configured, a step-up (FORWARDAUTH_ADMIN_SECOND_FACTOR,
 FORWARDAUTH_ADMIN_MAX_AUTH_AGE) through the login page's machinery, as /mfa does.
 
-The pages are in admin_users (users) and admin_system (sessions, clients, keys, audit trail),
-with what they share in admin_pages.
+The pages are in admin_users (users; their tokens: admin_tokens) and admin_system (sessions,
+clients, keys, audit trail), with what they share in admin_pages.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from forwardauth.accounts import secondfactor
-from forwardauth.http import admin_system, admin_users
+from forwardauth.http import admin_system, admin_tokens, admin_users
 from forwardauth.http.admin_pages import Handler, Route, console_page
 from forwardauth.http.common import see_other
 from forwardauth.http.i18n import _
@@ -86,6 +86,11 @@ async def home(request: web.Request, services: Services, who: Viewer) -> web.Res
 
 
 def add_routes(app: web.Application) -> None:
-    routes: list[Route] = [("GET", "/admin", home, ""), *admin_users.ROUTES, *admin_system.ROUTES]
+    routes: list[Route] = [
+        ("GET", "/admin", home, ""),
+        *admin_users.ROUTES,
+        *admin_tokens.ROUTES,
+        *admin_system.ROUTES,
+    ]
     for method, path, handler, back in routes:
         app.router.add_route(method, path, guarded(handler, back))

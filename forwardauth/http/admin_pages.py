@@ -38,6 +38,7 @@ SAVED = {
     "client_created": N_("The client was added."),
     "client_disabled": N_("The client is disabled: every token it held stopped working."),
     "client_enabled": N_("The client is enabled."),
+    "token_revoked": N_("The token is revoked: it stops working at once."),
     "key_rotated": N_("A new signing key is in use. Tokens signed with the old one stay valid until they expire."),
 }
 
@@ -102,6 +103,6 @@ def console_page(
 
 
 def secret_page(services: Services, who: Viewer, section: str, **values: Any) -> web.Response:
-    """A one-time secret (admin_secret.html: ``kind`` "link" or "client_secret"), shown once:
+    """A one-time secret (admin_secret.html: ``kind`` "link", "client_secret" or "pat"), shown once:
     a 200 page, never cached (html_page's headers), never in a URL."""
     return console_page(services, who, "admin_secret.html", section, notice=None, **values)

@@ -36,7 +36,7 @@ from forwardauth.stores import audit, clients
 
 PER_PAGE = 50
 MAX_PAGE = 10_000  # deeper than anyone pages; beyond it a 400, not a huge OFFSET
-CLIENT = "/admin/clients/{client_id:.+}"  # any text: an unknown id is the page's 400, not a 404 route
+CLIENT = r"/admin/clients/{client_id:[\s\S]+}"  # any text: an unknown id is the page's 400, not a 404 route
 CLIENT_FIELDS = ("client_id", "redirect_uris", "scopes", "grant_types", "public", "trusted")
 
 

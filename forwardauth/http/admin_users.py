@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from forwardauth.accounts import admin as accounts_admin
-from forwardauth.accounts import portal
+from forwardauth.accounts import pats, portal
 from forwardauth.accounts.admin import Actor
-from forwardauth.http import i18n
+from forwardauth.http import i18n, pat_pages
 from forwardauth.http.admin_pages import (
     BadFilter,
     Handler,
@@ -38,11 +38,20 @@ from forwardauth.http.signedin import Viewer, field_list, posted
 from forwardauth.stores import secondfactors, users
 from forwardauth.stores.postgres import Connection
 
-ACTIONS = ("disable", "enable", "roles", "mfa-reset", "end-sessions", "password-link")
+ACTIONS = (
+    "disable",
+    "enable",
+    "roles",
+    "mfa-reset",
+    "end-sessions",
+    "password-link",
+    "tokens/new",
+    "tokens/[^/]+/revoke",
+)
 # Any character a username may hold, ``/`` included (quoted as %2F in our links, matched as such);
 # a user's page is not also the URL of an action on them, nor of the create form ("new": below).
-USER = "/admin/users/{username:.+}"
-USER_PAGE = "/admin/users/{username:(?!new$)(?!.*/(?:" + "|".join(ACTIONS) + ")$).+}"
+USER = r"/admin/users/{username:[\s\S]+}"  # any character a username may hold, a line break too
+USER_PAGE = r"/admin/users/{username:(?!new$)(?![\s\S]*/(?:" + "|".join(ACTIONS) + r")$)[\s\S]+}"
 BACK = "/admin/users/{username}"  # the user's page, for a sign-in or step-up before an action
 CREATE_FIELDS = ("username", "email", "roles", "delivery")
 
@@ -137,14 +146,17 @@ async def user_page(
     username: str,
     status: int = 200,
     error: str | None = None,
+    token_form: dict[str, str] | None = None,
 ) -> web.Response:
-    """One user's page; a name that is no user's: the users page with a 404."""
+    """One user's page; a name that is no user's: the users page with a 404. ``token_form``: the
+    token form's values posted, kept after an error."""
     found = await accounts_admin.user_detail(services, username) if bounded(username) else None
     if found is None:
         error = _("There is no user named {name}.").format(name=username)
         return await users_page(request, services, who, 404, error)
     user, enrolled = found
     sessions = await portal.sessions_of(services, user.id, who.sid)
+    tokens = await pats.list_for(services, user.username)
     return console_page(
         services,
         who,
@@ -159,6 +171,7 @@ async def user_page(
         href=user_href(who, user.username),
         roles=" ".join(user.roles),
         is_self=user.id == who.user.id,
+        **pat_pages.table_values(tokens, token_form, services.settings),
     )
 
 

@@ -47,12 +47,13 @@ POSTED = {
     "503": UNAVAILABLE,
 }
 NOT_FOUND = {
-    "description": "No such user or session (the list page, saying so)",
+    "description": "No such user, session or token (the page, saying so)",
     "content": {HTML: {"schema": {"type": "string"}}},
 }
-SECRET = _html("The one-time secret (a set-password link, a client's secret), shown once")
+SECRET = _html("The one-time secret (a set-password link, a client's secret, a personal access token), shown once")
 NAME = {"name": "username", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 CLIENT = {"name": "client_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+TOKEN_ID = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 COOKIE: list[Schema] = [{}, {"cookie": []}]
 
 
@@ -119,6 +120,17 @@ def admin_paths() -> dict[str, Schema]:
         "/admin/users/{username}/end-sessions": _user_action("End every session of the user"),
         "/admin/users/{username}/password-link": _user_action(
             "A new set-password link for the user, shown once", shown=True
+        ),
+        "/admin/users/{username}/tokens/new": _user_action(
+            "Create a personal access token for the user (name; expires: a duration such as 30d; scopes), shown once",
+            ("name", "expires", "scopes"),
+            shown=True,
+        ),
+        "/admin/users/{username}/tokens/{token_id}/revoke": _post(
+            "Revoke a personal access token of the user (at once on every worker)",
+            (),
+            {**POSTED, "404": NOT_FOUND},
+            [NAME, TOKEN_ID],
         ),
         "/admin/sessions": _get(
             "Every live session (q: a username filter; page: from 0)", _query("q", "page", "saved")

@@ -81,6 +81,43 @@ def _anonymous_post(summary: str, fields: Schema, responses: Schema | None = Non
     return _post(summary, fields, {"200": PAGE, "403": REFUSED_ANONYMOUS, **(responses or {})}, [{}])
 
 
+TOKEN_FIELDS = {"name": FIELD, "expires": FIELD, "scopes": FIELD}
+TOKEN_ID = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+
+
+def token_paths() -> dict[str, Schema]:
+    """/account/tokens: the user's personal access tokens (http.portal_tokens)."""
+    revoke = _signed_in_post(
+        "Revoke one of the user's personal access tokens (at once on every worker)",
+        {},
+        {"404": _html("Not a token of this user (the tokens page, saying so)")},
+    )
+    return {
+        "/account/tokens": {
+            "get": _page(
+                "The user's personal access tokens (never the tokens), and the form creating one",
+                {"303": SIGN_IN},
+                [{"name": "saved", "in": "query", "schema": {"type": "string"}}],
+            )
+        },
+        "/account/tokens/new": {
+            "post": _signed_in_post(
+                "Create a personal access token (name; expires: a duration such as 30d, at most "
+                "FORWARDAUTH_PAT_MAX_TTL; scopes separated by spaces or commas): the token, shown once",
+                TOKEN_FIELDS,
+                {
+                    "200": _html("The token, shown once (never cached)"),
+                    "403": _html_or_json(
+                        "A form not from our page or without this session's csrf_token (JSON); or a sign-in "
+                        "more than 15 minutes old (the page, with a link to sign in again)"
+                    ),
+                },
+            )
+        },
+        "/account/tokens/{token_id}/revoke": {"post": {**revoke, "parameters": [TOKEN_ID]}},
+    }
+
+
 def portal_paths() -> dict[str, Schema]:
     return {
         "/account": {
@@ -143,4 +180,5 @@ def portal_paths() -> dict[str, Schema]:
                 {"token": FIELD, "new_password": FIELD, "new_password_again": FIELD},
             ),
         },
+        **token_paths(),
     }

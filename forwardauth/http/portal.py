@@ -19,13 +19,14 @@ from forwardauth.accounts import links, portal
 from forwardauth.accounts.changes import AccountError
 from forwardauth.accounts.signin import Throttled
 from forwardauth.core.authn import HARDWARE_KEY, OTP, PASSWORD, RECOVERY_CODE, SOFTWARE_KEY
-from forwardauth.http import browser, formtokens, portal_links, signedin
-from forwardauth.http.common import client_address, read_fields, see_other
+from forwardauth.http import browser, portal_links, portal_tokens, signedin
+from forwardauth.http.common import client_address, see_other
 from forwardauth.http.cookies import set_access_cookie, set_refresh_cookie
 from forwardauth.http.errors import unavailable
 from forwardauth.http.i18n import N_, _
 from forwardauth.http.login import login_action
 from forwardauth.http.services import SERVICES, Services
+from forwardauth.http.signedin import signed_in_form
 
 ACCOUNT_PATH = "/account"
 
@@ -103,19 +104,6 @@ async def account(request: web.Request) -> web.Response:
     if isinstance(who, web.Response):
         return who
     return await account_page(services, who, notice=saved(request.query.get("saved", "")))
-
-
-async def signed_in_form(
-    request: web.Request, services: Services, names: tuple[str, ...]
-) -> tuple[signedin.Viewer, dict[str, str]] | web.Response:
-    """Who posted which fields. The body is read first, so a malformed one is a 400 whoever sends
-    it (as documented); then not signed in is a 303 to the login page, and a form not from this
-    session's page a 403 (signedin.posted, reading the same body again from aiohttp's cache)."""
-    await read_fields(request, (*names, formtokens.FIELD))
-    who = await signedin.viewer(request, services)
-    if isinstance(who, web.Response):
-        return who
-    return who, await signedin.posted(request, services, who, names)
 
 
 async def end_session(request: web.Request) -> web.Response:
@@ -275,4 +263,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(ACCOUNT_PATH + "/password", change_password)
     app.router.add_get(ACCOUNT_PATH + "/email", email_form)
     app.router.add_post(ACCOUNT_PATH + "/email", change_email)
+    portal_tokens.add_routes(app, ACCOUNT_PATH)
     portal_links.add_routes(app, ACCOUNT_PATH)

@@ -101,6 +101,19 @@ async def posted(request: web.Request, services: Services, who: Viewer, names: t
     return fields
 
 
+async def signed_in_form(
+    request: web.Request, services: Services, names: tuple[str, ...]
+) -> tuple[Viewer, dict[str, str]] | web.Response:
+    """Who posted which fields. The body is read first, so a malformed one is a 400 whoever sends
+    it (as documented); then not signed in is a 303 to the login page, and a form not from this
+    session's page a 403 (``posted``, reading the same body again from aiohttp's cache)."""
+    await read_fields(request, (*names, formtokens.FIELD))
+    who = await viewer(request, services)
+    if isinstance(who, web.Response):
+        return who
+    return who, await posted(request, services, who, names)
+
+
 def field_list(fields: Mapping[str, str], name: str) -> list[str]:
     """A field holding several values separated by commas, spaces or lines, each stripped."""
     return [part for part in fields.get(name, "").replace(",", " ").split() if part]
