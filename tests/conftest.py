@@ -38,6 +38,7 @@ from .support import (
     STORES,
     AppServer,
     Caller,
+    MakeApp,
     MakeClient,
     Service,
     Stack,
@@ -175,6 +176,21 @@ def make_client(database: Database) -> MakeClient:
 async def client(aiohttp_client: Any, settings: config.Settings) -> AsyncIterator[Any]:
     """An aiohttp test client on the real application, real PostgreSQL and Redis."""
     yield await aiohttp_client(AppServer(create_app(settings)))
+
+
+@pytest.fixture
+def make_app(aiohttp_client: Any, env: dict[str, str]) -> MakeApp:
+    """A test client on the real application, with extra FORWARDAUTH_* settings."""
+
+    async def make(**extra: str) -> Any:
+        return await aiohttp_client(AppServer(create_app(config.load({**env, **extra}))))
+
+    return make
+
+
+@pytest.fixture
+async def app(make_app: MakeApp) -> Any:
+    return await make_app()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -223,6 +224,14 @@ def backdate_sessions(database: Database, user: users.User, seconds: int = 60) -
 
 
 MakeClient = Callable[..., tuple[clients.Client, str | None]]
+MakeApp = Callable[..., Awaitable[Any]]  # the conftest fixture: extra FORWARDAUTH_* -> test client
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of the form on a page."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no csrf_token field on the page"
+    return found.group(1)
 
 
 class AppServer(TestServer):

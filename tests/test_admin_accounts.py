@@ -12,30 +12,17 @@ from typing import Any
 
 import pytest
 
-from forwardauth import config
 from forwardauth.accounts import admin, links
-from forwardauth.accounts.services import AccountServices, build_account_services
+from forwardauth.accounts.services import AccountServices
 from forwardauth.stores import audit, clients, sessions, users
 from forwardauth.stores.postgres import Database
 
 from .mailbox import Mailbox, link_in, token_in
 from .support import rows
+from .test_links import BASE, NEW_PASSWORD, fresh
+from .test_links import services_for as build
 
 MakeUser = Callable[..., users.User]
-BASE = "https://auth.example.test/forwardauth"
-NEW_PASSWORD = "a different passphrase 8274 orbit"
-
-
-def fresh(database: Database, user_id: str) -> users.User:
-    """The user as PostgreSQL has it now."""
-    user = database.call(users.get, user_id)
-    assert user is not None
-    return user
-
-
-def build(env: dict[str, str], **extra: str) -> AccountServices:
-    prefix = f"{env['FORWARDAUTH_REDIS_PREFIX']}{secrets.token_hex(4)}:"
-    return build_account_services(config.load({**env, "FORWARDAUTH_REDIS_PREFIX": prefix, **extra}))
 
 
 @pytest.fixture

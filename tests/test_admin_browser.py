@@ -19,8 +19,11 @@ from forwardauth.stores import audit, clients, users
 from forwardauth.stores.postgres import Database
 
 from . import accessibility
-from .support import PASSWORD, MakeClient, Stack, require_program
-from .test_browser import chromium, expect_protected_page, on_login_page, open_protected, sign_in
+from .support import PASSWORD, MakeClient, Stack
+from .test_browser import chromium_browser as chromium_browser
+from .test_browser import expect_protected_page, on_login_page, open_protected, sign_in
+from .test_browser import host_only_cookies as host_only_cookies
+from .test_browser import nginx_stack as nginx_stack
 from .test_portal_browser import (
     ACCOUNT,
     FIREFOX,
@@ -42,24 +45,6 @@ from .test_stepup_browser import set_up_totp
 from .test_web import audit_events
 
 ADMIN = PREFIX + "/admin"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def env(env: dict[str, str]) -> dict[str, str]:
-    """Host-only cookies: the stack is reached as http://127.0.0.1:PORT (see test_browser)."""
-    return {**env, "FORWARDAUTH_COOKIE_DOMAIN": ""}
-
-
-@pytest.fixture
-def stack(proxy_stack: Callable[..., Stack]) -> Stack:
-    require_program("nginx")
-    return proxy_stack("nginx")
 
 
 @pytest.fixture

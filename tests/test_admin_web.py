@@ -8,44 +8,27 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from html import unescape
 from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
 
-from forwardauth import config
 from forwardauth.accounts import links
 from forwardauth.core.authn import Authentication
 from forwardauth.http import admin_system, admin_tokens, admin_users
-from forwardauth.http.app import create_app
 from forwardauth.stores import secondfactors, users
 from forwardauth.stores.postgres import Database
 
 from .mailbox import token_in
-from .support import PASSWORD, AppServer
+from .support import PASSWORD, MakeApp, csrf_of
 from .test_renewal import RD, send, set_cookies, value_of
 from .test_second_factor import code_at, enrol, password_step, second_factor
 from .test_web import MakeUser, auth_status, services_of
 
 Client = Any
-MakeApp = Callable[..., Awaitable[Client]]
 COOKIE = "forwardauth"
 ADMIN = ("admin",)
-
-
-@pytest.fixture
-def make_app(aiohttp_client: Any, env: dict[str, str]) -> MakeApp:
-    async def make(**extra: str) -> Client:
-        return await aiohttp_client(AppServer(create_app(config.load({**env, **extra}))))
-
-    return make
-
-
-@pytest.fixture
-async def app(make_app: MakeApp) -> Client:
-    return await make_app()
 
 
 async def sign_in(client: Client, user: users.User) -> str:
@@ -58,12 +41,6 @@ async def sign_in(client: Client, user: users.User) -> str:
 
 async def get(client: Client, token: str | None, path: str) -> Any:
     return await send(client, "GET", path, {COOKIE: token} if token else None)
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no csrf_token field on the page"
-    return found.group(1)
 
 
 async def post(client: Client, token: str, path: str, data: dict[str, str] | None = None, page: str = "") -> Any:

@@ -60,14 +60,20 @@ def chromium(*args: str) -> Iterator[Browser]:
             launched.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+# The browser modules' fixtures, under names of their own so that another module can import them
+# (``from .test_browser import nginx_stack as nginx_stack``) and still name its parameters
+# ``browser``, ``env`` and ``stack``; a module needing another one defines its own.
+
+
+@pytest.fixture(scope="module", name="browser")
+def chromium_browser() -> Iterator[Browser]:
+    """One Chromium for the module's tests."""
     with chromium() as launched:
         yield launched
 
 
-@pytest.fixture
-def env(env: dict[str, str]) -> dict[str, str]:
+@pytest.fixture(name="env")
+def host_only_cookies(env: dict[str, str]) -> dict[str, str]:
     """The stack is reached as http://127.0.0.1:PORT: a cookie for example.test would be refused.
 
     An empty value is "unset" for config.load, so the cookie is host-only.
@@ -75,8 +81,9 @@ def env(env: dict[str, str]) -> dict[str, str]:
     return {**env, "FORWARDAUTH_COOKIE_DOMAIN": ""}
 
 
-@pytest.fixture
-def stack(proxy_stack: Callable[[str], Stack]) -> Stack:
+@pytest.fixture(name="stack")
+def nginx_stack(proxy_stack: Callable[..., Stack]) -> Stack:
+    """nginx in front of the service and the echo upstream (see conftest.proxy_stack)."""
     require_program("nginx")
     return proxy_stack("nginx")
 

@@ -39,22 +39,24 @@ from joserfc.jwk import KeySet
 from oic.oic import Client as OicClient
 from oic.oic.message import AuthorizationResponse, RegistrationResponse
 from oic.utils.authn.client import CLIENT_AUTHN_METHOD
-from playwright.sync_api import Browser, BrowserContext, Page, Response, expect
+from playwright.sync_api import BrowserContext, Page, Response, expect
 
 from forwardauth.core.authn import ACR_ONE_FACTOR
 from forwardauth.stores import clients, users
 from forwardauth.stores.postgres import Database
 
-from .support import PASSWORD, Stack, require_program, wait_until
+from .support import PASSWORD, Stack, wait_until
 from .test_browser import (
     COOKIE,
     PROTECTED,
-    chromium,
     expect_protected_page,
     on_login_page,
     open_protected,
     sign_in,
 )
+from .test_browser import chromium_browser as chromium_browser
+from .test_browser import host_only_cookies as host_only_cookies
+from .test_browser import nginx_stack as nginx_stack
 from .test_cli import run
 from .test_web import audit_events
 
@@ -62,24 +64,6 @@ SCOPE = "openid profile email groups"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 # Characters a careless client or server would re-encode, trim or fold: the nonce must come back as sent.
 AWKWARD = " +/=%&?#~é日本"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def env(env: dict[str, str]) -> dict[str, str]:
-    """Host-only cookies: the stack is reached as http://127.0.0.1:PORT (see test_browser)."""
-    return {**env, "FORWARDAUTH_COOKIE_DOMAIN": ""}
-
-
-@pytest.fixture
-def stack(proxy_stack: Callable[..., Stack]) -> Stack:
-    require_program("nginx")
-    return proxy_stack("nginx")
 
 
 @pytest.fixture

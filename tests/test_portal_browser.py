@@ -22,8 +22,10 @@ from forwardauth.stores.postgres import Database
 
 from . import accessibility, http, screenshots
 from .mailbox import Mailbox, link_in
-from .support import PASSWORD, Stack, require_program, wait_until
-from .test_browser import COOKIE, PROTECTED, chromium, expect_protected_page, open_protected, sign_in
+from .support import PASSWORD, Stack, wait_until
+from .test_browser import COOKIE, PROTECTED, expect_protected_page, open_protected, sign_in
+from .test_browser import chromium_browser as chromium_browser
+from .test_browser import nginx_stack as nginx_stack
 
 PREFIX = "/forwardauth"
 ACCOUNT = PREFIX + "/account"
@@ -33,22 +35,10 @@ MakeUser = Callable[..., users.User]
 REFUSAL_SECONDS = 5.0  # "at once": only the time a request takes, with room for a slow machine
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
 @pytest.fixture
 def env(env: dict[str, str], mailbox: Mailbox) -> dict[str, str]:
     """Host-only cookies (the stack is http://127.0.0.1:PORT, see test_browser) and mail to the mailbox."""
     return {**env, "FORWARDAUTH_COOKIE_DOMAIN": "", "FORWARDAUTH_SMTP_URL": mailbox.url()}
-
-
-@pytest.fixture
-def stack(proxy_stack: Callable[..., Stack]) -> Stack:
-    require_program("nginx")
-    return proxy_stack("nginx")
 
 
 class People:

@@ -10,44 +10,26 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from forwardauth import config
 from forwardauth.accounts import links as account_links
-from forwardauth.http.app import create_app
 from forwardauth.http.portal import in_words
 from forwardauth.stores import links, users
 from forwardauth.stores.postgres import Database
 
 from .mailbox import link_in
-from .support import PASSWORD, AppServer, free_port
+from .support import PASSWORD, MakeApp, csrf_of, free_port
 from .test_renewal import send, set_cookies, sid, value_of
 from .test_web import MakeUser, auth_status, login, services_of
 
 Client = Any
-MakeApp = Callable[..., Awaitable[Client]]
 COOKIE = "forwardauth"
 FORM_COOKIE = "forwardauth_form"
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 NEW_PASSWORD = "purple elephant under the quiet bridge"
-
-
-@pytest.fixture
-def make_app(aiohttp_client: Any, env: dict[str, str]) -> MakeApp:
-    async def make(**extra: str) -> Client:
-        settings = config.load({**env, **extra})
-        return await aiohttp_client(AppServer(create_app(settings)))
-
-    return make
-
-
-@pytest.fixture
-async def app(make_app: MakeApp) -> Client:
-    return await make_app()
 
 
 @pytest.fixture
@@ -72,12 +54,6 @@ async def browser_login(client: Client, user: users.User, agent: str = FIREFOX) 
 
 def token_in_link(link: str) -> str:
     return parse_qs(urlsplit(link).query)["token"][0]
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
 
 
 async def page(client: Client, path: str, token: str) -> tuple[int, str]:

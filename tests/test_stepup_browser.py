@@ -9,18 +9,20 @@ page as a person would type it into their app; a rule with ``second_factor: requ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 from forwardauth.stores import users
 from forwardauth.stores.postgres import Database
 
 from .support import PASSWORD, Stack, require_program, wait_until
-from .test_browser import chromium, expect_protected_page, open_protected
+from .test_browser import chromium_browser as chromium_browser
+from .test_browser import expect_protected_page, open_protected
+from .test_browser import host_only_cookies as host_only_cookies
 from .test_web import audit_events
 
 VAULT = "/vault/page"
@@ -32,18 +34,6 @@ rules:
     second_factor: required
     max_auth_age: 10m
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def env(env: dict[str, str]) -> dict[str, str]:
-    """Host-only cookies: the stack is reached as http://127.0.0.1:PORT (see test_browser)."""
-    return {**env, "FORWARDAUTH_COOKIE_DOMAIN": ""}
 
 
 @pytest.fixture

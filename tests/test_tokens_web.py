@@ -9,48 +9,22 @@ import base64
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from html import unescape
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
-from forwardauth import config
 from forwardauth.accounts import pats
 from forwardauth.core.authn import Authentication
-from forwardauth.http.app import create_app
 from forwardauth.stores import users
 
-from .support import PASSWORD, AppServer
-from .test_renewal import RD, send, set_cookies, value_of
+from .support import MakeApp, csrf_of
+from .test_admin_web import sign_in
+from .test_renewal import send
 from .test_web import MakeUser, services_of
 
 Client = Any
-MakeApp = Callable[..., Awaitable[Client]]
 COOKIE = "forwardauth"
 DAY = 86400
-
-
-@pytest.fixture
-def make_app(aiohttp_client: Any, env: dict[str, str]) -> MakeApp:
-    async def make(**extra: str) -> Client:
-        return await aiohttp_client(AppServer(create_app(config.load({**env, **extra}))))
-
-    return make
-
-
-@pytest.fixture
-async def app(make_app: MakeApp) -> Client:
-    return await make_app()
-
-
-async def sign_in(client: Client, user: users.User) -> str:
-    """A password sign-in with the form (recent): the access cookie's value."""
-    data = {"username": user.username, "password": PASSWORD, "rd": RD}
-    response = await send(client, "POST", "/login", data=data)
-    assert response.status == 303, await response.text()
-    return value_of(set_cookies(response)[COOKIE])
 
 
 async def old_session(client: Client, user: users.User, age: int = 1200) -> str:
@@ -65,12 +39,6 @@ async def old_session(client: Client, user: users.User, age: int = 1200) -> str:
 async def get(client: Client, token: str, path: str) -> tuple[int, str]:
     response = await send(client, "GET", path, {COOKIE: token})
     return response.status, await response.text()
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no csrf_token field on the page"
-    return found.group(1)
 
 
 async def post(client: Client, token: str, path: str, page: str, **fields: str) -> Any:

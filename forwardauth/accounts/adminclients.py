@@ -50,32 +50,6 @@ def audit_admin(conn: Connection, actor: Actor, action: str, user: users.User | 
 # --- OAuth clients ----------------------------------------------------------------------------
 
 
-def _create_client(
-    conn: Connection,
-    actor: Actor,
-    client_id: str,
-    redirect_uris: list[str],
-    scopes: list[str],
-    grant_types: list[str],
-    public: bool,
-    trusted: bool,
-) -> tuple[clients.Client, str | None]:
-    client, secret = clients.create(
-        conn, client_id, grant_types, scopes, [], public, redirect_uris=redirect_uris, trusted=trusted
-    )
-    audit_admin(
-        conn,
-        actor,
-        "create_client",
-        None,
-        client_id=client.id,
-        grant_types=list(client.grant_types),
-        public=client.public,
-        trusted=client.trusted,
-    )
-    return client, secret
-
-
 async def create_client(
     services: AccountServices,
     actor: Actor,
@@ -87,7 +61,24 @@ async def create_client(
     trusted: bool,
 ) -> tuple[clients.Client, str | None]:
     """A new client and its secret (shown once; ``None`` for a public client); ``ClientError``."""
-    return await services.db.run(_create_client, actor, client_id, redirect_uris, scopes, grant_types, public, trusted)
+
+    def create(conn: Connection) -> tuple[clients.Client, str | None]:
+        client, secret = clients.create(
+            conn, client_id, grant_types, scopes, [], public, redirect_uris=redirect_uris, trusted=trusted
+        )
+        audit_admin(
+            conn,
+            actor,
+            "create_client",
+            None,
+            client_id=client.id,
+            grant_types=list(client.grant_types),
+            public=client.public,
+            trusted=client.trusted,
+        )
+        return client, secret
+
+    return await services.db.run(create)
 
 
 def _set_client_disabled(

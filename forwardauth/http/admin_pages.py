@@ -90,16 +90,19 @@ def when(moment: datetime) -> str:
 
 
 def console_page(
-    services: Services,
-    who: Viewer,
-    template: str,
-    section: str,
-    status: int = 200,
-    error: str | None = None,
-    **values: Any,
+    services: Services, who: Viewer, template: str, section: str, status: int = 200, **values: Any
 ) -> web.Response:
-    """A console page (signedin.page) with ``when`` for its times."""
-    return page(services, who, template, section, status, error=error, when=when, **values)
+    """A console page (signedin.page: ``notice``, ``error``, ...) with ``when`` for its times."""
+    return page(services, who, template, section, status, when=when, **values)
+
+
+def console_view(
+    request: web.Request, services: Services, who: Viewer, template: str, section: str, status: int = 200, **values: Any
+) -> web.Response:
+    """A console page answering ``request``, with ``user_href`` for links to users' pages and, on a
+    GET, the notice of ``?saved=`` (a page shown again after a refused POST has only its error)."""
+    values.setdefault("notice", saved(request) if request.method == "GET" else None)
+    return console_page(services, who, template, section, status, user_href=lambda name: user_href(who, name), **values)
 
 
 def secret_page(services: Services, who: Viewer, section: str, **values: Any) -> web.Response:

@@ -21,10 +21,9 @@ from forwardauth.http.admin_pages import (
     Handler,
     Route,
     actor,
-    console_page,
+    console_view,
     query_value,
     refusal_status,
-    saved,
     secret_page,
     user_href,
 )
@@ -62,17 +61,16 @@ async def sessions_page(
         query, number, status, error = "", 0, 400, str(exc)
     rows = await portal.all_sessions(services, query, PER_PAGE, number * PER_PAGE)
     more = len(rows) == PER_PAGE
-    return console_page(
+    return console_view(
+        request,
         services,
         who,
         "admin_sessions.html",
         "sessions",
         status,
-        notice=saved(request) if request.method == "GET" else None,
         error=error,
         q=query,
         sessions=rows,
-        user_href=lambda name: user_href(who, name),
         newer=_query_href(who, "/admin/sessions", q=query, page=str(number - 1)) if number > 0 else None,
         older=_query_href(who, "/admin/sessions", q=query, page=str(number + 1)) if more else None,
     )
@@ -112,13 +110,13 @@ async def clients_page(
     grants: tuple[str, ...] = (),
 ) -> web.Response:
     """The clients and the form adding one (``form``, ``grants``: what was posted, after an error)."""
-    return console_page(
+    return console_view(
+        request,
         services,
         who,
         "admin_clients.html",
         "clients",
         status,
-        notice=saved(request) if request.method == "GET" else None,
         error=error,
         clients=await accounts_admin.list_clients(services),
         grant_types=clients.GRANT_TYPES,
@@ -214,13 +212,13 @@ async def keys_page(
     request: web.Request, services: Services, who: Viewer, status: int = 200, error: str | None = None
 ) -> web.Response:
     """``GET /admin/keys``: the signing keys (none with HS256: a shared secret, no key files)."""
-    return console_page(
+    return console_view(
+        request,
         services,
         who,
         "admin_keys.html",
         "keys",
         status,
-        notice=saved(request) if request.method == "GET" else None,
         error=error,
         keys=await accounts_admin.list_keys(services),
         alg=services.settings.signing_alg,
@@ -299,18 +297,19 @@ async def audit_page(request: web.Request, services: Services, who: Viewer) -> w
     older = None
     if len(events) == PER_PAGE:
         older = _query_href(who, "/admin/audit", **{**filters, "before": str(min(e.id for e in events))})
-    return console_page(
+    return console_view(
+        request,
         services,
         who,
         "admin_audit.html",
         "audit",
         status,
+        notice=None,
         error=error,
         filters=filters,
         event_names=sorted(audit.EVENTS),
         events=events,
         older=older,
-        user_href=lambda name: user_href(who, name),
     )
 
 

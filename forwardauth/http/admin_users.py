@@ -23,7 +23,7 @@ from forwardauth.http.admin_pages import (
     Handler,
     Route,
     actor,
-    console_page,
+    console_view,
     links_base,
     query_value,
     refusal_status,
@@ -80,7 +80,8 @@ async def users_page(
         return [secondfactors.enrolled(conn, user.id) for user in found]
 
     rows = list(zip(found, await services.db.run(factors), strict=True))
-    return console_page(
+    return console_view(
+        request,
         services,
         who,
         "admin_users.html",
@@ -90,7 +91,6 @@ async def users_page(
         error=error,
         q=query,
         rows=rows,
-        user_href=lambda name: user_href(who, name),
         form=form or {"username": "", "email": "", "roles": "", "delivery": "link"},
         smtp=services.settings.smtp_url is not None,
     )
@@ -157,13 +157,13 @@ async def user_page(
     user, enrolled = found
     sessions = await portal.sessions_of(services, user.id, who.sid)
     tokens = await pats.list_for(services, user.username)
-    return console_page(
+    return console_view(
+        request,
         services,
         who,
         "admin_user.html",
         "users",
         status,
-        notice=saved(request) if request.method == "GET" else None,
         error=error,
         user=user,
         enrolled=enrolled,

@@ -97,12 +97,9 @@ async def account_page(
     )
 
 
-async def account(request: web.Request) -> web.Response:
+@signedin.signed_in_page
+async def account(request: web.Request, services: Services, who: signedin.Viewer) -> web.Response:
     """``GET <prefix>/account``."""
-    services = request.app[SERVICES]
-    who = await signedin.viewer(request, services)
-    if isinstance(who, web.Response):
-        return who
     return await account_page(services, who, notice=saved(request.query.get("saved", "")))
 
 
@@ -162,12 +159,9 @@ def password_page(
     return signedin.page(services, who, "account_password.html", "account", status, error=error, field=field)
 
 
-async def password_form(request: web.Request) -> web.Response:
+@signedin.signed_in_page
+async def password_form(request: web.Request, services: Services, who: signedin.Viewer) -> web.Response:
     """``GET <prefix>/account/password``."""
-    services = request.app[SERVICES]
-    who = await signedin.viewer(request, services)
-    if isinstance(who, web.Response):
-        return who
     return password_page(services, who)
 
 
@@ -214,12 +208,9 @@ def email_page(
     )
 
 
-async def email_form(request: web.Request) -> web.Response:
+@signedin.signed_in_page
+async def email_form(request: web.Request, services: Services, who: signedin.Viewer) -> web.Response:
     """``GET <prefix>/account/email``: the form, when we can send mail; else who changes it."""
-    services = request.app[SERVICES]
-    who = await signedin.viewer(request, services)
-    if isinstance(who, web.Response):
-        return who
     return email_page(services, who)
 
 

@@ -60,12 +60,9 @@ async def tokens_page(
     )
 
 
-async def tokens(request: web.Request) -> web.Response:
+@signedin.signed_in_page
+async def tokens(request: web.Request, services: Services, who: signedin.Viewer) -> web.Response:
     """``GET <prefix>/account/tokens``."""
-    services = request.app[SERVICES]
-    who = await signedin.viewer(request, services)
-    if isinstance(who, web.Response):
-        return who
     return await tokens_page(request, services, who)
 
 

@@ -8,7 +8,8 @@ whose role was taken away a moment ago is no longer one here, whatever their tok
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +23,7 @@ from forwardauth.http import formtokens
 from forwardauth.http.common import html_page, read_fields, refuse_cross_site, see_other, token_of
 from forwardauth.http.pages import render
 from forwardauth.http.secondfactor import prefix_of
-from forwardauth.http.services import Services
+from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import users
 
 
@@ -65,6 +66,23 @@ async def viewer(request: web.Request, services: Services) -> Viewer | web.Respo
         is_admin=services.settings.admin_role in user.roles,
         csrf_token=formtokens.make(services, formtokens.session_binding(claims.sid)),
     )
+
+
+def signed_in_page(
+    show: Callable[[web.Request, Services, Viewer], Awaitable[web.Response]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A GET handler of one of the viewer's pages: ``show(request, services, who)``, once we know
+    who is looking (not signed in: off to the login page and back)."""
+
+    @functools.wraps(show)
+    async def handler(request: web.Request) -> web.Response:
+        services = request.app[SERVICES]
+        who = await viewer(request, services)
+        if isinstance(who, web.Response):
+            return who
+        return await show(request, services, who)
+
+    return handler
 
 
 def page(
