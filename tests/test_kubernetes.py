@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from forwardauth import config, keys, safefiles
-from forwardauth.configparse import HeaderNames
+from forwardauth.configparse import HEADER_PRESETS, HeaderNames
 from forwardauth.constants import IDENTITY_HEADERS
 from forwardauth.dev import demo
 from forwardauth.http.app import create_app
@@ -34,7 +34,7 @@ from .support import require_program
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUBE = DEPLOY / "kubernetes"
-OVERLAYS = ("ingress-nginx", "traefik")
+OVERLAYS = ("ingress-nginx", "traefik", "ingress-nginx-authelia", "traefik-authelia")
 # The oldest Kubernetes still commonly run, and the newest the package knows.
 VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 CRD_KINDS = {"Middleware"}
@@ -454,9 +454,10 @@ def ingress_notes(ingress: dict[str, Any]) -> dict[str, str]:
     return {k.removeprefix(NGINX): v for k, v in ingress["metadata"]["annotations"].items()}
 
 
-def protected_headers() -> list[str]:
+def protected_headers(names: HeaderNames | None = None) -> list[str]:
+    """The headers deploy/nginx's protect snippet passes on, rendered with ``names`` (default: X-Auth-*)."""
     template = (DEPLOY / "nginx" / "forwardauth-protect.conf").read_text()
-    protect = demo.render(template, demo.header_values(HeaderNames()))
+    protect = demo.render(template, demo.header_values(names or HeaderNames()))
     return [name for name, value in nginx_headers(protect).items() if value.startswith("$forwardauth_")]
 
 
@@ -520,9 +521,13 @@ def not_public_nginx() -> re.Pattern[str]:
     return re.compile(rule, re.I)  # ~* ignores case, as ingress-nginx's regex locations do
 
 
-def dynamic_yml() -> dict[str, Any]:
-    """dynamic.yml with the default header names (the manifests name X-Auth-* only)."""
-    values = {**demo.header_values(HeaderNames()), "FORWARDAUTH_ADDR": "${FORWARDAUTH_ADDR}", "APP_ADDR": "${APP_ADDR}"}
+def dynamic_yml(names: HeaderNames | None = None) -> dict[str, Any]:
+    """dynamic.yml with ``names`` (default: X-Auth-*, what the manifests but the *-authelia overlays name)."""
+    values = {
+        **demo.header_values(names or HeaderNames()),
+        "FORWARDAUTH_ADDR": "${FORWARDAUTH_ADDR}",
+        "APP_ADDR": "${APP_ADDR}",
+    }
     return yaml.safe_load(demo.render((DEPLOY / "traefik" / "dynamic.yml").read_text(), values))["http"]
 
 
@@ -621,3 +626,40 @@ def test_no_placeholder_is_left_for_envsubst() -> None:
     for path in manifest_files():
         for doc in yaml.safe_load_all(path.read_text()):
             assert not any(re.search(r"\$\{[A-Z_]+\}", s) for s in iter_strings(doc)), path
+
+
+# --- the *-authelia overlays: Authelia's header names, passed on and stripped --------------------
+
+
+def names_in_effect(docs: list[dict[str, Any]]) -> HeaderNames:
+    """The header names the built Deployment's forwardauth answers with (its own parser's reading)."""
+    [main] = find(docs, "Deployment", "forwardauth")["spec"]["template"]["spec"]["containers"]
+    stores = {"FORWARDAUTH_DATABASE_URL": "postgresql://u@db/fa", "FORWARDAUTH_REDIS_URL": "redis://redis:6379/0"}
+    return config.load({**plain_env(main), **stores}).header_names
+
+
+AUTHELIA = HeaderNames(**HEADER_PRESETS["authelia"])
+
+
+def test_the_ingress_nginx_authelia_overlay_passes_on_the_names_forwardauth_answers_with() -> None:
+    docs = build("ingress-nginx-authelia")
+    names = names_in_effect(docs)
+    assert names.all == AUTHELIA.all and "Remote-Name" in names.all
+    given = ingress_notes(find(docs, "Ingress", "app"))["auth-response-headers"].split(",")
+    # as the shipped nginx snippet rendered with those names: each replaced, so none comes from a client
+    assert given == protected_headers(names)
+    assert set(given) == set(names.all)
+
+
+def test_the_traefik_authelia_overlay_is_dynamic_yml_rendered_with_those_names() -> None:
+    docs = build("traefik-authelia")
+    names = names_in_effect(docs)
+    assert names.all == AUTHELIA.all
+    built = find(docs, "Middleware", "forwardauth", "app")["spec"]["forwardAuth"]
+    expected = dynamic_yml(names)["middlewares"]["forwardauth"]["forwardAuth"]
+    assert {k: v for k, v in built.items() if k != "address"} == {k: v for k, v in expected.items() if k != "address"}
+    strips = re.compile(built["authResponseHeadersRegex"])
+    for name in names.all:  # every spelling a backend may read as the name, any case
+        for spelling in (name, name.replace("-", "_"), name.replace("-", ".").upper(), name.lower()):
+            assert strips.search(spelling), spelling
+    assert not strips.search("Remote-Users") and not strips.search("Accept")
