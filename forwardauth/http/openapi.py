@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from forwardauth import __version__
 from forwardauth.config import Settings
+from forwardauth.configparse import HeaderNames
 from forwardauth.http.openapi_admin import admin_paths
 from forwardauth.http.openapi_authorize import authorize_paths
 from forwardauth.http.openapi_oidc import oidc_paths
@@ -39,18 +40,31 @@ from forwardauth.http.openapi_secondfactor import second_factor_paths
 
 AUTH_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")  # /auth takes any
 
-IDENTITY_HEADERS = {
-    "X-Auth-User": header("Username (a user's token only)"),
-    "X-Auth-Roles": header("The user's roles, comma-separated (a user's token only)"),
-    "X-Auth-Email": header("E-mail, when known (a user's token only)"),
-    "X-Auth-Subject": header("Stable user id, or client:<id> for a client's own token"),
-    "X-Auth-Client": header("Client id (a client_credentials token only: no user)"),
-    "X-Auth-Client-Roles": header("The client's roles, comma-separated (a client_credentials token only)"),
-    "X-Auth-AMR": header(
-        "How the user signed in: the token's amr, comma-separated (a user's token; pat: a personal access token)"
-    ),
-    "X-Auth-Scopes": header("A personal access token's scopes, space-separated (that token only)"),
+# What each identity header carries, by its HeaderNames field: the names come from the settings,
+# so the document describes the headers a renamed deployment (e.g. Authelia's) really sends.
+_IDENTITY_FIELDS = {
+    "user": "Username (a user's token only)",
+    "roles": "The user's roles, comma-separated (a user's token only)",
+    "email": "E-mail, when known (a user's token only)",
+    "subject": "Stable user id, or client:<id> for a client's own token",
+    "client": "Client id (a client_credentials token only: no user)",
+    "client_roles": "The client's roles, comma-separated (a client_credentials token only)",
+    "amr": "How the user signed in: the token's amr, comma-separated (a user's token; pat: a personal access token)",
+    "scopes": "A personal access token's scopes, space-separated (that token only)",
+    "name": "Display name: the username, as users have no other name (a user's token only)",
 }
+
+
+def identity_headers(names: HeaderNames) -> Schema:
+    """The 200 answer's headers under the names in effect, the configured claim headers included."""
+    fixed = {getattr(names, f): header(text) for f, text in _IDENTITY_FIELDS.items() if getattr(names, f)}
+    claims = {
+        name: header(f"The token's {claim} claim: a string, or a list of strings comma-separated (else absent)")
+        for claim, name in names.claims
+    }
+    return {**fixed, **claims}
+
+
 DENIED = {
     "401": text_content(
         "No valid token (a personal access token is taken as Bearer, or as the password of Basic credentials "
@@ -81,14 +95,14 @@ DENIED = {
 }
 
 
-def _auth_operation(name: str, summary: str, parameters: list[Schema]) -> Schema:
+def _auth_operation(name: str, summary: str, parameters: list[Schema], headers: Schema) -> Schema:
     return {
         method: {
             "summary": summary,
             "operationId": f"{name}_{method}",
             "parameters": parameters,
             "security": [{}, {"bearer": []}, {"cookie": []}],
-            "responses": {"200": {"description": "Allowed", "headers": IDENTITY_HEADERS}, **DENIED},
+            "responses": {"200": {"description": "Allowed", "headers": headers}, **DENIED},
         }
         for method in AUTH_METHODS
     }
@@ -119,6 +133,7 @@ def document(settings: Settings) -> Schema:
         },
     }
     client_auth: list[Schema] = [{"clientBasic": []}, {}]
+    allowed = identity_headers(settings.header_names)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -128,11 +143,12 @@ def document(settings: Settings) -> Schema:
         },
         "servers": [{"url": settings.issuer}],
         "paths": {
-            "/auth": _auth_operation("auth", "Check a request (any method)", []),
+            "/auth": _auth_operation("auth", "Check a request (any method)", [], allowed),
             "/auth/envoy/{original}": _auth_operation(
                 "auth_envoy",
                 "Check a request for Envoy ext_authz (original path after the prefix)",
                 [{"name": "original", "in": "path", "required": True, "schema": {"type": "string"}}],
+                allowed,
             ),
             "/login": {
                 "get": {
