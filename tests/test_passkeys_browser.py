@@ -7,6 +7,7 @@ a registrable suffix of it, and ``localhost`` is no such suffix of ``app.localho
 is the host itself, which forwardauth derives from the issuer (no cookie domain: host-only
 cookies). The passkey is registered on /mfa, then signs in alone (passwordless) and as the
 second factor after the password, each time through static/passkeys.js and the JSON endpoints.
+The script's messages are the page's (German for a German browser).
 """
 
 from __future__ import annotations
@@ -153,3 +154,28 @@ def test_register_then_sign_in_with_the_passkey(
     assert events.count("mfa_success") == 2 and events.count("login_success") == 3  # password twice, passkey once
     assert database.call(passkeys.of_user, user.id)[0].last_used_at is not None
     assert not [text for text in errors if "Content Security Policy" in text], errors
+
+
+def test_the_script_speaks_the_page_language(browser: Browser, site: Site) -> None:
+    """passkeys.js shows the page's own texts (its data-* attributes): German for a German browser,
+    with no inline script and so no CSP violation."""
+    context = browser.new_context(locale="de-DE")  # Accept-Language: de-DE
+    context.set_default_timeout(15_000)
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        cdp, authenticator = virtual_authenticator(context, page)
+        cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": False})
+        page.goto(site.url())
+        page.get_by_role("button", name="Mit einem Passkey anmelden").click()
+        alert = page.locator("[data-passkey-error]")
+        expect(alert).to_have_text("Die Passkey-Anfrage wurde abgebrochen oder ist abgelaufen.")
+        expect(alert).to_be_visible()
+        # an answer that says nothing itself (a proxy's error page): its status in the page's words
+        page.route("**/passkey/options", lambda route: route.fulfill(status=502, body="Bad Gateway"))
+        page.get_by_role("button", name="Mit einem Passkey anmelden").click()
+        expect(alert).to_have_text("Der Server antwortete mit Status 502.")
+        assert not [text for text in errors if "Content Security Policy" in text], errors
+    finally:
+        context.close()

@@ -34,6 +34,7 @@ from forwardauth.core.forwarding import (
 )
 from forwardauth.core.redirects import safe_redirect
 from forwardauth.core.tokens import Identity
+from forwardauth.http.i18n import N_, _
 from forwardauth.http.pages import forbidden_page, login_page, page_headers
 from forwardauth.logs import TRUSTED_PROXIES, current_request
 
@@ -95,7 +96,8 @@ def delivery_problem(settings: Settings, page_origin: str, rd: str) -> Problem |
 
     All of it is how browsers treat cookies, so it is certain: a Secure cookie set or needed over
     plain HTTP (except on loopback), a ``Domain`` the page's host is not under (the browser
-    refuses the cookie), or a destination the cookie does not cover.
+    refuses the cookie), or a destination the cookie does not cover. The page's text is in the
+    request's language, the log's in English for the operator.
     """
     page_host, page_scheme = _host(page_origin), urlsplit(page_origin).scheme
     if not page_host:
@@ -103,32 +105,40 @@ def delivery_problem(settings: Settings, page_origin: str, rd: str) -> Problem |
     secure = str(settings.cookie_secure).lower()
     if settings.cookie_secure and page_scheme == "http" and not trustworthy(page_host):
         return Problem(
-            f"This page was opened over plain HTTP ({page_origin}), but the sign-in cookie is for HTTPS only, so "
-            "your browser would not keep it. Open the site over HTTPS, or (for a plain-HTTP trial) set "
-            f"{COOKIE_SECURE}=false.",
+            _(
+                "This page was opened over plain HTTP ({origin}), but the sign-in cookie is for HTTPS only, so "
+                "your browser would not keep it. Open the site over HTTPS, or (for a plain-HTTP trial) set "
+                "{variable}=false."
+            ).format(origin=page_origin, variable=COOKIE_SECURE),
             f"sign-in refused: the login page was reached over plain HTTP ({page_origin}) while "
             f"{COOKIE_SECURE}={secure}; browsers drop Secure cookies there. Serve it over HTTPS, or set "
             f"{COOKIE_SECURE}=false for a plain-HTTP trial",
         )
+    values = {"variable": COOKIE_DOMAIN, "domain": settings.cookie_domain, "page_host": page_host}
     if settings.cookie_domain and not covers(settings.cookie_domain, page_host):
         return Problem(
-            f"Your browser would refuse the sign-in cookie: {COOKIE_DOMAIN}={settings.cookie_domain} does not "
-            f"cover {page_host}, where you sign in.",
+            _(
+                "Your browser would refuse the sign-in cookie: {variable}={domain} does not cover {page_host}, "
+                "where you sign in."
+            ).format(**values),
             f"sign-in refused: {COOKIE_DOMAIN}={settings.cookie_domain} does not cover {page_host}, the login "
             "page's host, so browsers refuse the cookie; it must cover the login host and every protected host",
         )
-    rd_host = _host(rd) if rd else page_host
+    values["host"] = rd_host = _host(rd) if rd else page_host
     if settings.cookie_domain and not covers(settings.cookie_domain, rd_host):
-        reach = f"{COOKIE_DOMAIN}={settings.cookie_domain} does not cover {rd_host}"
+        reach = N_("{variable}={domain} does not cover {host}")
     elif not settings.cookie_domain and rd_host != page_host:
-        reach = f"{COOKIE_DOMAIN} is unset, so the cookie stays on {page_host} and never reaches {rd_host}"
+        reach = N_("{variable} is unset, so the cookie stays on {page_host} and never reaches {host}")
     elif settings.cookie_secure and rd and urlsplit(rd).scheme == "http" and not trustworthy(rd_host):
-        reach = f"{COOKIE_SECURE}={secure} and {rd_host} is served over plain HTTP"
+        values.update(variable=COOKIE_SECURE, secure=secure)
+        reach = N_("{variable}={secure} and {host} is served over plain HTTP")
     else:
         return None
     return Problem(
-        f"You would be signed in, but your browser would not send the sign-in cookie to {rd_host}: {reach}.",
-        f"sign-in refused: the cookie cannot reach {rd_host}: {reach}",
+        _("You would be signed in, but your browser would not send the sign-in cookie to {host}: {reach}.").format(
+            host=rd_host, reach=_(reach).format(**values)
+        ),
+        f"sign-in refused: the cookie cannot reach {rd_host}: {reach.format(**values)}",
     )
 
 
@@ -217,8 +227,9 @@ def startup_warnings(settings: Settings) -> list[str]:
             f"identity headers renamed ({', '.join(renamed)}, {PREFIX}HEADERS_*): the proxy must pass these on "
             "and strip every spelling a client sends of them. The shipped nginx, Traefik, Caddy and Envoy files do "
             "when rendered with these names; the Kubernetes manifests (deploy/kubernetes) pass on and strip only "
-            "X-Auth-*: edit their auth-response-headers annotation or forwardAuth middleware before use, or a "
-            "client can send these headers itself"
+            "X-Auth-* (the ingress-nginx-authelia and traefik-authelia overlays: Authelia's names): for other names "
+            "edit their auth-response-headers annotation or forwardAuth middleware before use, or a client can send "
+            "these headers itself"
         )
     if settings.cookie_domain:
         outside = [d for d in settings.allowed_domains if not covers(settings.cookie_domain, d)]

@@ -3,6 +3,8 @@
 // Each element with data-passkey="login" | "second-factor" | "register" is hidden until this
 // script finds WebAuthn in the browser; without JavaScript the pages work with their forms alone.
 // data-options and data-verify are the two JSON endpoints of the ceremony (see http/passkeys.py).
+// The texts shown are the page's own, in its language: the data-* attributes of the widget's
+// data-passkey-error element (templates/passkey_error.html).
 (() => {
   "use strict";
 
@@ -55,24 +57,24 @@
       headers: { "Content-Type": "application/json", Accept: "application/json" },
       body: JSON.stringify(body),
     });
-    let data = {};
-    try {
-      data = await answer.json();
-    } catch {
-      data = { error_description: `The server answered ${answer.status}.` };
-    }
+    const data = await answer.json().catch(() => ({}));
     if (!answer.ok) {
       if (data.redirect) window.location.assign(data.redirect);
-      throw new Error(data.error_description || `The server answered ${answer.status}.`);
+      // the server's own (translated) description, else its status in the page's words
+      throw Object.assign(new Error(data.error_description || ""), { status: answer.status });
     }
     return data;
   };
 
-  const explain = (error) => {
-    if (error && error.name === "NotAllowedError") return "The passkey request was cancelled or timed out.";
-    if (error && error.name === "InvalidStateError") return "This passkey is registered already.";
-    if (error && error.name === "SecurityError") return "Passkeys cannot be used on this page's address.";
-    return (error && error.message) || "The passkey could not be used.";
+  // What went wrong, in the page's language (texts: the error element's dataset).
+  const explain = (failure, texts) => {
+    const name = failure && failure.name;
+    if (name === "NotAllowedError") return texts.cancelled;
+    if (name === "InvalidStateError") return texts.registered;
+    if (name === "SecurityError") return texts.insecure;
+    if (failure && failure.message) return failure.message;
+    if (failure && failure.status) return texts.status.replace("{status}", String(failure.status));
+    return texts.failed;
   };
 
   // The recovery codes of a first factor, shown once in the page's data-passkey-codes section.
@@ -120,7 +122,7 @@
         const done = await ceremony(widget, form);
         if (!showCodes(widget, done.recovery_codes, done.redirect)) window.location.assign(done.redirect);
       } catch (failure) {
-        error.textContent = explain(failure);
+        error.textContent = explain(failure, error.dataset);
         error.hidden = false;
       } finally {
         button.disabled = false;
