@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import getpass
 import os
 import sys
@@ -28,6 +29,11 @@ DEMO_USER = "demo"
 
 class CommandError(Exception):
     """Reported as ``forwardauth: <message>`` with exit status 1."""
+
+
+def when(moment: dt.datetime | None) -> str:
+    """A time as the commands print it: UTC, to the second; "never" for none."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds") if moment is not None else "never"
 
 
 def read_password(args: argparse.Namespace) -> str:

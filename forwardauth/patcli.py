@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from forwardauth.accounts import pats
 from forwardauth.accounts.services import AccountServices
-from forwardauth.clisupport import CommandError, run_accounts
+from forwardauth.clisupport import CommandError, run_accounts, when
 from forwardauth.config import Settings
 from forwardauth.configparse import parse_duration
 from forwardauth.safetext import escape, row
@@ -31,17 +31,13 @@ def _run(settings: Settings, action: Callable[[AccountServices], Awaitable[T]]) 
         raise CommandError(str(exc)) from None
 
 
-def _when(moment: dt.datetime | None) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds") if moment is not None else "never"
-
-
 def cmd_token_add(settings: Settings, args: argparse.Namespace) -> None:
     try:
         ttl = parse_duration(args.expires)
     except ValueError as exc:
         raise CommandError(f"--expires: {exc}") from None
     info, token = _run(settings, lambda s: pats.create(s, args.user, args.name, args.scope, ttl, "cli"))
-    scopes, expires = " ".join(info.scopes) or "(none)", _when(info.expires_at)
+    scopes, expires = " ".join(info.scopes) or "(none)", when(info.expires_at)
     print(f"created token {info.id} ({escape(info.name)}) for {escape(args.user)}: scopes {scopes}, expires {expires}")
     print(f"token (shown once): {token}")
 
@@ -53,14 +49,14 @@ def cmd_token_list(settings: Settings, args: argparse.Namespace) -> None:
         print(f"{escape(args.user)} has no token")
     now = dt.datetime.now(dt.UTC)
     for info in tokens:
-        used = _when(info.last_used_at) + (f" from {info.last_used_ip}" if info.last_used_ip else "")
+        used = when(info.last_used_at) + (f" from {info.last_used_ip}" if info.last_used_ip else "")
         print(
             row(
                 info.id,
                 info.name,
                 info.state(now),
                 " ".join(info.scopes) or None,
-                f"expires {_when(info.expires_at)}",
+                f"expires {when(info.expires_at)}",
                 f"last used {used}",
             )
         )

@@ -11,12 +11,11 @@ that client too: the consent is what let it hold them.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from forwardauth.accounts.changes import reset_second_factors, revoke_consent
-from forwardauth.clisupport import CommandError, end_all_sessions, read_password, run_accounts, with_db
+from forwardauth.clisupport import CommandError, end_all_sessions, read_password, run_accounts, when, with_db
 from forwardauth.config import Settings
 from forwardauth.core.passwords import Passwords, check_policy
 from forwardauth.core.usernames import normalise_username
@@ -88,10 +87,6 @@ def _second_factors_of(
     return user, secondfactors.enrolled(conn, user.id), passkeys.of_user(conn, user.id), pending
 
 
-def _when(moment: dt.datetime | None) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds") if moment is not None else "never"
-
-
 def _mfa_summary(settings: Settings, enrolled: secondfactors.Enrolled) -> str:
     if enrolled.any:
         return "second factor enrolled"
@@ -119,9 +114,7 @@ def cmd_user_mfa(settings: Settings, args: argparse.Namespace) -> None:
     print(row("passkeys", len(keys)))
     for key in keys:
         kind = "synced" if key.backup_eligible else "device-bound"
-        print(
-            row("passkey", key.name, f"created {_when(key.created_at)}", f"last used {_when(key.last_used_at)}", kind)
-        )
+        print(row("passkey", key.name, f"created {when(key.created_at)}", f"last used {when(key.last_used_at)}", kind))
     print(row("recovery codes", f"{enrolled.recovery_codes} left"))
 
 
@@ -146,7 +139,7 @@ def cmd_user_consents(settings: Settings, args: argparse.Namespace) -> None:
     if not given:
         print(f"{escape(user.username)} has given no consent")
     for consent in given:
-        print(row(consent.client_id, " ".join(consent.scopes), f"granted {_when(consent.granted_at)}"))
+        print(row(consent.client_id, " ".join(consent.scopes), f"granted {when(consent.granted_at)}"))
 
 
 def add_commands(group: Any) -> None:

@@ -6,7 +6,6 @@ and the page of a one-time secret.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -84,16 +83,11 @@ def links_base(request: web.Request, services: Services, who: Viewer) -> str:
     return link_base(settings.login_url, settings.issuer, origin, who.prefix, settings.allowed_domains)
 
 
-def when(moment: datetime) -> str:
-    """A time on the console's pages: UTC, to the minute (every admin reads the same)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def console_page(
     services: Services, who: Viewer, template: str, section: str, status: int = 200, **values: Any
 ) -> web.Response:
     """A console page (signedin.page: ``notice``, ``error``, ...) with ``when`` for its times."""
-    return page(services, who, template, section, status, when=when, **values)
+    return page(services, who, template, section, status, **values)
 
 
 def console_view(

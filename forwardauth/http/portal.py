@@ -10,7 +10,6 @@ page with ``?saved=<key>``: a fixed sentence of SAVED, never text from the URL.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -64,13 +63,6 @@ def in_words(amr: Iterable[str]) -> str:
     return ", ".join(words)
 
 
-def when(moment: datetime | int) -> str:
-    """A time as pages show it: UTC, to the minute (a number: seconds since the epoch)."""
-    if isinstance(moment, int):
-        moment = datetime.fromtimestamp(moment, UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 async def account_page(
     services: Services,
     who: signedin.Viewer,
@@ -90,9 +82,8 @@ async def account_page(
         error,
         user=who.user,
         how=in_words(who.auth.amr) if who.auth else "",
-        signed_in_at=when(who.auth.auth_time) if who.auth else "",
+        signed_in_at=signedin.when(who.auth.auth_time) if who.auth else "",
         sessions=sessions,
-        when=when,
         mfa_href=who.prefix + "/mfa",
     )
 

@@ -16,7 +16,6 @@ from aiohttp import web
 
 from forwardauth.accounts import pats, secondfactor
 from forwardauth.http import pat_pages, signedin
-from forwardauth.http.admin_pages import when
 from forwardauth.http.common import client_address, see_other
 from forwardauth.http.errors import unavailable
 from forwardauth.http.i18n import N_, _
@@ -55,7 +54,6 @@ async def tokens_page(
         error,
         recent=recent(who),
         reauth_href=reauth_href(request, services.settings, here),
-        when=when,
         **pat_pages.table_values(tokens, form, services.settings),
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -85,6 +86,14 @@ def signed_in_page(
     return handler
 
 
+def when(moment: datetime | int) -> str:
+    """A time as the portal's and console's pages show it: UTC, to the minute, the same for every
+    reader (a number: seconds since the epoch)."""
+    if isinstance(moment, int):
+        moment = datetime.fromtimestamp(moment, UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def page(
     services: Services,
     who: Viewer,
@@ -105,6 +114,7 @@ def page(
         section=section,
         notice=notice,
         error=error,
+        when=when,
         **values,
     )
     return html_page(body, services.settings, status)
