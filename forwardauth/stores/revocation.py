@@ -1,12 +1,13 @@
 """Live access tokens in Redis: a token passes /auth only while its key exists.
 
 Revocation is deleting the key, so it holds for every worker and host, and the check is one
-``EXISTS`` whatever the number of tokens. A session's tokens are also kept in a set, so logout
+key lookup whatever the number of tokens. A session's tokens are also kept in a set, so logout
 revokes every access token the session ever got, in one atomic step.
 
 Every revocation is also published. A worker that follows the channel may answer "live" from
 memory (``cache.LiveTokens``) and drops an entry the moment its revocation arrives; while it is
-not subscribed it asks Redis every time.
+not subscribed it asks Redis every time, and concurrent requests share the round trips
+(``livekeys.KeyBatch``: one ``MGET`` for the keys asked meanwhile).
 
 A revocation that Redis refuses after PostgreSQL has ended the session (a logout, a replayed
 refresh token) is not dropped: it is queued in the worker and retried until Redis accepts it, so
@@ -29,6 +30,7 @@ from typing import Any
 
 from forwardauth.constants import RedisKeys
 from forwardauth.core.cache import LiveTokens
+from forwardauth.stores.livekeys import KeyBatch
 from forwardauth.stores.redis import REDIS_DOWN, RedisClient, close, subscriber
 
 log = logging.getLogger("forwardauth.revocation")
@@ -64,6 +66,7 @@ class Revocations:
         self._channel = keys.revocations_channel()
         self.local = local
         self.lookups = 0  # live checks Redis answered (not the memory), for /metrics
+        self.live_keys = KeyBatch(client)  # their round trips: ``commands``, ``keys``
         self.pending: set[str] = set()  # sessions whose revocation Redis refused: retried until done
         self._drainer: asyncio.Task[None] | None = None
 
@@ -107,7 +110,7 @@ class Revocations:
             return True
         epoch = local.epoch if local is not None else 0
         self.lookups += 1
-        live = bool(await self._redis.exists(self._keys.access_token(sid, jti)))
+        live = await self.live_keys.exists(self._keys.access_token(sid, jti))
         if live and local is not None:
             local.remember(sid, jti, expires_at, epoch)
         return live
