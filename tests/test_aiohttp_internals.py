@@ -1,8 +1,9 @@
 """The private aiohttp names forwardauth relies on, listed, so an aiohttp upgrade fails here loudly.
 
-http/limits.py times a request's head on the connection and builds its own server: aiohttp has no
-public hook for either. Every private name it uses is in USED; a new one in the code, or one gone
-from aiohttp, fails a test here rather than a connection in production.
+http/limits.py times a request's head on the connection and builds its own server, and
+http/hotpath.py gives /auth the match info the router would have (aiohttp has no public hook for
+any of these). Every private name they use is in USED; a new one in the code, or one gone from
+aiohttp, fails a test here rather than a connection in production.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from forwardauth.http import limits
+from forwardauth.http import hotpath, limits
 
 # (aiohttp class, private attribute) the module reads, calls or overrides.
 USED = {
@@ -24,6 +25,7 @@ USED = {
     (web.RequestHandler, "_request_count"),  # grows when a request head is complete
     (web.RequestHandler, "_waiter"),  # set while the handler waits for more bytes
     (web.RequestHandler, "_force_close"),
+    (web.Request, "_match_info"),  # hotpath sets it, as the application does after resolving
 }
 OWN = {"_head_clock", "_head_deadline", "_head_due", "_head_timer"}  # limits.Connection's own
 
@@ -44,7 +46,7 @@ def test_every_private_name_used_still_exists_in_aiohttp() -> None:
 
 
 def test_the_module_uses_no_private_name_that_is_not_listed() -> None:
-    source = Path(limits.__file__).read_text()
+    source = Path(limits.__file__).read_text() + Path(hotpath.__file__).read_text()
     used = set(re.findall(r"\.(_[a-z][a-z_]*)\b", source))
     assert used - OWN == {name for _, name in USED}
 

@@ -18,6 +18,7 @@ from forwardauth.http import (
     backchannel,
     browser_pages,
     enrol,
+    hotpath,
     limits,
     oauth,
     oidc,
@@ -85,6 +86,7 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
     app.router.add_route("*", "/auth", auth)
     # Any path under the prefix, control characters included (forwarding refuses those).
     app.router.add_route("*", ENVOY_PREFIX + r"{original:(/[\s\S]*)?}", auth)
+    hotpath.serve_ahead(app, auth, "/auth", ENVOY_PREFIX)  # both, ahead of the router (limits.Runner)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
     app.router.add_get(SECOND_FACTOR_PATH, second_factor_form)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from aiohttp import hdrs, web
-from multidict import istr
+from multidict import CIMultiDict, istr
 
 from forwardauth.accounts.pats import resolve
 from forwardauth.config import Settings
@@ -178,7 +178,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
         if without_token is Effect.DENY:
             decided.forbidden_rule += 1
             return browser.forbidden(request, settings, original, None, "rule")
-    elif not is_trusted(request.remote, settings.trusted_proxies):  # no rules: only the sender is checked
+    elif not trusted_sender(request.remote, services):  # no rules: only the sender is checked
         try:
             refuse_untrusted(
                 request.headers, request.remote, settings.trusted_proxies, request.path.startswith(ENVOY_PREFIX)
@@ -204,7 +204,8 @@ async def auth(request: web.Request) -> web.StreamResponse:
     if token.startswith(PAT_PREFIX):
         user = None if given[1] is None else normalise_username(given[1])
         return await personal_token(request, services, (token, digest(token), user), original, verdict)
-    claims = services.claims.get(token, time.time())
+    now = time.time()
+    claims = services.claims.get(token, now)
     if claims is None:
         try:
             claims = services.tokens.verify(token)
@@ -213,21 +214,26 @@ async def auth(request: web.Request) -> web.StreamResponse:
             decided.invalid_token += 1
             return unauthorized(request, settings, True, original, None, verdict)
         services.claims.put(token, claims)
-    if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
+    local = services.revocations.local  # the memory first, without a coroutine: is_live asks Redis
+    if (local is None or not local.is_live(claims.sid, claims.jti, now)) and not await services.revocations.is_live(
+        claims.sid, claims.jti, claims.expires_at
+    ):
         decided.revoked += 1
         return unauthorized(request, settings, True, original, None, verdict)
-    identity = claims.identity
     # Only a restricted rule, a sign-in requirement or a rule on the kind of token looks at the
     # token (decide() would allow the others): no Subject built, no clock read, for them.
     if verdict is not None and verdict.checks_subject:
-        refused = judged(request, services, verdict, original, identity, subject_of_claims(claims))
+        refused = judged(request, services, verdict, original, claims.identity, subject_of_claims(claims))
         if refused is not None:
             return refused
     decided.allowed += 1
-    # a user's, or a client's own, under the names settled at start (config.HeaderNames)
-    return web.Response(
-        status=200, headers=identity_headers(identity, claims.auth, settings.header_names, claims.payload)
-    )
+    headers = services.answers.get(token)
+    if headers is None:  # a user's, or a client's own, under the names settled at start (config.HeaderNames)
+        names = settings.header_names
+        headers = services.answers.remember(
+            token, CIMultiDict(identity_headers(claims.identity, claims.auth, names, claims.payload))
+        )
+    return web.Response(status=200, headers=headers)  # (a copy: the response adds its own)
 
 
 async def personal_token(
@@ -279,6 +285,15 @@ def has_cookie(request: web.Request, name: str) -> bool:
         return cookie_value(request.headers.getall(hdrs.COOKIE, ()), name) is not None
     except AmbiguousToken:
         return True
+
+
+def trusted_sender(remote: str | None, services: Services) -> bool:
+    """Whether the sender is one of our proxies (remembered per address: ``is_trusted`` hashes the
+    configured networks on every call, even when its cache answers)."""
+    found = services.senders.get(remote)
+    if found is None:
+        found = services.senders.remember(remote, is_trusted(remote, services.settings.trusted_proxies))
+    return found
 
 
 def client_of(request: web.Request, services: Services) -> str | None:

@@ -25,6 +25,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_request import BaseRequest
 
+from forwardauth.http.hotpath import front
+
 log = logging.getLogger("forwardauth.limits")
 
 MAX_REQUEST_LINE = 8 * 1024  # method, path with query, version
@@ -129,12 +131,13 @@ class Server(web.Server):
 
 class Runner(web.AppRunner):
     """``web.AppRunner`` whose server is a :class:`Server`; the app's limits (``PARSER``, and
-    ``HEADER_TIMEOUT`` when the app sets it) apply."""
+    ``HEADER_TIMEOUT`` when the app sets it) apply, and a handler it serves ahead of its router
+    (``hotpath``) is."""
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()  # starts the application
         server = Server(
-            made.request_handler,
+            front(self.app, made.request_handler),
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=asyncio.get_running_loop(),

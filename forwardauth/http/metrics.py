@@ -184,6 +184,12 @@ COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Live-token checks answered from memory or by Redis.",
         ("source",),
     ),
+    # Checks by Redis over round trips: how many concurrent checks one MGET answered (livekeys).
+    "live_token_lookups": (
+        "forwardauth_live_token_redis_commands",
+        "Redis commands that answered live-token checks (each for the keys asked meanwhile).",
+        (),
+    ),
 }
 DURATION = ("forwardauth_request_duration_seconds", "Time from routing to the answer, by handler.")
 
@@ -235,6 +241,7 @@ class Metrics:
         local = self._revocations.local
         totals.count(("live_tokens", "memory"), local.hits if local is not None else 0)
         totals.count(("live_tokens", "redis"), self._revocations.lookups)
+        totals.count(("live_token_lookups",), self._revocations.live_keys.commands)
         return totals
 
     def server_totals(self) -> Totals:

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from forwardauth.accounts.pats import LastUsed
 from forwardauth.accounts.services import AccountServices, build_account_services
 from forwardauth.config import Settings
-from forwardauth.core.cache import ClaimsCache, Memo, PatCache
+from forwardauth.core.cache import CLAIMS_ENTRIES, ClaimsCache, Memo, PatCache
 from forwardauth.core.forwarding import OriginalRequest
 from forwardauth.core.policy import ALLOW_ALL_AUTHENTICATED, Policy, Verdict
 from forwardauth.core.policyfile import load as load_policy
@@ -37,6 +38,10 @@ class Services(AccountServices):
     # (for last_used).
     pat_credentials: Memo[PatCredential] = field(default_factory=Memo)
     addresses: Memo[str | None] = field(default_factory=Memo)
+    senders: Memo[bool] = field(default_factory=Memo)  # whether an address is a trusted proxy's
+    # The 200's headers by access token (pure functions of its claims and the names settled at
+    # start), so a token's next check builds no headers; bounded as ClaimsCache is.
+    answers: Memo[CIMultiDict[str]] = field(default_factory=lambda: Memo(CLAIMS_ENTRIES))
     policy: Policy = ALLOW_ALL_AUTHENTICATED  # replaced whole on reload, with its memo
     verdicts: Memo[tuple[OriginalRequest, Verdict]] = field(default_factory=Memo)
 
