@@ -3,8 +3,9 @@ the ratios between configurations measured minutes apart are what count, not abs
 
 Configurations: nginx answering 200 itself (the machine's ceiling), bare aiohttp + uvloop (the
 floor of Python's own overhead), and forwardauth in several settings; plus the full chain a
-user deploys (nginx auth_request -> forwardauth -> static upstream) against nginx alone.
-wrk drives each with a Lua script rotating through 1,000 users' tokens.
+user deploys through nginx, Traefik, Caddy and Envoy (``<proxy> -> forwardauth -> static``)
+against the same proxy alone (proxies.py). wrk drives each with a Lua script rotating through
+1,000 users' tokens. The other measurements are in extras.py and logins.py.
 """
 
 from __future__ import annotations
@@ -12,31 +13,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
-import http.client
-import json
 import os
-import re
 import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import extras
+import logins
+import proxies
 import psycopg2
+from harness import ADMIN_URL as ADMIN_URL
+from harness import PERF, REDIS_URL, USERS, WORKERS, Starter, forwardauth, started
+from harness import free_port as free_port
+from harness import process as process
+from harness import wait_http as wait_http
+from harness import worker_rss_mb as worker_rss_mb
+from harness import wrk as wrk
 
 from forwardauth import config
 from forwardauth.constants import RedisKeys
 from forwardauth.core import pats
 from forwardauth.core.pats import PatClaims
-from forwardauth.core.tokens import Identity, TokenService, new_id
+from forwardauth.core.tokens import Identity, TokenService
+from forwardauth.core.tokens import new_id as new_id
 from forwardauth.dev.demo import find_program
 from forwardauth.keys import load_ring
 from forwardauth.redisurl import RedisSettings
@@ -45,127 +49,9 @@ from forwardauth.stores.patrecords import PatRecords
 from forwardauth.stores.redis import connect
 from forwardauth.stores.revocation import Revocations
 
-PERF = Path(__file__).resolve().parent
-ADMIN_URL = os.environ.get("FORWARDAUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("FORWARDAUTH_TEST_REDIS", "redis://127.0.0.1:6379/0")
-USERS = 1000
-WORKERS = os.cpu_count() or 2
+# free_port, process, wait_http, worker_rss_mb and wrk are read from here by drills.py.
 HMAC_SECRET = "perf-only-secret-" + "x" * 32
 PAT_TTL = 3600  # the personal access tokens' lifetime: the run's
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310
-                return
-        except urllib.error.HTTPError:
-            return  # it answered: up (the chain answers 401 without a token)
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} not ready")
-
-
-@contextmanager
-def process(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        if log:
-            out.close()  # type: ignore[union-attr]
-
-
-def wrk(
-    url: str,
-    tokens: Path | None,
-    seconds: int,
-    connections: int,
-    script: str = "auth.lua",
-    extra_env: dict[str, str] | None = None,
-) -> dict[str, float]:
-    env = {k: v for k, v in os.environ.items() if k != "TOKENS"} | (extra_env or {})
-    if tokens is not None:
-        env["TOKENS"] = str(tokens)
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(PERF / script), url],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    ).stdout
-    match = re.search(r"^RESULT (\{.*\})$", out, re.M)
-    if not match:
-        raise RuntimeError(out)
-    return dict(json.loads(match.group(1)))
-
-
-def nginx_conf(workdir: Path, port: int, workers: int, mode: str, auth_port: int = 0) -> Path:
-    """nginx on ``port``: ``ceiling`` answers 200 itself; ``proxy`` proxies to a static 200 server;
-    ``chain`` does the same behind auth_request to forwardauth on ``auth_port``.
-
-    (``return`` runs before the access phase, so a protected location must proxy somewhere for
-    auth_request to run at all.)
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    temp = "".join(f"  {k}_temp_path {workdir}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    static_port = free_port()
-    body = (
-        "    location / { return 200; }\n"
-        if mode == "ceiling"
-        else (
-            "    location / {\n"
-            + (
-                "      auth_request /_auth;\n      auth_request_set $user $upstream_http_x_auth_user;\n"
-                "      proxy_set_header X-Auth-User $user;\n"
-                if mode == "chain"
-                else ""
-            )
-            + '      proxy_pass http://static;\n      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n'
-            "    }\n"
-            "    location = /_auth {\n      internal;\n      proxy_pass http://forwardauth/auth;\n"
-            '      proxy_pass_request_body off;\n      proxy_set_header Content-Length "";\n'
-            "      proxy_set_header X-Original-URL https://app.example.com$request_uri;\n"
-            "      proxy_set_header X-Original-Method $request_method;\n"
-            '      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n    }\n'
-        )
-    )
-    upstreams = (
-        ""
-        if mode == "ceiling"
-        else (
-            f"  upstream static {{ server 127.0.0.1:{static_port}; keepalive 256; }}\n"
-            f"  upstream forwardauth {{ server 127.0.0.1:{auth_port or static_port}; keepalive 256; }}\n"
-            f"  server {{ listen 127.0.0.1:{static_port}; location / {{ return 200; }} }}\n"
-        )
-    )
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        f"{user}daemon off;\nworker_processes {workers};\npid {workdir}/nginx.pid;\nerror_log {workdir}/error.log;\n"
-        "events { worker_connections 4096; }\n"
-        f"http {{\n  access_log off;\n{temp}{upstreams}"
-        f"  server {{\n    listen 127.0.0.1:{port} reuseport;\n{body}  }}\n}}\n"
-    )
-    return conf
 
 
 def hundred_rules(path: Path) -> Path:
@@ -233,7 +119,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--only", nargs="*", help="run only these configurations")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="run only the configurations whose name contains one of these; 'chain' runs every proxy row, "
+        "'nginx', 'traefik', 'caddy' or 'envoy' a proxy's two",
+    )
+    parser.add_argument(
+        "--logins",
+        type=int,
+        metavar="SECONDS",
+        help="only measure login throughput per core (production Argon2id), SECONDS per run",
+    )
     parser.add_argument(
         "--compare-rules",
         type=int,
@@ -296,74 +193,67 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
     mint_personal_tokens(config.load(base_env), pat_tokens)
     policy = hundred_rules(work / "policy.yml")
 
-    def forwardauth(env: dict[str, str], workers: int) -> Callable[[int], object]:
-        def start(port: int) -> object:
-            full = {**env, "FORWARDAUTH_PORT": str(port), "FORWARDAUTH_WORKERS": str(workers)}
-            ctx = process([sys.executable, "-m", "forwardauth", "serve"], full, work / f"fa-{port}.log")
-            ctx.__enter__()
-            wait_http(f"http://127.0.0.1:{port}/readyz")
-            return ctx
+    def fa(env: dict[str, str], workers: int) -> Starter:
+        return forwardauth(work, env, workers)
 
-        return start
-
-    def simple(args_for: Callable[[int], list[str]], ready: str = "/") -> Callable[[int], object]:
-        def start(port: int) -> object:
-            ctx = process(args_for(port), None, work / f"proc-{port}.log")
-            ctx.__enter__()
-            wait_http(f"http://127.0.0.1:{port}{ready}")
-            return ctx
-
-        return start
+    def simple(args_for: Callable[[int], list[str]]) -> Starter:
+        return lambda port: started(args_for(port), None, work / f"proc-{port}.log", f"http://127.0.0.1:{port}/")
 
     def nginx_alone(port: int) -> list[str]:
-        return [nginx, "-p", str(work), "-c", str(nginx_conf(work / f"n{port}", port, WORKERS, "ceiling"))]
+        return [nginx, "-p", str(work), "-c", str(proxies.nginx_conf(work / f"n{port}", port, WORKERS, "ceiling"))]
 
-    configurations: list[tuple[str, Callable[[int], object], Path | None, str]] = [
-        ("nginx return 200 (ceiling)", simple(nginx_alone), None, "/auth"),
+    # The ceiling and the floor get the same requests as forwardauth, token included: reading a
+    # request is the server's cost, not the check's (without the token they did ~8% less work).
+    configurations: list[tuple[str, Starter, Path | None, str]] = [
+        ("nginx return 200 (ceiling)", simple(nginx_alone), rs_tokens, "/auth"),
         (
             f"bare aiohttp+uvloop, {WORKERS} workers (floor)",
             simple(lambda p: [sys.executable, str(PERF / "bare.py"), str(p), str(WORKERS)]),
-            None,
+            rs_tokens,
             "/auth",
         ),
-        ("forwardauth RS256, 1 worker", forwardauth(base_env, 1), rs_tokens, "/auth"),
-        (f"forwardauth RS256, {WORKERS} workers", forwardauth(base_env, WORKERS), rs_tokens, "/auth"),
+        ("forwardauth RS256, 1 worker", fa(base_env, 1), rs_tokens, "/auth"),
+        (f"forwardauth RS256, {WORKERS} workers", fa(base_env, WORKERS), rs_tokens, "/auth"),
         (
             f"forwardauth RS256, {WORKERS} workers, 100 rules",
-            forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS),
+            fa({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS),
             rs_tokens,
             "/auth",
         ),
         (
-            f"forwardauth RS256, {WORKERS} workers, Redis EXISTS on every request",
-            forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS),
+            f"forwardauth RS256, {WORKERS} workers, Redis on every check (local cache off)",
+            fa({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS),
             rs_tokens,
             "/auth",
         ),
-        (f"forwardauth HS256, {WORKERS} workers", forwardauth(hs_env, WORKERS), hs_tokens, "/auth"),
+        (f"forwardauth HS256, {WORKERS} workers", fa(hs_env, WORKERS), hs_tokens, "/auth"),
         # Compare with the RS256 row of the same workers (issue 17: at least 0.9 of it).
         (
             f"forwardauth personal access token, Basic, {WORKERS} workers",
-            forwardauth(base_env, WORKERS),
+            fa(base_env, WORKERS),
             pat_tokens,
             "/auth",
         ),
     ]
     results: list[tuple[str, dict[str, float]]] = []
+    if args.logins:
+        for line in logins.measure(base_env, database_url, work, args.logins):
+            print(line)
+        return
     if args.compare_rules:
         no_rules = work / "no-rules.yml"
         no_rules.write_text("default: authenticated\nrules: []\n")
-        compare_rules(
+        extras.compare_rules(
             [
-                ("no policy file", forwardauth(base_env, WORKERS), rs_tokens),
+                ("no policy file", fa(base_env, WORKERS), rs_tokens),
                 (
                     "policy, 0 rules",
-                    forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(no_rules)}, WORKERS),
+                    fa({**base_env, "FORWARDAUTH_POLICY_FILE": str(no_rules)}, WORKERS),
                     rs_tokens,
                 ),
                 (
                     "policy, 100 rules",
-                    forwardauth({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS),
+                    fa({**base_env, "FORWARDAUTH_POLICY_FILE": str(policy)}, WORKERS),
                     rs_tokens,
                 ),
             ],
@@ -372,10 +262,10 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
         )
         return  # (the finally below still cleans up)
     if args.compare_pat:  # the same server twice: session tokens against personal access tokens
-        compare_rules(
+        extras.compare_rules(
             [
-                ("session token (RS256)", forwardauth(base_env, WORKERS), rs_tokens),
-                ("personal access token, Basic", forwardauth(base_env, WORKERS), pat_tokens),
+                ("session token (RS256)", fa(base_env, WORKERS), rs_tokens),
+                ("personal access token, Basic", fa(base_env, WORKERS), pat_tokens),
             ],
             args.compare_pat,
             args,
@@ -390,257 +280,20 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
             wrk(f"http://127.0.0.1:{port}{path}", tokens, 2, args.connections)  # warm up
             results.append((label, wrk(f"http://127.0.0.1:{port}{path}", tokens, args.seconds, args.connections)))
         finally:
-            ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
+            ctx.__exit__(None, None, None)
         print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
-    # The full chain a user deploys, against the same nginx proxying without auth_request.
-    if not args.only or any("chain" in o for o in args.only):
-        fa_port = free_port()
-        fa = forwardauth(base_env, WORKERS)(fa_port)
-        try:
-            for label, mode in (
-                ("nginx (1 worker) -> static upstream, no auth", "proxy"),
-                (f"nginx (1 worker) auth_request -> forwardauth {WORKERS} workers -> static", "chain"),
-            ):
-                front = free_port()
-                conf = nginx_conf(work / f"c{front}", front, 1, mode, fa_port)
-                proxy = simple(lambda p, conf=conf: [nginx, "-p", str(work), "-c", str(conf)])(front)
-                try:
-                    wrk(f"http://127.0.0.1:{front}/page", rs_tokens, 2, args.connections)
-                    results.append(
-                        (label, wrk(f"http://127.0.0.1:{front}/page", rs_tokens, args.seconds, args.connections))
-                    )
-                finally:
-                    proxy.__exit__(None, None, None)  # type: ignore[attr-defined]
-                print(f"{label}: {results[-1][1]}", file=sys.stderr, flush=True)
-        finally:
-            fa.__exit__(None, None, None)  # type: ignore[attr-defined]
-    extras = {} if args.only else measure_extras(forwardauth(base_env, WORKERS), database_url)
+    # The full chain a user deploys, through each proxy, against the same proxy alone.
+    results += proxies.measure(args, work, nginx, fa(base_env, WORKERS), rs_tokens)
+    lines = {} if args.only else extras.measure_extras(fa(base_env, WORKERS), database_url)
+    if not args.only:
+        lines["logins"] = "\n".join(logins.measure(base_env, database_url, work, args.seconds))
     if not args.only or any("million" in o for o in args.only):
-        extras["million"] = million_tokens(
-            forwardauth({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS), rs_tokens, args
+        lines["million"] = extras.million_tokens(
+            fa({**base_env, "FORWARDAUTH_LOCAL_CACHE": "false"}, WORKERS), rs_tokens, args
         )
     report(results, args)
-    for line in extras.values():
+    for line in [*proxies.ratios(results), *lines.values()]:
         print(line)
-
-
-def worker_pids(port: int) -> list[int]:
-    """The forwardauth worker processes serving ``port`` (found by their environment in /proc)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline and f"FORWARDAUTH_PORT={port}".encode() in environ:
-            pids.append(int(proc.name))
-    return pids
-
-
-def worker_rss_mb(port: int) -> list[float]:
-    """RSS of each forwardauth worker serving ``port``."""
-    sizes = []
-    for pid in worker_pids(port):
-        match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-        if match:
-            sizes.append(int(match.group(1)) / 1024)
-    return sizes
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time these processes have used so far."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def status_of(port: int, token: str) -> int:
-    """GET /auth on a new connection (so that any worker may answer), without client overhead."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/auth", headers={"Authorization": f"Bearer {token}"})
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-def measure_extras(start: Callable[[int], object], database_url: str) -> dict[str, str]:
-    """Revocation propagation, RSS per worker, Redis memory per live token."""
-    import httpx
-    import redis
-
-    from forwardauth.core.passwords import Passwords
-    from forwardauth.stores import users
-    from forwardauth.stores.postgres import Database
-
-    port = free_port()
-    ctx = start(port)
-    base = f"http://127.0.0.1:{port}"
-    out: dict[str, str] = {}
-    try:
-        db = Database(database_url, 1)
-        name = f"perf-{secrets.token_hex(3)}"
-        db.call(users.create, Passwords(1, 1024, 1), name, "perf bench passphrase", ("user",), None)
-        db.close()
-        delays = []
-        for _ in range(100):
-            token = httpx.post(base + "/login", json={"username": name, "password": "perf bench passphrase"}).json()[
-                "access_token"
-            ]
-            for _ in range(4 * WORKERS):  # every worker remembers it as live
-                assert status_of(port, token) == 200
-            logout = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            started = time.perf_counter()
-            logout.request("POST", "/logout", headers={"Authorization": f"Bearer {token}"})
-            logout.getresponse().read()
-            revoked = time.perf_counter()
-            logout.close()
-            refused = 0  # consecutive refusals over new connections (they land on any worker)
-            while refused < 4 * WORKERS:
-                refused = refused + 1 if status_of(port, token) == 401 else 0
-            delays.append(((revoked - started) * 1000, (time.perf_counter() - revoked) * 1000))
-        calls = sorted(d[0] for d in delays)
-        after = sorted(d[1] for d in delays)
-        out["propagation"] = (
-            f"Revocation propagation ({WORKERS} workers, local cache on, 100 trials): the logout call took p50 "
-            f"{calls[49]:.1f} ms (max {calls[-1]:.1f}); from its answer to {4 * WORKERS} consecutive 401s on new "
-            f"connections (any worker): p50 {after[49]:.1f} ms, max {after[-1]:.1f} ms, those checks included"
-        )
-        login_env = {"LOGIN_USER": name, "LOGIN_PASSWORD": "perf bench passphrase"}
-        logins = wrk(base + "/login", None, 10, 8, "login.lua", login_env)
-        out["logins"] = (
-            f"Login throughput, production Argon2id (t=3, m=64 MiB, p=4), {WORKERS} workers x "
-            f"{config.load({}).db_pool_size} threads, 8 connections: {logins['rps']:.1f} logins/s, "
-            f"p50 {logins['p50_ms']:.0f} ms, p99 {logins['p99_ms']:.0f} ms, non-2xx "
-            f"{int(logins['non2xx'])}"
-        )
-        rss = worker_rss_mb(port)
-        out["rss"] = f"RSS per worker after the run: {', '.join(f'{r:.0f} MB' for r in rss)}"
-        client = redis.Redis.from_url(REDIS_URL)
-        before = int(client.info("memory")["used_memory"])
-        prefix = f"perfmem:{secrets.token_hex(3)}:"
-        keys = RedisKeys(prefix)
-        pipe = client.pipeline(transaction=False)
-        count = 10_000
-        for n in range(count):
-            sid, jti = new_id(), new_id()
-            pipe.set(keys.access_token(sid, jti), b"1", ex=900)
-            pipe.sadd(keys.session_tokens(sid), jti)
-            pipe.expire(keys.session_tokens(sid), 900)
-            if n % 1000 == 999:
-                pipe.execute()
-        pipe.execute()
-        after = int(client.info("memory")["used_memory"])
-        for key in client.scan_iter(match=prefix + "*", count=5000):
-            client.delete(key)
-        client.close()
-        out["redis"] = (
-            f"Redis memory per live token (its key plus a one-token session set, {count:,} tokens): "
-            f"{(after - before) / count:.0f} bytes"
-        )
-    finally:
-        ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
-    return out
-
-
-def compare_rules(
-    servers: list[tuple[str, Callable[[int], object], Path]], rounds: int, args: argparse.Namespace
-) -> None:
-    """All servers up at once, each driven with its own tokens, measured in turn, the order
-    rotating each round (so none is always first or last); each is compared with the last (the
-    100-rule policy; the personal access tokens).
-
-    Two measures per run: requests/s, which moves with the machine and with how the kernel
-    spreads wrk's connections over the workers, and the workers' CPU time per request (from
-    /proc), which is the cost of one /auth itself and steadier.
-    """
-    ports = [free_port() for _ in servers]
-    contexts = []
-    rates: list[list[float]] = [[] for _ in servers]
-    cpu_us: list[list[float]] = [[] for _ in servers]
-    try:
-        for (_, start, _), port in zip(servers, ports, strict=True):
-            contexts.append(start(port))
-        pids = [worker_pids(port) for port in ports]
-        for (_, _, tokens), port in zip(servers, ports, strict=True):
-            wrk(f"http://127.0.0.1:{port}/auth", tokens, 2, args.connections)
-        order = list(range(len(servers)))
-        for round_ in range(rounds):
-            for i in order[round_ % len(order) :] + order[: round_ % len(order)]:
-                before = cpu_seconds(pids[i])
-                result = wrk(f"http://127.0.0.1:{ports[i]}/auth", servers[i][2], args.seconds, args.connections)
-                cpu_us[i].append((cpu_seconds(pids[i]) - before) / result["requests"] * 1e6)
-                rates[i].append(result["rps"])
-    finally:
-        for ctx in contexts:
-            ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
-
-    def median(values: list[float]) -> float:
-        return sorted(values)[len(values) // 2]
-
-    for (label, _, _), rate, cpu in zip(servers, rates, cpu_us, strict=True):
-        print(
-            f"{label}: {', '.join(f'{r:,.0f}' for r in rate)} req/s; "
-            f"CPU per request {', '.join(f'{c:.1f}' for c in cpu)} us"
-        )
-    ruled = servers[-1][0]
-    for (label, _, _), rate, cpu in zip(servers[:-1], rates, cpu_us, strict=False):
-        rate_ratios = sorted(r / p for p, r in zip(rate, rates[-1], strict=True))
-        cpu_ratios = sorted(r / p for p, r in zip(cpu, cpu_us[-1], strict=True))
-        print(
-            f"{ruled} vs {label}: CPU per request x{median(cpu_ratios):.3f} "
-            f"({(median(cpu_ratios) - 1) * 100:+.1f}%; rounds {', '.join(f'{r:.3f}' for r in cpu_ratios)}), "
-            f"requests/s x{median(rate_ratios):.3f} (rounds {', '.join(f'{r:.3f}' for r in rate_ratios)})"
-        )
-
-
-def million_tokens(start: Callable[[int], object], tokens: Path, args: argparse.Namespace) -> str:
-    """/auth with a Redis round trip on every request, beside 1,000 and then 1,000,000 live tokens."""
-    import redis
-
-    port = free_port()
-    ctx = start(port)
-    url = f"http://127.0.0.1:{port}/auth"
-    client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"perfmillion:{secrets.token_hex(3)}:"
-    keys = RedisKeys(prefix)
-    try:
-        wrk(url, tokens, 2, args.connections)
-        small = wrk(url, tokens, args.seconds, args.connections)
-        pipe = client.pipeline(transaction=False)
-        for n in range(1, 1_000_001):
-            pipe.set(keys.access_token(f"s{n}", f"j{n}"), b"1", ex=1800)
-            if n % 10_000 == 0:
-                pipe.execute()
-        pipe.execute()
-        live = client.dbsize()
-        large = wrk(url, tokens, args.seconds, args.connections)
-    finally:
-        ctx.__exit__(None, None, None)  # type: ignore[attr-defined]
-        for batch in _batches(client.scan_iter(match=prefix + "*", count=10_000), 10_000):
-            client.delete(*batch)
-        client.close()
-    return (
-        f"Live tokens in Redis, Redis EXISTS on every request: with 1,000 -> {small['rps']:,.0f}/s, p50 "
-        f"{small['p50_ms']:.2f} ms, p99 {small['p99_ms']:.2f} ms; with {live:,} keys -> {large['rps']:,.0f}/s, "
-        f"p50 {large['p50_ms']:.2f} ms, p99 {large['p99_ms']:.2f} ms"
-    )
-
-
-def _batches(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def report(results: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:
