@@ -5,10 +5,10 @@ On every request aiohttp's application walks its router (a path's parts against 
 wrapper of its own; for ``/auth`` that is about a tenth of a check's CPU (perf/README.md). The
 server (``limits.Runner``) hands each request to :func:`front` first. A request whose path the
 router would give to the check (exactly ``/auth``, or under the Envoy prefix, matched by the
-route's own resource) gets the match info the router would have made and runs the application's
-own middlewares (``observe``, ``errors``: counted, logged and guarded as before), composed once
-at start around the same handler. Anything else, and a request with ``Expect`` (aiohttp answers
-its ``100-continue`` in the router's path), goes to the application as before.
+route's own resource) gets the match info the router would have made and runs the same handler
+inside one coroutine that does what the application's middlewares do (``observe``, ``errors``:
+counted, logged and guarded as before; :func:`checked`). Anything else, and a request with
+``Expect`` (aiohttp answers its ``100-continue`` in the router's path), goes to the application.
 
 The routes stay registered in the router too, so the same answer comes either way.
 """
@@ -17,10 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial, update_wrapper
+from time import perf_counter
 
 from aiohttp import hdrs, web
 from aiohttp.web_request import BaseRequest
+
+from forwardauth.http.errors import answer_error, errors, page_context
+from forwardauth.http.metrics import access_debug, answered
+from forwardauth.http.services import SERVICES
+from forwardauth.logs import enter_request, leave_request
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RequestHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
@@ -44,12 +49,40 @@ def serve_ahead(app: web.Application, handler: Handler, path: str, prefix: str) 
     app[AHEAD] = Ahead(handler, path, prefix)
 
 
-def middleware_chain(app: web.Application, handler: Handler) -> Handler:
-    """``handler`` inside the application's middlewares, outermost first, as aiohttp composes them
-    for a route (each layer named after the handler, which ``observe`` counts by)."""
-    for middleware in reversed(app.middlewares):
-        handler = update_wrapper(partial(middleware, handler=handler), handler)
-    return handler
+def checked(app: web.Application, handler: Handler) -> Handler:
+    """``handler`` with what the application's two middlewares do around it (``metrics.observe``:
+    count, time, the log context; ``errors``: the pages' context, errors mapped to their answers),
+    in one coroutine: as two layers they were a tenth of the check's instructions (perf/README.md).
+    The application must have exactly those two, so that none is skipped here unseen."""
+    names = [getattr(m, "__name__", "?") for m in app.middlewares]
+    if names != ["observe", "errors"] or app.middlewares[1] is not errors:
+        raise RuntimeError(f"/auth's own chain does what observe and errors do; the application has {names}")
+    services = app[SERVICES]
+    settings, stats, debug = services.settings, services.metrics.named(handler.__name__), access_debug()
+
+    async def check(request: web.Request) -> web.StreamResponse:
+        status = 0  # stays 0 when nothing was answered (cancelled): not counted, as observe does
+        start = perf_counter()
+        current = enter_request(request)
+        page_context(request, settings)
+        try:
+            try:
+                response = await handler(request)
+            except web.HTTPException:
+                raise
+            except Exception as exc:
+                response = answer_error(request, exc)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            if status:
+                answered(stats, request, status, perf_counter() - start, debug)
+            leave_request(current)
+
+    return check
 
 
 def front(app: web.Application, app_handler: RequestHandler) -> RequestHandler:
@@ -62,7 +95,7 @@ def front(app: web.Application, app_handler: RequestHandler) -> RequestHandler:
     exact_match = web.UrlMappingMatchInfo({}, exact)
     exact_match.add_app(app)
     exact_match.freeze()
-    chain = middleware_chain(app, ahead.handler)
+    chain = checked(app, ahead.handler)
     path, prefix, subtree = ahead.path, ahead.prefix, ahead.prefix + "/"
     resolve_under = under.resource.resolve if under.resource is not None else None
 

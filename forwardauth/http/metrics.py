@@ -216,11 +216,14 @@ class Metrics:
         """
         if not isinstance(request.match_info.route, web.ResourceRoute):
             return self._by_name[UNMATCHED]
-        name = getattr(handler, "__name__", UNMATCHED)
-        stats = self._by_name.setdefault(name, HandlerStats(name))
+        stats = self.named(getattr(handler, "__name__", UNMATCHED))
         if len(self.handlers) < MAX_HANDLERS:
             self.handlers[handler] = stats
         return stats
+
+    def named(self, name: str) -> HandlerStats:
+        """The stats of the handler called ``name`` (made on first use)."""
+        return self._by_name.setdefault(name, HandlerStats(name))
 
     def totals(self) -> Totals:
         """This worker's counters now."""
@@ -347,7 +350,7 @@ def observe(metrics: Metrics) -> Middleware:
     itself costs /auth nothing measurable (perf/README.md).
     """
     handlers = metrics.handlers
-    debug = access.isEnabledFor(logging.DEBUG)
+    debug = access_debug()
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -363,29 +366,33 @@ def observe(metrics: Metrics) -> Middleware:
             raise
         finally:
             if status:
-                elapsed = perf_counter() - start
                 try:
                     stats = handlers[handler]
                 except KeyError:
                     stats = metrics.stats_for(request, handler)
-                if status < STATUSES:
-                    stats.statuses[status] += 1
-                stats.buckets[bisect_left(BUCKETS, elapsed)] += 1
-                stats.seconds += elapsed
-                if debug:
-                    path = request.rel_url.raw_path  # as sent: no query (it may hold secrets), nothing decoded
-                    access.debug(
-                        "%s %s %d",
-                        request.method,
-                        path,
-                        status,
-                        extra={
-                            "method": request.method,
-                            "path": path,
-                            "status": status,
-                            "duration_ms": round(elapsed * 1000, 3),
-                        },
-                    )
+                answered(stats, request, status, perf_counter() - start, debug)
             leave_request(current)
 
     return observe
+
+
+def access_debug() -> bool:
+    """Whether each answer gets a DEBUG line: decided when the app is built, as the log level is."""
+    return access.isEnabledFor(logging.DEBUG)
+
+
+def answered(stats: HandlerStats, request: web.Request, status: int, elapsed: float, debug: bool) -> None:
+    """Count one answer (``observe``, and /auth's own chain in hotpath), and log it at DEBUG."""
+    if status < STATUSES:
+        stats.statuses[status] += 1
+    stats.buckets[bisect_left(BUCKETS, elapsed)] += 1
+    stats.seconds += elapsed
+    if debug:
+        path = request.rel_url.raw_path  # as sent: no query (it may hold secrets), nothing decoded
+        access.debug(
+            "%s %s %d",
+            request.method,
+            path,
+            status,
+            extra={"method": request.method, "path": path, "status": status, "duration_ms": round(elapsed * 1000, 3)},
+        )
