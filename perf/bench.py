@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import extras
+import instructions
 import logins
 import proxies
 import psycopg2
@@ -143,12 +144,15 @@ def main() -> None:
         metavar="ROUNDS",
         help="only compare session tokens with personal access tokens (Basic), in turn for ROUNDS rounds",
     )
+    parser.add_argument(
+        "--instructions", action="store_true", help="only count instructions per request under callgrind"
+    )
+    parser.add_argument("--old", type=Path, metavar="DIR", help="with --instructions: rows for this source tree too")
     args = parser.parse_args()
-    for program in ("wrk", "nginx"):
+    for program in ("valgrind",) if args.instructions else ("wrk", "nginx"):
         if not find_program(program):
             sys.exit(f"perf/run needs {program} (apt-get install {program})")
-    nginx = find_program("nginx")
-    assert nginx is not None
+    nginx = find_program("nginx") or "nginx"
     work = Path(tempfile.mkdtemp(prefix="forwardauth-perf-"))
     with throwaway_database() as database_url:
         try:
@@ -236,6 +240,9 @@ def run(args: argparse.Namespace, work: Path, database_url: str, nginx: str) -> 
         ),
     ]
     results: list[tuple[str, dict[str, float]]] = []
+    if args.instructions:
+        print(instructions.table(base_env, {"rs": rs_tokens, "pat": pat_tokens}, policy, work, args.old))
+        return
     if args.logins:
         for line in logins.measure(base_env, database_url, work, args.logins):
             print(line)
