@@ -67,7 +67,7 @@ def database_at_0007() -> Iterator[str]:
 def test_migration_0008_adds_the_table_to_a_database_with_users(database_at_0007: str) -> None:
     url = database_at_0007
     user = execute(url, "INSERT INTO users (username, password_hash) VALUES ('old', 'x') RETURNING id::text")[0][0]
-    assert migrations.migrate(url) == ["0008_personal_tokens.sql"]
+    assert migrations.migrate(url)[0] == "0008_personal_tokens.sql"  # (and any later ones)
     insert = (
         "INSERT INTO personal_tokens (id, user_id, name, token_hash, expires_at, created_by)"
         " VALUES (%s, %s, 'ci', %s, now() + interval '1 day', 'cli')"
