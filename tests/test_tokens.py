@@ -252,3 +252,12 @@ def test_a_user_token_needs_a_username(service: TokenService) -> None:
     del payload["preferred_username"]
     with pytest.raises(TokenError, match="preferred_username"):
         service.verify(sign(service, payload))
+
+
+def test_ids_never_start_with_a_dash() -> None:
+    """A command line would read ``-9J2...`` as an option (``forwardauth token revoke alice ID``)."""
+    from forwardauth.core.tokens import new_id
+
+    made = [new_id() for _ in range(2000)]  # about 31 would start with "-" otherwise
+    assert not [m for m in made if m.startswith("-")]
+    assert len(set(made)) == len(made) and all(len(m) == 22 for m in made)

@@ -73,8 +73,11 @@ class MintedToken:
 
 
 def new_id() -> str:
-    """A random identifier for ``jti`` and ``sid`` (128 bits)."""
-    return secrets.token_urlsafe(16)
+    """A random identifier for ``jti``, ``sid`` and the ids commands take (128 bits). Never with a
+    leading ``-``: a command line would read it as an option (``token revoke alice -9J2...``)."""
+    while (made := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return made
 
 
 class TokenService:
