@@ -240,6 +240,11 @@ class Proxy:
             else f"{self.name} -> static upstream, no auth"
         )
 
+    def free_label(self) -> str:
+        """The chain whose check the static nginx answers (200 at once): what any auth service's
+        chain could reach through this proxy at most."""
+        return f"{self.name} {self.check} -> nginx return 200 (a check that costs nothing) -> static"
+
     def program(self) -> str | None:
         return envoy_binary() if self.kind == "envoy" else find_program(self.kind)
 
@@ -268,13 +273,15 @@ def measure(
     args: argparse.Namespace, work: Path, nginx: str, start_forwardauth: Starter, tokens: Path
 ) -> list[tuple[str, dict[str, float]]]:
     """The chosen rows, each proxy warmed up for 2 s, then measured with wrk on ``/page``."""
-    rows = []
+    rows: list[tuple[Proxy, bool | None, str]] = []  # auth None: the check that costs nothing
     for proxy, auth in chosen(args.only):
         program = proxy.program()
         if program is None:
             print(f"skipped {proxy.label(auth)}: no {proxy.kind} binary", file=sys.stderr, flush=True)
         else:
             rows.append((proxy, auth, program))
+            if auth and proxy.kind == "nginx":
+                rows.append((proxy, None, program))
     if not rows:
         return []
     results: list[tuple[str, dict[str, float]]] = []
@@ -284,18 +291,20 @@ def measure(
         [nginx, "-p", str(work), "-c", str(static_conf)], None, work / "static.log", f"http://127.0.0.1:{static_port}/"
     )
     fa_port = free_port()
-    fa = start_forwardauth(fa_port) if any(auth for _, auth, _ in rows) else None
+    fa = start_forwardauth(fa_port) if any(kind for _, kind, _ in rows) else None
     try:
         for proxy, auth, program in rows:
             port = free_port()
             workdir = work / f"{proxy.kind}-{port}"
             workdir.mkdir(parents=True)
-            command, env = proxy.command(program, workdir, port, static_port, fa_port if auth else None)
+            checker = static_port if auth is None else fa_port if auth else None
+            command, env = proxy.command(program, workdir, port, static_port, checker)
             url = f"http://127.0.0.1:{port}/page"
+            label = proxy.free_label() if auth is None else proxy.label(auth)
             # up once the routes are in place: 200 from the upstream, or forwardauth's 401 without a token
             with started(command, env, workdir / "proxy.log", url, 401 if auth else 200):
                 wrk(url, tokens, 2, args.connections)
-                results.append((proxy.label(auth), wrk(url, tokens, args.seconds, args.connections)))
+                results.append((label, wrk(url, tokens, args.seconds, args.connections)))
             print(f"{results[-1][0]}: {results[-1][1]}", file=sys.stderr, flush=True)
     finally:
         if fa is not None:
@@ -310,9 +319,11 @@ def ratios(results: list[tuple[str, dict[str, float]]]) -> list[str]:
     lines = []
     for proxy in PROXIES:
         alone, chain = by_label.get(proxy.label(False)), by_label.get(proxy.label(True))
+        free = by_label.get(proxy.free_label())
         if alone and chain:
             lines.append(
                 f"{proxy.name}: with forwardauth {chain['rps'] / alone['rps']:.2f} of the proxy alone "
                 f"({chain['rps']:,.0f} against {alone['rps']:,.0f} requests/s)"
+                + (f"; with a check that costs nothing {free['rps'] / alone['rps']:.2f}" if free else "")
             )
     return lines
