@@ -293,16 +293,16 @@ def measure(
     fa_port = free_port()
     fa = start_forwardauth(fa_port) if any(kind for _, kind, _ in rows) else None
     try:
-        for proxy, auth, program in rows:
+        for proxy, kind, program in rows:
             port = free_port()
             workdir = work / f"{proxy.kind}-{port}"
             workdir.mkdir(parents=True)
-            checker = static_port if auth is None else fa_port if auth else None
+            checker = static_port if kind is None else fa_port if kind else None
             command, env = proxy.command(program, workdir, port, static_port, checker)
             url = f"http://127.0.0.1:{port}/page"
-            label = proxy.free_label() if auth is None else proxy.label(auth)
+            label = proxy.free_label() if kind is None else proxy.label(kind)
             # up once the routes are in place: 200 from the upstream, or forwardauth's 401 without a token
-            with started(command, env, workdir / "proxy.log", url, 401 if auth else 200):
+            with started(command, env, workdir / "proxy.log", url, 401 if kind else 200):
                 wrk(url, tokens, 2, args.connections)
                 results.append((label, wrk(url, tokens, args.seconds, args.connections)))
             print(f"{results[-1][0]}: {results[-1][1]}", file=sys.stderr, flush=True)
