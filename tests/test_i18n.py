@@ -11,6 +11,7 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 import forwardauth.http
+from forwardauth.core.problems import Problem
 from forwardauth.http import i18n, pages
 
 HTTP = Path(forwardauth.http.__file__).parent
@@ -24,13 +25,34 @@ OPTIONS = {"templates/**.html": TEMPLATE, "templates/**.txt": TEMPLATE}
 TRANSLATED = [lang for lang in i18n.LANGUAGES if lang != i18n.DEFAULT]
 
 
+# Below the HTTP layer, refusals a page shows are core.problems.Problem and its subclasses, each
+# message given as the first argument (http.i18n.translated looks it up).
+DOMAIN = [HTTP.parent / layer for layer in ("core", "stores", "accounts")]
+REFUSALS: dict[str, Any] = {"Problem": None, "PatError": None}
+
+
 def extracted() -> dict[str, str]:
-    """Every message the templates and the HTTP layer's Python mark, with where it is."""
+    """Every message the templates and the HTTP layer's Python mark, and every refusal message
+    below it, with where it is."""
     found: dict[str, str] = {}
-    for filename, lineno, message, _comments, _context in extract_from_dir(str(HTTP), METHODS, OPTIONS):
-        assert isinstance(message, str), f"{filename}:{lineno}: plural messages are not used"
-        found.setdefault(message, f"{filename}:{lineno}")
+    sources = [extract_from_dir(str(HTTP), METHODS, OPTIONS)]
+    sources += [extract_from_dir(str(layer), [("**.py", "python")], keywords=REFUSALS) for layer in DOMAIN]
+    for source in sources:
+        for filename, lineno, message, _comments, _context in source:
+            assert isinstance(message, str), f"{filename}:{lineno}: plural messages are not used"
+            found.setdefault(message, f"{filename}:{lineno}")
     return found
+
+
+def test_every_kind_of_refusal_is_extracted() -> None:
+    """A new subclass of Problem must be a keyword above, or its messages go untranslated unseen."""
+    import forwardauth.accounts.pats  # noqa: F401  (the subclasses are defined on import)
+
+    def kinds(cls: type) -> set[str]:
+        return {cls.__name__}.union(*(kinds(sub) for sub in cls.__subclasses__()))
+
+    assert kinds(Problem) <= set(REFUSALS)
+    assert "a token must live at least a minute" in extracted()
 
 
 def catalog(lang: str) -> Any:

@@ -194,6 +194,32 @@ async def test_bad_fields_show_the_form_again(make_app: MakeApp, make_user: Make
     assert response.status == 400 and "already has a token named" in await response.text()
 
 
+async def test_a_refusal_is_shown_in_the_readers_language(make_app: MakeApp, make_user: MakeUser) -> None:
+    """Refusals made below the HTTP layer (core.problems.Problem) reach the page translated, with
+    their values filled in: the maximum lifetime and the user's name here."""
+    app = await make_app(FORWARDAUTH_PAT_MAX_TTL="30d")
+    user = make_user()
+    session = await sign_in(app, user)
+    for fields, german in (
+        ({"name": "ci", "expires": "90d"}, "Ein Token darf höchstens 30d gültig sein"),
+        ({"name": "x" * 101, "expires": "7d"}, "Der Name eines Tokens muss 1 bis 100 Zeichen lang sein."),
+    ):
+        status, html = await get(app, session, "/account/tokens")
+        assert status == 200
+        fields["csrf_token"] = csrf_of(html)
+        german_page = {"Accept-Language": "de"}
+        response = await send(app, "POST", "/account/tokens/new", {COOKIE: session}, headers=german_page, data=fields)
+        html = await response.text()
+        assert response.status == 400 and german in html and "at most" not in html, fields
+    await post(app, session, "/account/tokens/new", "/account/tokens", name="ci", expires="7d")
+    status, html = await get(app, session, "/account/tokens")
+    assert status == 200
+    data = {"csrf_token": csrf_of(html), "name": "ci", "expires": "7d"}
+    french = {"Accept-Language": "fr"}
+    response = await send(app, "POST", "/account/tokens/new", {COOKIE: session}, headers=french, data=data)
+    assert response.status == 400 and f"{user.username} a déjà un jeton nommé 'ci'." in unescape(await response.text())
+
+
 # --- the console ----------------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from forwardauth.accounts.changes import AccountError
 from forwardauth.accounts.services import AccountServices
 from forwardauth.core.pats import PatClaims, check_name, check_scopes, check_ttl, digest, looks_like, new_token, sid_of
+from forwardauth.core.problems import Problem
 from forwardauth.core.usernames import normalise_username
 from forwardauth.stores import pats, users
 from forwardauth.stores.patrecords import PatRecords
@@ -84,7 +85,7 @@ def _create_in_db(
 ) -> tuple[pats.PatInfo, users.User]:
     user = _find(conn, username, lock=True)
     if user.disabled:
-        raise PatError(f"{user.username} is disabled: no token can be made for them")
+        raise PatError("%(user)s is disabled: no token can be made for them", user=user.username)
     return pats.create(conn, user, name, token_digest, scopes, ttl, created_by, client_ip), user
 
 
@@ -123,8 +124,8 @@ async def create(
             check_scopes(tuple(scopes)),
             check_ttl(ttl, services.settings.pat_max_ttl),
         )
-    except ValueError as exc:
-        raise PatError(str(exc)) from None
+    except Problem as exc:
+        raise PatError(exc.message, **exc.values) from None
     try:
         await services.revocations.writable()
     except REDIS_DOWN as exc:
@@ -142,7 +143,7 @@ async def create(
         ) from None
     if not await services.db.run(pats.live, [info.id]):  # revoked meanwhile (see the module's docstring)
         await _withdraw(services, [info.sid], [token_digest])
-        raise PatError(f"the tokens of {user.username} were revoked while this one was made")
+        raise PatError("the tokens of %(user)s were revoked while this one was made", user=user.username)
     return info, token
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeGuard
 
 from forwardauth.constants import MAX_TOKEN_LENGTH
+from forwardauth.core.problems import Problem
 from forwardauth.core.tokens import Identity
 
 PREFIX = "fa_pat_"
@@ -56,32 +57,32 @@ def is_pat_sid(sid: str) -> bool:
 
 
 def check_name(name: str) -> str:
-    """The name, stripped, or ``ValueError``: 1 to 100 printable characters (it is shown in lists)."""
+    """The name, stripped, or ``Problem``: 1 to 100 printable characters (it is shown in lists)."""
     name = name.strip()
     if not 1 <= len(name) <= MAX_NAME:
-        raise ValueError(f"a token's name must be 1 to {MAX_NAME} characters")
+        raise Problem("a token's name must be 1 to %(most)s characters", most=MAX_NAME)
     if any(unicodedata.category(c).startswith(("C", "Z")) and c != " " for c in name):
-        raise ValueError("a token's name must be printable (no control characters, tabs or line breaks)")
+        raise Problem("a token's name must be printable (no control characters, tabs or line breaks)")
     return name
 
 
 def check_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """The scopes, deduplicated in order, or ``ValueError`` (they travel space-separated in a header)."""
+    """The scopes, deduplicated in order, or ``Problem`` (they travel space-separated in a header)."""
     for scope in scopes:
         if not _SCOPE.fullmatch(scope):
-            raise ValueError(f"scope {scope!r}: use letters, digits and _ . : / - (at most 64)")
+            raise Problem("scope %(scope)s: use letters, digits and _ . : / - (at most 64)", scope=repr(scope))
     unique = tuple(dict.fromkeys(scopes))
     if len(unique) > MAX_SCOPES:
-        raise ValueError(f"at most {MAX_SCOPES} scopes")
+        raise Problem("at most %(most)s scopes", most=MAX_SCOPES)
     return unique
 
 
 def check_ttl(ttl: int, max_ttl: int) -> int:
-    """A lifetime in seconds, or ``ValueError``: every token expires, none later than the maximum."""
+    """A lifetime in seconds, or ``Problem``: every token expires, none later than the maximum."""
     if ttl < 60:
-        raise ValueError("a token must live at least a minute")
+        raise Problem("a token must live at least a minute")
     if ttl > max_ttl:
-        raise ValueError(f"a token may live at most {_duration(max_ttl)} (FORWARDAUTH_PAT_MAX_TTL)")
+        raise Problem("a token may live at most %(most)s (FORWARDAUTH_PAT_MAX_TTL)", most=_duration(max_ttl))
     return ttl
 
 

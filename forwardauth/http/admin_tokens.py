@@ -17,7 +17,7 @@ from forwardauth.http.admin_pages import Route, secret_page, user_href
 from forwardauth.http.admin_users import BACK, refused, user_page
 from forwardauth.http.common import bounded, client_address, see_other
 from forwardauth.http.errors import unavailable
-from forwardauth.http.i18n import _
+from forwardauth.http.i18n import _, translated
 from forwardauth.http.services import Services
 from forwardauth.http.signedin import Viewer, posted
 from forwardauth.stores import users
@@ -34,7 +34,7 @@ async def create(request: web.Request, services: Services, who: Viewer) -> web.R
         name, scopes, ttl = pat_pages.asked(fields)
         info, token = await pats.create(services, username, name, scopes, ttl, who.user.username, address)
     except pats.PatError as exc:
-        return await user_page(request, services, who, username, 400, _(str(exc)), fields)
+        return await user_page(request, services, who, username, 400, translated(exc), fields)
     except users.UserError as exc:
         return await refused(request, services, who, username, exc)
     except pats.RedisUnavailable as exc:

@@ -19,6 +19,8 @@ from importlib.resources import files
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
+from forwardauth.core.problems import Problem
+
 DEFAULT = "en"  # the source language: the msgids themselves
 LANGUAGES = ("en", "de", "fr")
 MAX_HEADER = 512  # longer Accept-Language headers are ignored (nobody needs more)
@@ -78,6 +80,14 @@ def current() -> str:
 def _(message: str) -> str:
     """``message`` in the request's language (the English msgid when it has no translation)."""
     return TRANSLATIONS[current()].gettext(message)
+
+
+def translated(exc: Exception) -> str:
+    """What a refusal says, in the request's language: a ``Problem``'s message looked up and its
+    values filled in; any other exception's text as a msgid (the English when none matches)."""
+    if isinstance(exc, Problem):
+        return _(exc.message) % exc.values if exc.values else _(exc.message)
+    return _(str(exc))
 
 
 def N_(message: str) -> str:

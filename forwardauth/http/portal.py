@@ -22,7 +22,7 @@ from forwardauth.http import browser, portal_links, portal_tokens, signedin
 from forwardauth.http.common import client_address, see_other
 from forwardauth.http.cookies import set_access_cookie, set_refresh_cookie
 from forwardauth.http.errors import unavailable
-from forwardauth.http.i18n import N_, _
+from forwardauth.http.i18n import N_, _, translated
 from forwardauth.http.login import login_action
 from forwardauth.http.services import SERVICES, Services
 from forwardauth.http.signedin import signed_in_form
@@ -179,7 +179,7 @@ async def change_password(request: web.Request) -> web.Response:
     except portal.WrongPassword:
         return password_page(services, who, 400, _("Your current password is not right."), "current_password")
     except ValueError as exc:  # the password policy's message
-        return password_page(services, who, 400, _(str(exc)), "new_password")
+        return password_page(services, who, 400, translated(exc), "new_password")
     except AccountError as exc:
         return unavailable(request, str(exc))
     return see_other(f"{who.prefix}{ACCOUNT_PATH}?saved=password")
@@ -232,7 +232,7 @@ async def change_email(request: web.Request) -> web.Response:
     except portal.WrongPassword:
         return email_page(services, who, 400, _("Your current password is not right."), "current_password", email)
     except ValueError as exc:  # not an address we can send to
-        return email_page(services, who, 400, _(str(exc)), "email", email)
+        return email_page(services, who, 400, translated(exc), "email", email)
     return see_other(f"{who.prefix}{ACCOUNT_PATH}?saved=email_sent")
 
 

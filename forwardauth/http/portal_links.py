@@ -21,7 +21,7 @@ from forwardauth.core.forwarding import public_origin
 from forwardauth.core.links import link_base
 from forwardauth.http import browser, formtokens, i18n
 from forwardauth.http.common import bounded, client_address, html_page, read_fields, refuse_cross_site
-from forwardauth.http.i18n import _
+from forwardauth.http.i18n import _, translated
 from forwardauth.http.pages import render
 from forwardauth.http.secondfactor import prefix_of
 from forwardauth.http.services import SERVICES, Services
@@ -192,7 +192,7 @@ async def reset(request: web.Request) -> web.Response:
     except links.LinkInvalid:
         return invalid_link(request, services)
     except ValueError as exc:  # the password policy's message
-        return reset_page(request, services, token, found, 400, _(str(exc)), "new_password")
+        return reset_page(request, services, token, found, 400, translated(exc), "new_password")
     prefix = prefix_of(request, services.settings)
     text = _("Sign in with your new password. Every session of your account was signed out.")
     link = ("sign-in", prefix + "/login", _("Sign in"))

@@ -18,7 +18,7 @@ from forwardauth.accounts import pats, secondfactor
 from forwardauth.http import pat_pages, signedin
 from forwardauth.http.common import client_address, see_other
 from forwardauth.http.errors import unavailable
-from forwardauth.http.i18n import N_, _
+from forwardauth.http.i18n import N_, _, translated
 from forwardauth.http.secondfactor import reauth_href
 from forwardauth.http.services import SERVICES, Services
 from forwardauth.stores import users
@@ -82,7 +82,7 @@ async def create(request: web.Request) -> web.Response:
             services, username, name, scopes, ttl, username, client_address(request, services.settings)
         )
     except (pats.PatError, users.UserError) as exc:
-        return await tokens_page(request, services, who, 400, _(str(exc)), fields)
+        return await tokens_page(request, services, who, 400, translated(exc), fields)
     except pats.RedisUnavailable as exc:
         return unavailable(request, str(exc))
     return signedin.page(

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg2.errors
 
 from forwardauth.core.pats import sid_of
+from forwardauth.core.problems import Problem
 from forwardauth.core.tokens import Identity, new_id
 from forwardauth.stores.audit import record
 from forwardauth.stores.postgres import Connection
@@ -30,7 +31,7 @@ MAX_KNOWN_ADDRESSES = 20  # per token: a use from an address not among them is a
 _COLUMNS = "id, user_id::text, name, scopes, created_at, expires_at, created_by, last_used_at, last_used_ip, revoked_at"
 
 
-class PatError(ValueError):
+class PatError(Problem):
     """A token cannot be created or changed as asked; the message says why."""
 
 
@@ -83,7 +84,7 @@ def create(
             )
             row = cur.fetchone()
     except psycopg2.errors.UniqueViolation:
-        raise PatError(f"{user.username} already has a token named {name!r}") from None
+        raise PatError("%(user)s already has a token named %(name)s", user=user.username, name=repr(name)) from None
     assert row is not None
     info = _info(row)
     detail = {"token_id": info.id, "name": name, "scopes": list(scopes), "expires_at": info.expires_at.isoformat()}
