@@ -3,6 +3,7 @@ that dates keys by when they signed here, not by their names."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -20,8 +22,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from forwardauth import config
+from forwardauth.http.app import create_app
+from forwardauth.http.services import SERVICES
 from forwardauth.keys import (
     MARKER_PREFIX,
+    RELOAD_SECONDS,
     STAMP_FORMAT,
     KeyFileError,
     key_files,
@@ -36,7 +41,7 @@ from forwardauth.stores import users
 
 from . import http
 from .localuser import NOBODY, needs_root
-from .support import PASSWORD, Service, free_port, wait_until
+from .support import PASSWORD, AppServer, Service, free_port, wait_until
 
 MakeUser = Callable[..., users.User]
 
@@ -285,3 +290,26 @@ def test_prune_keeps_the_key_that_signed_until_a_copied_in_key_took_over(
     assert pruned.returncode == 0 and "0 key(s) removed" in pruned.stdout, (pruned.stdout, pruned.stderr)
     assert len(key_files(keys)) == 2
     assert http.get(svc.base + "/auth", http.bearer(signed_by_a)).status == 200
+
+
+async def test_a_key_copied_in_while_a_worker_starts_is_picked_up(aiohttp_client: Any, env: dict[str, str]) -> None:
+    """The watcher compares with the key folder as it was *before* the ring was loaded: a key
+    copied in between (a worker still starting) is a change, and the worker signs with it within
+    a reload interval. (Read when the watcher task first ran, it already held the new key, and
+    the worker went on signing with the old one: seen once in CI under load.)"""
+    settings = config.load(env)
+    keys = settings.key_directory
+    a = rotate(keys, "RS256")
+    stamped(key_files(keys)[0], 3)
+    elsewhere = Path(env["FORWARDAUTH_DATA_DIR"]).parent / "elsewhere"
+    c = rotate(elsewhere, "RS256")
+    c_file = stamped(key_files(elsewhere)[0], 2)
+    app = create_app(settings)
+    services = app[SERVICES]
+    assert services.tokens.ring.current.kid == a.kid  # loaded as the app was built
+    shutil.copy2(c_file, keys / c_file.name)  # before the watchers run
+    await aiohttp_client(AppServer(app))
+    deadline = time.monotonic() + 4 * RELOAD_SECONDS
+    while services.tokens.ring.current.kid != c.kid and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert services.tokens.ring.current.kid == c.kid, "the worker never picked up the key copied in as it started"

@@ -45,6 +45,10 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
 
     ``metrics_dir``: the folder where this server's workers share their counters (see metrics).
     """
+    # What the file watchers compare with, read before the keys and the rules are loaded: a change
+    # made while the worker starts is then a change (see reloading.watch).
+    key_state = key_files(settings.key_directory) if settings.signing_alg != "HS256" else None
+    policy_state = file_state(settings.policy_file) if settings.policy_file is not None else None
     services = build_services(settings, ring, metrics_dir)
     app = web.Application(
         middlewares=[observe(services.metrics), errors], client_max_size=MAX_BODY, handler_args=limits.PARSER
@@ -58,12 +62,16 @@ def create_app(settings: Settings, ring: KeyRing | None = None, metrics_dir: Pat
         watchers = []
         if settings.signing_alg != "HS256":
             directory = settings.key_directory
-            watchers.append(asyncio.create_task(watch(lambda: key_files(directory), lambda: reload_keys(services))))
+            watchers.append(
+                asyncio.create_task(watch(lambda: key_files(directory), lambda: reload_keys(services), key_state))
+            )
             watchers.append(asyncio.create_task(record_signing(directory, lambda: services.tokens.ring.current)))
         if settings.policy_file is not None:
             policy_file = settings.policy_file
             watchers.append(
-                asyncio.create_task(watch(lambda: file_state(policy_file), lambda: reload_policy(services)))
+                asyncio.create_task(
+                    watch(lambda: file_state(policy_file), lambda: reload_policy(services), policy_state)
+                )
             )
         if services.revocations.local is not None:
             watchers.append(asyncio.create_task(services.revocations.follow(stop)))

@@ -15,9 +15,13 @@ from forwardauth.keys import RELOAD_SECONDS, reload_ring
 log = logging.getLogger("forwardauth.web")  # one name for the HTTP layer's lines, as before
 
 
-async def watch(state: Callable[[], object], reload: Callable[[], bool]) -> None:
-    """Every RELOAD_SECONDS, call ``reload`` when ``state`` changed (until it succeeds)."""
-    seen = await asyncio.to_thread(state)
+async def watch(state: Callable[[], object], reload: Callable[[], bool], seen: object) -> None:
+    """Every RELOAD_SECONDS, call ``reload`` when ``state`` differs from ``seen`` (until it succeeds).
+
+    ``seen``: the state read *before* what it describes was loaded (the app does so as it is
+    built). Read here instead, as this task starts, a key copied in while the worker was starting
+    would already be in it, and the worker would go on signing with the old key until the next
+    change (a CI run on a loaded machine saw exactly that)."""
     while True:
         await asyncio.sleep(RELOAD_SECONDS)
         current = await asyncio.to_thread(state)
