@@ -214,10 +214,9 @@ async def auth(request: web.Request) -> web.StreamResponse:
             decided.invalid_token += 1
             return unauthorized(request, settings, True, original, None, verdict)
         services.claims.put(token, claims)
-    local = services.revocations.local  # the memory first, without a coroutine: is_live asks Redis
-    if (local is None or not local.is_live(claims.sid, claims.jti, now)) and not await services.revocations.is_live(
-        claims.sid, claims.jti, claims.expires_at
-    ):
+    revocations = services.revocations  # the memory first, without a coroutine; Redis when it says no
+    sid, jti = claims.sid, claims.jti
+    if not (revocations.remembered(sid, jti, now) or await revocations.asked(sid, jti, claims.expires_at)):
         decided.revoked += 1
         return unauthorized(request, settings, True, original, None, verdict)
     # Only a restricted rule, a sign-in requirement or a rule on the kind of token looks at the
@@ -265,7 +264,8 @@ async def personal_token(
     if user is not None and user != identity.username:
         decided.invalid_token += 1  # another user's name with the token: refused, never guessed at
         return unauthorized(request, settings, True, original, None, verdict)
-    if not await services.revocations.is_live(claims.sid, claims.jti, claims.expires_at):
+    revocations, sid, jti = services.revocations, claims.sid, claims.jti  # as in auth: the memory first
+    if not (revocations.remembered(sid, jti, now) or await revocations.asked(sid, jti, claims.expires_at)):
         decided.revoked += 1
         return unauthorized(request, settings, True, original, None, verdict)
     if verdict is not None and verdict.checks_subject:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
+from typing import cast
 
 from aiohttp import hdrs, web
 from aiohttp.web_request import BaseRequest
@@ -97,16 +98,17 @@ def front(app: web.Application, app_handler: RequestHandler) -> RequestHandler:
     exact_match.freeze()
     chain = checked(app, ahead.handler)
     path, prefix, subtree = ahead.path, ahead.prefix, ahead.prefix + "/"
-    resolve_under = under.resource.resolve if under.resource is not None else None
+    assert under.resource is not None  # routes_of keeps only routes with a resource
+    resolve_under = under.resource.resolve
 
-    async def dispatch(request: BaseRequest) -> web.StreamResponse:
-        assert isinstance(request, web.Request)  # made by the application's request factory
+    async def dispatch(base: BaseRequest) -> web.StreamResponse:
+        request = cast(web.Request, base)  # made by the application's request factory
         where = request.raw_path  # as sent: "/auth" reads the same decoded, the usual case
         if where != path:
             where = request.rel_url.path_safe  # what the router matches on
         if where == path:
             match = exact_match
-        elif (where == prefix or where.startswith(subtree)) and resolve_under is not None:
+        elif where == prefix or where.startswith(subtree):
             found, _ = await resolve_under(request)
             if found is None:
                 return await app_handler(request)

@@ -105,9 +105,17 @@ class Revocations:
             await self.revoke_session(sid)
 
     async def is_live(self, sid: str, jti: str, expires_at: int) -> bool:
+        return self.remembered(sid, jti, time.time()) or await self.asked(sid, jti, expires_at)
+
+    def remembered(self, sid: str, jti: str, now: float) -> bool:
+        """Live by this worker's memory (kept only while it follows the revocation channel): no
+        I/O and no coroutine, so /auth asks it first and awaits ``asked`` only when it says no."""
         local = self.local
-        if local is not None and local.is_live(sid, jti, time.time()):
-            return True
+        return local is not None and local.is_live(sid, jti, now)
+
+    async def asked(self, sid: str, jti: str, expires_at: int) -> bool:
+        """Live by Redis (one key of a shared MGET); remembered when the memory may keep it."""
+        local = self.local
         epoch = local.epoch if local is not None else 0
         self.lookups += 1
         live = await self.live_keys.exists(self._keys.access_token(sid, jti))
